@@ -1,0 +1,3 @@
+//! Parsers and writers for the files that configuration stages edit.
+
+pub mod unit;
