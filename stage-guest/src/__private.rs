@@ -7,6 +7,9 @@ use crate::{OptionError, Tree};
 /// Splits an error from `run` into a message and, for an [`OptionError`]
 /// anywhere in its chain, the option it is about.
 fn describe(err: &anyhow::Error) -> (String, Option<String>) {
+    if let Some(o) = err.downcast_ref::<OptionError>() {
+        return (o.message.clone(), Some(o.option.clone()));
+    }
     let option = err
         .chain()
         .find_map(|e| e.downcast_ref::<OptionError>())

@@ -105,6 +105,7 @@ pub enum NodeKind {
 pub struct Root {
     fd: OwnedFd,
     host_path: PathBuf,
+    no_symlinks: bool,
 }
 
 /// An entry named for an operation that must not follow a final symlink: its
@@ -123,10 +124,6 @@ impl Entry {
         bytes.extend_from_slice(self.name.as_bytes());
         CString::new(bytes).expect("file names hold no NUL")
     }
-}
-
-fn resolve_flags() -> ResolveFlags {
-    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -186,7 +183,29 @@ impl Root {
             io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display()))
         })?;
         let host_path = std::fs::canonicalize(dir)?;
-        Ok(Root { fd, host_path })
+        Ok(Root {
+            fd,
+            host_path,
+            no_symlinks: false,
+        })
+    }
+
+    /// Opens `dir` as a tree root in which no path may pass through a
+    /// symlink at all (`ELOOP`), for unpacking untrusted archives: an entry
+    /// under a symlinked directory is refused rather than redirected.
+    pub fn open_no_symlinks(dir: impl AsRef<Path>) -> io::Result<Root> {
+        let mut root = Root::open(dir)?;
+        root.no_symlinks = true;
+        Ok(root)
+    }
+
+    fn resolve_flags(&self) -> ResolveFlags {
+        let flags = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        if self.no_symlinks {
+            flags | ResolveFlags::NO_SYMLINKS
+        } else {
+            flags
+        }
     }
 
     /// The tree's root directory on the host.
@@ -201,8 +220,14 @@ impl Root {
         } else {
             rel
         };
-        rustix::fs::openat2(&self.fd, rel, flags | OFlags::CLOEXEC, m, resolve_flags())
-            .map_err(errno)
+        rustix::fs::openat2(
+            &self.fd,
+            rel,
+            flags | OFlags::CLOEXEC,
+            m,
+            self.resolve_flags(),
+        )
+        .map_err(errno)
     }
 
     fn entry(&self, path: &Path) -> io::Result<Entry> {

@@ -159,3 +159,26 @@ fn remove_all_does_not_follow_symlinks() {
     assert!(!dir.path().join("a").exists());
     assert!(outside.path().join("keep").exists());
 }
+
+#[test]
+fn no_symlinks_mode_refuses_paths_through_symlinks() {
+    let (dir, _) = tree();
+    let root = Root::open_no_symlinks(dir.path()).unwrap();
+    root.create_dir(Path::new("real"), 0o755).unwrap();
+    root.symlink(Path::new("/"), Path::new("up")).unwrap();
+    root.symlink(Path::new("real"), Path::new("rel")).unwrap();
+    for p in ["up/x", "rel/x"] {
+        let err = root.create_file(Path::new(p), 0o644).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc_eloop()), "{p}: {err}");
+    }
+    root.create_file(Path::new("real/x"), 0o644).unwrap();
+    // The link itself can still be inspected.
+    assert_eq!(
+        root.metadata(Path::new("up"), false).unwrap().kind,
+        EntryKind::Symlink
+    );
+}
+
+fn libc_eloop() -> i32 {
+    rustix::io::Errno::LOOP.raw_os_error()
+}

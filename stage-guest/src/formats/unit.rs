@@ -193,8 +193,17 @@ pub struct UnitName {
 }
 
 const SUFFIXES: &[&str] = &[
-    "service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer",
-    "slice", "scope",
+    "service",
+    "socket",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
+    "timer",
+    "slice",
+    "scope",
 ];
 
 impl UnitName {
@@ -288,7 +297,10 @@ mod tests {
             "# comment\n[Unit]\nDescription=x\n\n[Install]\nWantedBy=multi-user.target \\\n  graphical.target\n; c\nAlias=foo.service\nWantedBy=\nWantedBy=default.target \"a b.target\"\nAlso=bar.socket\n",
         )
         .unwrap();
-        assert_eq!(unit.list("Install", "WantedBy"), vec!["default.target", "a b.target"]);
+        assert_eq!(
+            unit.list("Install", "WantedBy"),
+            vec!["default.target", "a b.target"]
+        );
         assert_eq!(unit.list("Install", "Alias"), vec!["foo.service"]);
         assert_eq!(unit.value("Unit", "Description"), Some("x"));
         assert!(unit.list("Install", "RequiredBy").is_empty());
@@ -296,8 +308,12 @@ mod tests {
 
     #[test]
     fn continuation_skips_comment_lines() {
-        let unit = UnitFile::parse("[Install]\nWantedBy=a.target \\\n# in between\n b.target\n").unwrap();
-        assert_eq!(unit.list("Install", "WantedBy"), vec!["a.target", "b.target"]);
+        let unit =
+            UnitFile::parse("[Install]\nWantedBy=a.target \\\n# in between\n b.target\n").unwrap();
+        assert_eq!(
+            unit.list("Install", "WantedBy"),
+            vec!["a.target", "b.target"]
+        );
     }
 
     #[test]
@@ -312,7 +328,10 @@ mod tests {
         let n = UnitName::parse("getty@tty1.service").unwrap();
         assert!(n.is_instance());
         assert_eq!(n.template(), "getty@.service");
-        assert_eq!(expand_install_specifiers("%p-%i %n %N %j %%", &n), "getty-tty1 getty@tty1.service getty@tty1 getty %");
+        assert_eq!(
+            expand_install_specifiers("%p-%i %n %N %j %%", &n),
+            "getty-tty1 getty@tty1.service getty@tty1 getty %"
+        );
         assert!(UnitName::parse("getty@.service").unwrap().is_template());
         assert!(UnitName::parse("nosuffix").is_none());
         assert!(UnitName::parse("../x.service").is_none());
@@ -321,9 +340,21 @@ mod tests {
     #[test]
     fn renders_sections() {
         let s = vec![
-            Section { name: "Unit".into(), entries: vec![("Description".into(), "d".into())] },
-            Section { name: "Service".into(), entries: vec![("ExecStart".into(), "/a".into()), ("ExecStart".into(), "/b".into())] },
+            Section {
+                name: "Unit".into(),
+                entries: vec![("Description".into(), "d".into())],
+            },
+            Section {
+                name: "Service".into(),
+                entries: vec![
+                    ("ExecStart".into(), "/a".into()),
+                    ("ExecStart".into(), "/b".into()),
+                ],
+            },
         ];
-        assert_eq!(render(&s), "[Unit]\nDescription=d\n\n[Service]\nExecStart=/a\nExecStart=/b\n");
+        assert_eq!(
+            render(&s),
+            "[Unit]\nDescription=d\n\n[Service]\nExecStart=/a\nExecStart=/b\n"
+        );
     }
 }

@@ -236,7 +236,10 @@ impl Tree {
     /// Creates a hard link at `path` to `existing`.
     pub fn hard_link(&self, existing: impl AsRef<Path>, path: impl AsRef<Path>) -> io::Result<()> {
         let path = abs(path.as_ref());
-        with_path(&path, self.backend.hard_link(&abs(existing.as_ref()), &path))
+        with_path(
+            &path,
+            self.backend.hard_link(&abs(existing.as_ref()), &path),
+        )
     }
 
     /// Renames `from` to `to`, replacing `to`.

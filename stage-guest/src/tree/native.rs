@@ -117,7 +117,14 @@ impl Backend {
         self.root.set_mtime(p, sec, nsec, false)
     }
 
-    pub fn make_node(&self, p: &Path, kind: NodeKind, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    pub fn make_node(
+        &self,
+        p: &Path,
+        kind: NodeKind,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
         let kind = match kind {
             NodeKind::BlockDevice => osbuild_tree_fs::NodeKind::BlockDevice,
             NodeKind::CharDevice => osbuild_tree_fs::NodeKind::CharDevice,

@@ -9,8 +9,14 @@ fn one_api_over_a_host_directory() {
     assert_eq!(tree.read_to_string("/etc/hostname").unwrap(), "box\n");
     tree.symlink("/etc/hostname", "/etc/name").unwrap();
     assert_eq!(tree.read_to_string("/etc/name").unwrap(), "box\n");
-    assert_eq!(tree.read_link("/etc/name").unwrap(), Path::new("/etc/hostname"));
-    assert_eq!(tree.read_dir("/etc").unwrap(), vec!["hostname", "name", "systemd"]);
+    assert_eq!(
+        tree.read_link("/etc/name").unwrap(),
+        Path::new("/etc/hostname")
+    );
+    assert_eq!(
+        tree.read_dir("/etc").unwrap(),
+        vec!["hostname", "name", "systemd"]
+    );
     assert!(tree.symlink_metadata("/etc/name").unwrap().is_symlink());
     assert_eq!(tree.read_optional("/etc/nothing").unwrap(), None);
     let err = tree.read("/etc/nothing").unwrap_err();

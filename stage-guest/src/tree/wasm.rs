@@ -184,7 +184,14 @@ impl Backend {
         host::set_mtime(s(p)?, t, false).map_err(err)
     }
 
-    pub fn make_node(&self, p: &Path, kind: NodeKind, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    pub fn make_node(
+        &self,
+        p: &Path,
+        kind: NodeKind,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
         let kind = match kind {
             NodeKind::BlockDevice => host::NodeKind::BlockDevice,
             NodeKind::CharDevice => host::NodeKind::CharDevice,

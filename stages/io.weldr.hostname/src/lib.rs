@@ -17,7 +17,10 @@ pub fn invalid_reason(name: &str) -> Option<String> {
         return Some("is empty".into());
     }
     if name.len() > 64 {
-        return Some(format!("is {} characters long, the limit is 64", name.len()));
+        return Some(format!(
+            "is {} characters long, the limit is 64",
+            name.len()
+        ));
     }
     for label in name.split('.') {
         if label.is_empty() {
@@ -26,7 +29,10 @@ pub fn invalid_reason(name: &str) -> Option<String> {
         if label.len() > 63 {
             return Some(format!("label {label:?} is longer than 63 characters"));
         }
-        if let Some(c) = label.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
             return Some(format!(
                 "contains {c:?}: only letters, digits, '-' and '.' are allowed"
             ));
@@ -42,7 +48,10 @@ pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
     if let Some(reason) = invalid_reason(&options.hostname) {
         return Err(OptionError::new(
             "hostname",
-            format!("{:?} is not a valid hostname: it {reason}", options.hostname),
+            format!(
+                "{:?} is not a valid hostname: it {reason}",
+                options.hostname
+            ),
         )
         .into());
     }
@@ -72,9 +81,27 @@ mod tests {
     fn writes_etc_hostname() {
         let dir = tempfile::tempdir().unwrap();
         let tree = Tree::open(dir.path()).unwrap();
-        run(&tree, Options { hostname: "box".into() }).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(), "box\n");
-        let err = run(&tree, Options { hostname: "bad_name".into() }).unwrap_err();
-        assert_eq!(err.downcast_ref::<OptionError>().unwrap().option, "hostname");
+        run(
+            &tree,
+            Options {
+                hostname: "box".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/hostname")).unwrap(),
+            "box\n"
+        );
+        let err = run(
+            &tree,
+            Options {
+                hostname: "bad_name".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<OptionError>().unwrap().option,
+            "hostname"
+        );
     }
 }

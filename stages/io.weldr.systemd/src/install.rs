@@ -133,7 +133,12 @@ impl<'t> Installer<'t> {
                 let path = format!("{dir}/{cand}");
                 let meta = match self.tree.symlink_metadata(&path) {
                     Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => continue,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound
+                            || e.kind() == io::ErrorKind::NotADirectory =>
+                    {
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 if !meta.is_symlink() {
@@ -144,15 +149,17 @@ impl<'t> Installer<'t> {
                 }
                 let target = self.tree.read_link(&path)?;
                 if target.as_os_str() == "/dev/null" {
-                    return Err(Error::Option(format!("unit {name} is masked ({path} -> /dev/null)")));
+                    return Err(Error::Option(format!(
+                        "unit {name} is masked ({path} -> /dev/null)"
+                    )));
                 }
                 // An alias: the unit is the one the link leads to.
                 let resolved = self.tree.resolve(&path)?;
                 let real = basename(resolved.to_str().unwrap_or_default()).to_string();
                 let real_name = match UnitName::parse(&real) {
-                    Some(n) if name.is_instance() && n.is_template() => {
-                        UnitName::parse(&n.with_instance(name.instance.as_deref().unwrap_or_default()))
-                    }
+                    Some(n) if name.is_instance() && n.is_template() => UnitName::parse(
+                        &n.with_instance(name.instance.as_deref().unwrap_or_default()),
+                    ),
                     other => other,
                 };
                 match real_name {
@@ -238,7 +245,11 @@ impl<'t> Installer<'t> {
         let spec_name = install_name.clone().unwrap_or_else(|| name.clone());
 
         let mut did_something = false;
-        for (key, dir_suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires"), ("UpheldBy", "upholds")] {
+        for (key, dir_suffix) in [
+            ("WantedBy", "wants"),
+            ("RequiredBy", "requires"),
+            ("UpheldBy", "upholds"),
+        ] {
             for target in unit.list("Install", key) {
                 let target = expand_install_specifiers(&target, &spec_name);
                 let Some(link_name) = &install_name else {
@@ -248,7 +259,10 @@ impl<'t> Installer<'t> {
                     eprintln!("{}: ignoring {key}={target}: not a unit name", found.path);
                     continue;
                 }
-                self.ensure_link(&format!("{CONFIG}/{target}.{dir_suffix}/{link_name}"), &found.path)?;
+                self.ensure_link(
+                    &format!("{CONFIG}/{target}.{dir_suffix}/{link_name}"),
+                    &found.path,
+                )?;
                 did_something = true;
             }
         }
@@ -305,7 +319,10 @@ impl<'t> Installer<'t> {
         let mut dirs = vec![CONFIG.to_string()];
         if self.tree.exists(CONFIG)? {
             for entry in self.tree.read_dir(CONFIG)? {
-                if [".wants", ".requires", ".upholds"].iter().any(|s| entry.ends_with(s)) {
+                if [".wants", ".requires", ".upholds"]
+                    .iter()
+                    .any(|s| entry.ends_with(s))
+                {
                     dirs.push(format!("{CONFIG}/{entry}"));
                 }
             }

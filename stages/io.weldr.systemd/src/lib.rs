@@ -55,7 +55,9 @@ pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
     }
     if let Some(target) = &options.default_target {
         installer.set_default(target).map_err(|e| match e {
-            install::Error::Option(msg) => anyhow::Error::new(OptionError::new("default_target", msg)),
+            install::Error::Option(msg) => {
+                anyhow::Error::new(OptionError::new("default_target", msg))
+            }
             install::Error::Tree(e) => e,
         })?;
     }

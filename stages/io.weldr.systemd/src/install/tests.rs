@@ -7,7 +7,8 @@ fn tree_with(units: &[(&str, &str)]) -> (tempfile::TempDir, Tree) {
     tree.create_dir_all("/usr/lib/systemd/system").unwrap();
     tree.symlink("usr/lib", "/lib").unwrap();
     for (name, text) in units {
-        tree.write_str(format!("/usr/lib/systemd/system/{name}"), text).unwrap();
+        tree.write_str(format!("/usr/lib/systemd/system/{name}"), text)
+            .unwrap();
     }
     (dir, tree)
 }
@@ -19,42 +20,88 @@ fn link(tree: &Tree, path: &str) -> String {
 #[test]
 fn enable_wanted_by_alias_and_also() {
     let (_d, tree) = tree_with(&[
-        ("a.service", "[Install]\nWantedBy=multi-user.target\nAlias=b.service\nAlso=a.socket\n"),
+        (
+            "a.service",
+            "[Install]\nWantedBy=multi-user.target\nAlias=b.service\nAlso=a.socket\n",
+        ),
         ("a.socket", "[Install]\nWantedBy=sockets.target\n"),
     ]);
     let i = Installer::new(&tree).unwrap();
     i.enable("a").unwrap();
-    assert_eq!(link(&tree, "/etc/systemd/system/multi-user.target.wants/a.service"), "/usr/lib/systemd/system/a.service");
-    assert_eq!(link(&tree, "/etc/systemd/system/b.service"), "/usr/lib/systemd/system/a.service");
-    assert_eq!(link(&tree, "/etc/systemd/system/sockets.target.wants/a.socket"), "/usr/lib/systemd/system/a.socket");
+    assert_eq!(
+        link(
+            &tree,
+            "/etc/systemd/system/multi-user.target.wants/a.service"
+        ),
+        "/usr/lib/systemd/system/a.service"
+    );
+    assert_eq!(
+        link(&tree, "/etc/systemd/system/b.service"),
+        "/usr/lib/systemd/system/a.service"
+    );
+    assert_eq!(
+        link(&tree, "/etc/systemd/system/sockets.target.wants/a.socket"),
+        "/usr/lib/systemd/system/a.socket"
+    );
     // Enabling twice is fine.
     Installer::new(&tree).unwrap().enable("a.service").unwrap();
     Installer::new(&tree).unwrap().disable("a.service").unwrap();
-    assert_eq!(tree.read_dir("/etc/systemd/system/multi-user.target.wants").unwrap(), Vec::<String>::new());
+    assert_eq!(
+        tree.read_dir("/etc/systemd/system/multi-user.target.wants")
+            .unwrap(),
+        Vec::<String>::new()
+    );
     assert!(!tree.exists("/etc/systemd/system/b.service").unwrap());
-    assert!(!tree.exists("/etc/systemd/system/sockets.target.wants/a.socket").unwrap());
+    assert!(
+        !tree
+            .exists("/etc/systemd/system/sockets.target.wants/a.socket")
+            .unwrap()
+    );
 }
 
 #[test]
 fn templates_use_default_instance_or_the_given_one() {
-    let (_d, tree) = tree_with(&[("getty@.service", "[Install]\nWantedBy=getty.target\nDefaultInstance=tty1\n")]);
+    let (_d, tree) = tree_with(&[(
+        "getty@.service",
+        "[Install]\nWantedBy=getty.target\nDefaultInstance=tty1\n",
+    )]);
     let i = Installer::new(&tree).unwrap();
     i.enable("getty@.service").unwrap();
     i.enable("getty@tty2.service").unwrap();
     let wants = "/etc/systemd/system/getty.target.wants";
-    assert_eq!(tree.read_dir(wants).unwrap(), vec!["getty@tty1.service", "getty@tty2.service"]);
-    assert_eq!(link(&tree, &format!("{wants}/getty@tty2.service")), "/usr/lib/systemd/system/getty@.service");
-    Installer::new(&tree).unwrap().disable("getty@tty2.service").unwrap();
+    assert_eq!(
+        tree.read_dir(wants).unwrap(),
+        vec!["getty@tty1.service", "getty@tty2.service"]
+    );
+    assert_eq!(
+        link(&tree, &format!("{wants}/getty@tty2.service")),
+        "/usr/lib/systemd/system/getty@.service"
+    );
+    Installer::new(&tree)
+        .unwrap()
+        .disable("getty@tty2.service")
+        .unwrap();
     assert_eq!(tree.read_dir(wants).unwrap(), vec!["getty@tty1.service"]);
 }
 
 #[test]
 fn follows_the_trees_lib_convention() {
     let (_d, tree) = tree_with(&[("x.service", "[Install]\nWantedBy=multi-user.target\n")]);
-    tree.create_dir_all("/etc/systemd/system/multi-user.target.wants").unwrap();
-    tree.symlink("/lib/systemd/system/cron.service", "/etc/systemd/system/multi-user.target.wants/cron.service").unwrap();
+    tree.create_dir_all("/etc/systemd/system/multi-user.target.wants")
+        .unwrap();
+    tree.symlink(
+        "/lib/systemd/system/cron.service",
+        "/etc/systemd/system/multi-user.target.wants/cron.service",
+    )
+    .unwrap();
     Installer::new(&tree).unwrap().enable("x.service").unwrap();
-    assert_eq!(link(&tree, "/etc/systemd/system/multi-user.target.wants/x.service"), "/lib/systemd/system/x.service");
+    assert_eq!(
+        link(
+            &tree,
+            "/etc/systemd/system/multi-user.target.wants/x.service"
+        ),
+        "/lib/systemd/system/x.service"
+    );
 }
 
 #[test]
@@ -75,11 +122,24 @@ fn missing_and_masked_units_are_errors() {
 
 #[test]
 fn aliases_are_resolved_to_the_real_unit() {
-    let (_d, tree) = tree_with(&[("ssh.service", "[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n")]);
-    tree.symlink("ssh.service", "/usr/lib/systemd/system/sshd.service").unwrap();
+    let (_d, tree) = tree_with(&[(
+        "ssh.service",
+        "[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n",
+    )]);
+    tree.symlink("ssh.service", "/usr/lib/systemd/system/sshd.service")
+        .unwrap();
     Installer::new(&tree).unwrap().enable("sshd").unwrap();
-    assert_eq!(link(&tree, "/etc/systemd/system/multi-user.target.wants/ssh.service"), "/usr/lib/systemd/system/ssh.service");
-    assert_eq!(link(&tree, "/etc/systemd/system/sshd.service"), "/usr/lib/systemd/system/ssh.service");
+    assert_eq!(
+        link(
+            &tree,
+            "/etc/systemd/system/multi-user.target.wants/ssh.service"
+        ),
+        "/usr/lib/systemd/system/ssh.service"
+    );
+    assert_eq!(
+        link(&tree, "/etc/systemd/system/sshd.service"),
+        "/usr/lib/systemd/system/ssh.service"
+    );
 }
 
 #[test]
@@ -88,7 +148,13 @@ fn set_default_replaces_the_link() {
     let i = Installer::new(&tree).unwrap();
     i.set_default("graphical.target").unwrap();
     i.set_default("multi-user").unwrap();
-    assert_eq!(link(&tree, "/etc/systemd/system/default.target"), "/usr/lib/systemd/system/multi-user.target");
-    assert!(matches!(i.set_default("nope.target"), Err(Error::Option(_))));
+    assert_eq!(
+        link(&tree, "/etc/systemd/system/default.target"),
+        "/usr/lib/systemd/system/multi-user.target"
+    );
+    assert!(matches!(
+        i.set_default("nope.target"),
+        Err(Error::Option(_))
+    ));
     assert!(Path::new("/").exists());
 }

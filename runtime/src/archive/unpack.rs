@@ -1,0 +1,311 @@
+//! `--from`: unpacking a tar archive into the empty tree, exactly.
+//!
+//! Numeric owners, modes (setuid/setgid/sticky included), mtimes, xattrs,
+//! hardlinks, symlinks, device nodes and fifos are kept. An archive that
+//! tries to put anything outside the tree (`../x`, `/etc/x`, or a path
+//! through a symlink, which could point anywhere) is refused.
+
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
+use osbuild_tree_fs::{EntryKind, NodeKind, Root};
+use tar::EntryType;
+
+/// Why an archive could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The archive is malformed or hostile: bad input (exit 2).
+    #[error("entry {entry:?}: {reason}")]
+    Refused { entry: String, reason: String },
+    #[error("interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+fn refused(entry: &[u8], reason: impl Into<String>) -> UnpackError {
+    UnpackError::Refused {
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The entry's path relative to the tree root, or why it may not be used.
+fn tree_path(raw: &[u8]) -> Result<PathBuf, UnpackError> {
+    let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+    if path.has_root() {
+        return Err(refused(
+            raw,
+            "is an absolute path; archive entries must be relative to the tree",
+        ));
+    }
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                return Err(refused(
+                    raw,
+                    "contains '..' and would land outside the tree",
+                ));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refused(
+                    raw,
+                    "is an absolute path; archive entries must be relative to the tree",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A decompressing reader for a tar, gzipped tar or plain tar file.
+pub fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0))?;
+    let reader = io::BufReader::with_capacity(1 << 20, file);
+    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        anyhow::bail!(
+            "{}: zstd archives are not supported; use .tar or .tar.gz",
+            path.display()
+        )
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+struct PaxExtra {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mtime: Option<(i64, u32)>,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn parse_mtime(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
+    let sec: i64 = sec.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    Some((sec, digits.parse().ok()?))
+}
+
+fn pax_extra<R: Read>(entry: &mut tar::Entry<'_, R>) -> anyhow::Result<PaxExtra> {
+    let mut extra = PaxExtra {
+        uid: None,
+        gid: None,
+        mtime: None,
+        xattrs: Vec::new(),
+    };
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            let key = ext
+                .key()
+                .map_err(|_| anyhow::anyhow!("a PAX key is not UTF-8"))?;
+            let value = ext.value_bytes();
+            match key {
+                "uid" => extra.uid = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
+                "gid" => extra.gid = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
+                "mtime" => extra.mtime = parse_mtime(value),
+                k if k.starts_with("SCHILY.xattr.") => {
+                    extra
+                        .xattrs
+                        .push((k["SCHILY.xattr.".len()..].to_string(), value.to_vec()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(extra)
+}
+
+fn io_refusal(raw: &[u8], e: io::Error) -> UnpackError {
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        return refused(
+            raw,
+            "passes through a symlink, which could lead outside the tree",
+        );
+    }
+    UnpackError::Io(
+        anyhow::Error::new(e).context(format!("unpacking {}", String::from_utf8_lossy(raw))),
+    )
+}
+
+/// Unpacks `archive` into the directory `tree`. Returns the number of entries.
+pub fn unpack(
+    archive: &Path,
+    tree: &Path,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<u64, UnpackError> {
+    let reader = open(archive)?;
+    let root = Root::open_no_symlinks(tree)
+        .with_context(|| format!("opening the tree {}", tree.display()))?;
+    let mut ar = tar::Archive::new(reader);
+    let mut dirs: Vec<(PathBuf, i64, u32)> = Vec::new();
+    let mut count = 0u64;
+    let entries = ar
+        .entries()
+        .with_context(|| format!("reading {}", archive.display()))?;
+    for entry in entries {
+        if interrupted() {
+            return Err(UnpackError::Interrupted);
+        }
+        let mut entry = entry.with_context(|| format!("reading {}", archive.display()))?;
+        let raw = entry.path_bytes().into_owned();
+        let rel = tree_path(&raw)?;
+        let extra =
+            pax_extra(&mut entry).with_context(|| format!("reading {}", archive.display()))?;
+        let header = entry.header().clone();
+        let uid = extra.uid.unwrap_or(header.uid().context("bad uid")? as u32);
+        let gid = extra.gid.unwrap_or(header.gid().context("bad gid")? as u32);
+        let mode = header.mode().context("bad mode")? & 0o7777;
+        let (mtime, mtime_nsec) = extra
+            .mtime
+            .unwrap_or((header.mtime().context("bad mtime")? as i64, 0));
+        let kind = header.entry_type();
+        let is_root = rel.as_os_str().is_empty();
+        if is_root && kind != EntryType::Directory {
+            return Err(refused(
+                &raw,
+                "names the tree's root but is not a directory",
+            ));
+        }
+
+        // A later entry for the same path replaces the earlier one (as tar does).
+        if !is_root && kind != EntryType::Directory {
+            match root.metadata(&rel, false) {
+                Ok(m) if m.kind == EntryKind::Directory => {
+                    return Err(refused(&raw, "would replace a directory"));
+                }
+                Ok(_) => root.remove_file(&rel).map_err(|e| io_refusal(&raw, e))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_refusal(&raw, e)),
+            }
+        }
+        match kind {
+            EntryType::Directory => {
+                if !is_root {
+                    match root.metadata(&rel, false) {
+                        Ok(m) if m.kind == EntryKind::Directory => {}
+                        Ok(_) => {
+                            return Err(refused(
+                                &raw,
+                                "a directory where a non-directory already is",
+                            ));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            root.create_dir(&rel, 0o700)
+                                .map_err(|e| io_refusal(&raw, e))?;
+                        }
+                        Err(e) => return Err(io_refusal(&raw, e)),
+                    }
+                }
+                dirs.push((rel.clone(), mtime, mtime_nsec));
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let mut file = root
+                    .create_file(&rel, 0o600)
+                    .map_err(|e| io_refusal(&raw, e))?;
+                io::copy(&mut entry, &mut file)
+                    .with_context(|| format!("writing {}", rel.display()))?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refused(&raw, "a symlink without a target"))?
+                    .into_owned();
+                root.symlink(Path::new(std::ffi::OsStr::from_bytes(&target)), &rel)
+                    .map_err(|e| io_refusal(&raw, e))?;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refused(&raw, "a hard link without a target"))?
+                    .into_owned();
+                let target_rel = tree_path(&target)?;
+                root.hard_link(&target_rel, &rel)
+                    .map_err(|e| io_refusal(&raw, e))?;
+                count += 1;
+                // A hard link shares its target's metadata.
+                continue;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let node = match kind {
+                    EntryType::Char => NodeKind::CharDevice,
+                    EntryType::Block => NodeKind::BlockDevice,
+                    _ => NodeKind::Fifo,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                root.make_node(&rel, node, mode, major, minor)
+                    .map_err(|e| io_refusal(&raw, e))?;
+            }
+            EntryType::XGlobalHeader => continue,
+            other => {
+                return Err(refused(&raw, format!("unsupported entry type {other:?}")));
+            }
+        }
+        // Owner first (chown clears setuid/setgid), then mode, xattrs, mtime.
+        let is_symlink = kind == EntryType::Symlink;
+        root.set_owner(&rel, uid, gid, false)
+            .map_err(|e| io_refusal(&raw, e))?;
+        if !is_symlink {
+            root.set_mode(&rel, mode).map_err(|e| io_refusal(&raw, e))?;
+        }
+        for (name, value) in &extra.xattrs {
+            root.set_xattr(&rel, name, value, false)
+                .with_context(|| format!("setting xattr {name} on {}", rel.display()))?;
+        }
+        if kind != EntryType::Directory {
+            root.set_mtime(&rel, mtime, mtime_nsec, false)
+                .map_err(|e| io_refusal(&raw, e))?;
+        }
+        count += 1;
+    }
+    // Directory mtimes last, deepest first: filling a directory changes its mtime.
+    dirs.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+    for (rel, sec, nsec) in dirs {
+        root.set_mtime(&rel, sec, nsec, false)
+            .with_context(|| format!("setting the mtime of {}", rel.display()))?;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for bad in ["../x", "a/../../x", "/etc/passwd"] {
+            assert!(
+                matches!(tree_path(bad.as_bytes()), Err(UnpackError::Refused { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(tree_path(b"./etc/x").unwrap(), Path::new("etc/x"));
+        assert_eq!(tree_path(b"./").unwrap(), Path::new(""));
+    }
+
+    #[test]
+    fn pax_mtimes() {
+        assert_eq!(
+            parse_mtime(b"1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
+        assert_eq!(parse_mtime(b"12"), Some((12, 0)));
+    }
+}

@@ -1,0 +1,202 @@
+//! The command line: `osbuild [--from ARCHIVE] [--save ARCHIVE] PIPELINE`,
+//! as the original osbuild has it, plus subcommands to inspect stages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::BuildError;
+use crate::executor::{self, BuildConfig};
+use crate::pipeline;
+use crate::progress::PlainReporter;
+use crate::stage::{Registry, Stage};
+use crate::wasm::Limits;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "osbuild",
+    version,
+    about = "Build operating system images from a pipeline of sandboxed stages",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The pipeline to build (JSON).
+    pub pipeline: Option<PathBuf>,
+    /// Unpack this archive (.tar.gz or .tar) into the tree before the first stage.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub from: Option<PathBuf>,
+    /// Write the final tree to this archive (.tar.gz or .tar), deterministically.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub save: Option<PathBuf>,
+    /// Where stages such as image assemblers write their outputs.
+    #[arg(long = "output-directory", value_name = "DIR", default_value = ".")]
+    pub output_directory: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Per-stage time limit in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout: u64,
+    /// Per-stage memory limit for wasm stages, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub memory: u64,
+    /// Print only stage output and errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// The store for cached results and compiled stages
+    /// [default: $XDG_CACHE_HOME/osbuild, or ~/.cache/osbuild].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub store: Option<PathBuf>,
+    /// A directory of stages, searched before the built-in ones (repeatable).
+    #[arg(long = "libdir", value_name = "DIR", global = true)]
+    pub libdirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the available stages, or show one stage's metadata and schema.
+    Stages {
+        #[command(subcommand)]
+        action: Option<StagesCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StagesCommand {
+    /// Print a stage's metadata and options schema (by name or .wasm file).
+    Show { stage: String },
+}
+
+fn default_store() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("osbuild");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".cache/osbuild");
+    }
+    PathBuf::from("/var/cache/osbuild")
+}
+
+fn report(err: &BuildError) {
+    match err {
+        BuildError::Input(errors) => {
+            for e in errors {
+                eprintln!("osbuild: error: {e}");
+            }
+        }
+        BuildError::Other(e) => eprintln!("osbuild: error: {e:#}"),
+        other => eprintln!("osbuild: error: {other}"),
+    }
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    crate::signals::install();
+    // Files the stages create get predictable modes, whatever the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Stages { action }) => {
+            stages(&cli.build.common, action).map_err(BuildError::from)
+        }
+        None => build(cli.build),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn build(args: BuildArgs) -> Result<(), BuildError> {
+    let Some(path) = args.pipeline else {
+        return Err(BuildError::input(
+            "PIPELINE",
+            "no pipeline given; usage: osbuild [--from ARCHIVE] [--save ARCHIVE] PIPELINE",
+        ));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        BuildError::input(
+            path.display().to_string(),
+            format!("cannot read the pipeline: {e}"),
+        )
+    })?;
+    let pipeline = pipeline::parse(&text).map_err(|errors| {
+        BuildError::Input(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.path = format!("{}: {}", path.display(), e.path);
+                    e
+                })
+                .collect(),
+        )
+    })?;
+    let config = BuildConfig {
+        from: args.from,
+        save: args.save,
+        output_dir: args.output_directory,
+        store: args.common.store.unwrap_or_else(default_store),
+        libdirs: args.common.libdirs,
+        limits: Limits {
+            memory_bytes: args.memory * 1024 * 1024,
+            timeout: Duration::from_secs(args.timeout),
+        },
+    };
+    let reporter = Arc::new(PlainReporter { quiet: args.quiet });
+    executor::build(&pipeline, &config, reporter)?;
+    Ok(())
+}
+
+fn stages(common: &CommonArgs, action: Option<StagesCommand>) -> anyhow::Result<()> {
+    let registry = Registry::new(common.libdirs.clone());
+    match action {
+        None => {
+            for name in registry.names() {
+                match registry.find(&name) {
+                    Ok(Some(s)) => println!(
+                        "{:<28} {:<7} {}",
+                        name,
+                        s.kind().to_string(),
+                        s.meta.summary
+                    ),
+                    Ok(None) => {}
+                    Err(e) => println!("{name:<28} (invalid: {e})"),
+                }
+            }
+        }
+        Some(StagesCommand::Show { stage }) => {
+            let s = if stage.ends_with(".wasm") || stage.contains('/') {
+                Stage::load_file(std::path::Path::new(&stage)).map_err(anyhow::Error::msg)?
+            } else {
+                registry
+                    .find(&stage)
+                    .map_err(anyhow::Error::msg)?
+                    .with_context(|| {
+                        format!("no stage named {stage:?}; `osbuild stages` lists them")
+                    })?
+            };
+            let mut v = serde_json::to_value(&s.meta)?;
+            v["digest"] = serde_json::Value::String(format!("sha256:{}", s.digest));
+            v["origin"] = serde_json::Value::String(s.origin.to_string());
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}

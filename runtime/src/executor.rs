@@ -1,0 +1,307 @@
+//! The executor: resolves and checks a whole pipeline, then runs it.
+//!
+//! Everything that can be known before running is checked first (stage
+//! names, options against each stage's schema, what each wasm stage
+//! imports, the `--from` archive's name), and all problems are reported
+//! together: a build either fails before it starts or starts with a
+//! pipeline that makes sense.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::archive;
+use crate::error::{BuildError, InputError};
+use crate::output::StageOutput;
+use crate::pipeline::{Pipeline, StageCall};
+use crate::progress::{Outcome, Reporter};
+use crate::signals;
+use crate::stage::{Kind, Registry, Stage};
+use crate::validate;
+use crate::wasm::{Invocation, Limits, WasmError, WasmHost};
+
+/// Everything a build needs besides the pipeline.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    pub from: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub output_dir: PathBuf,
+    pub store: PathBuf,
+    pub libdirs: Vec<PathBuf>,
+    pub limits: Limits,
+}
+
+/// A stage of the pipeline, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct PlannedStage {
+    pub index: usize,
+    pub stage: Stage,
+    /// The options as canonical JSON (keys sorted).
+    pub options: String,
+}
+
+/// What a finished build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub stages: Vec<(String, Duration)>,
+    pub saved: Option<PathBuf>,
+}
+
+/// The source epoch: `SOURCE_DATE_EPOCH`, else the pipeline's own, else 0.
+pub fn source_epoch(pipeline: &Pipeline) -> Result<i64, BuildError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                BuildError::input(
+                    "SOURCE_DATE_EPOCH",
+                    format!("{v:?} is not a number of seconds since 1970"),
+                )
+            }),
+        Err(_) => Ok(pipeline.source_epoch.unwrap_or(0)),
+    }
+}
+
+/// Resolves every stage and checks every option; all problems at once.
+pub fn plan(
+    pipeline: &Pipeline,
+    registry: &Registry,
+    host: Option<&WasmHost>,
+) -> Result<Vec<PlannedStage>, BuildError> {
+    let mut errors = Vec::new();
+    let mut planned = Vec::new();
+    for (index, call) in pipeline.stages.iter().enumerate() {
+        let at = StageCall::json_path(index);
+        let stage = match registry.find(&call.name) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                errors.push(InputError::new(
+                    format!("{at}.name"),
+                    format!(
+                        "unknown stage {:?}; known stages: {} (add a directory of stages with --libdir)",
+                        call.name,
+                        registry.names().join(", ")
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(InputError::new(format!("{at}.name"), e));
+                continue;
+            }
+        };
+        let options = Value::Object(call.options.clone());
+        errors.extend(validate::options(
+            &stage,
+            &options,
+            &format!("{at}.options"),
+        ));
+        if stage.kind() == Kind::Wasm {
+            if let Some(host) = host {
+                if let Err(e) = host.check_imports(&stage) {
+                    errors.push(InputError::new(
+                        format!("{at}.name"),
+                        format!("stage {} ({}) refused: {e}", stage.name(), stage.origin),
+                    ));
+                }
+            }
+        }
+        planned.push(PlannedStage {
+            index,
+            stage,
+            options: options.to_string(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(planned)
+    } else {
+        Err(BuildError::Input(errors))
+    }
+}
+
+/// The seed of a stage's random sources: its position, name and options.
+fn seed(p: &PlannedStage) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"osbuild random\0");
+    h.update((p.index as u64).to_le_bytes());
+    h.update(p.stage.name().as_bytes());
+    h.update([0]);
+    h.update(p.options.as_bytes());
+    h.finalize().into()
+}
+
+fn check_paths(config: &BuildConfig) -> Result<(), BuildError> {
+    let mut errors = Vec::new();
+    if let Some(from) = &config.from {
+        if !from.is_file() {
+            errors.push(InputError::new(
+                "--from",
+                format!("{}: no such archive", from.display()),
+            ));
+        }
+    }
+    if let Some(save) = &config.save {
+        if let Err(e) = archive::Compression::for_path(save) {
+            errors.push(InputError::new("--save", e));
+        } else if let Some(dir) = save.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                errors.push(InputError::new(
+                    "--save",
+                    format!("{}: no such directory", dir.display()),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::Input(errors))
+    }
+}
+
+/// Runs a pipeline.
+pub fn build(
+    pipeline: &Pipeline,
+    config: &BuildConfig,
+    reporter: Arc<dyn Reporter>,
+) -> Result<BuildReport, BuildError> {
+    let epoch = source_epoch(pipeline)?;
+    check_paths(config)?;
+    let registry = Registry::new(config.libdirs.clone());
+    let host = WasmHost::new(Some(config.store.join("components")))?;
+    let planned = plan(pipeline, &registry, Some(&host))?;
+
+    let tmp_root = config.store.join("tmp");
+    std::fs::create_dir_all(&tmp_root)
+        .with_context(|| format!("creating {}", tmp_root.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&tmp_root)
+        .with_context(|| format!("creating a build directory in {}", tmp_root.display()))?;
+    let tree = work.path().join("tree");
+    let scratch = work.path().join("scratch");
+    std::fs::create_dir(&tree).context("creating the tree")?;
+    std::fs::create_dir(&scratch).context("creating the scratch directory")?;
+    std::fs::set_permissions(&tree, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .context("setting the mode of the tree")?;
+
+    if let Some(from) = &config.from {
+        archive::unpack::unpack(from, &tree, &signals::interrupted).map_err(|e| match e {
+            archive::unpack::UnpackError::Refused { entry, reason } => BuildError::input(
+                "--from",
+                format!(
+                    "{}: entry {entry:?} {reason}; nothing was built",
+                    from.display()
+                ),
+            ),
+            archive::unpack::UnpackError::Interrupted => BuildError::Interrupted,
+            archive::unpack::UnpackError::Io(e) => {
+                BuildError::Other(e.context(format!("unpacking {}", from.display())))
+            }
+        })?;
+    }
+
+    let since = crate::mtime::mark();
+    let mut report = BuildReport {
+        stages: Vec::new(),
+        saved: None,
+    };
+    let total = planned.len();
+    for p in &planned {
+        if signals::interrupted() {
+            return Err(BuildError::Interrupted);
+        }
+        reporter.stage_started(p.index, total, p.stage.name());
+        let start = Instant::now();
+        let result = run_stage(
+            &host,
+            p,
+            &tree,
+            &scratch,
+            epoch,
+            config,
+            Arc::clone(&reporter),
+        );
+        let elapsed = start.elapsed();
+        let outcome = if result.is_ok() {
+            Outcome::Ran
+        } else {
+            Outcome::Failed
+        };
+        reporter.stage_finished(p.index, p.stage.name(), elapsed, outcome);
+        result?;
+        report.stages.push((p.stage.name().to_string(), elapsed));
+    }
+    crate::mtime::clamp(&tree, since, epoch).context("setting the mtimes of changed entries")?;
+
+    if let Some(save) = &config.save {
+        archive::save(&tree, save, &signals::interrupted).map_err(|e| {
+            if signals::interrupted() {
+                BuildError::Interrupted
+            } else {
+                BuildError::Other(e.context(format!("saving the tree to {}", save.display())))
+            }
+        })?;
+        report.saved = Some(save.clone());
+    }
+    Ok(report)
+}
+
+fn run_stage(
+    host: &WasmHost,
+    p: &PlannedStage,
+    tree: &Path,
+    scratch: &Path,
+    epoch: i64,
+    config: &BuildConfig,
+    reporter: Arc<dyn Reporter>,
+) -> Result<(), BuildError> {
+    let name = p.stage.name().to_string();
+    let output = StageOutput::start(reporter, p.index, &name)?;
+    let result = match p.stage.kind() {
+        Kind::Wasm => host.run(Invocation {
+            stage: &p.stage,
+            tree,
+            options: &p.options,
+            source_epoch: epoch,
+            seed: seed(p),
+            limits: config.limits,
+            stdout: output.writer()?,
+            stderr: output.writer()?,
+            scratch_parent: scratch,
+            interrupted: signals::interrupted,
+        }),
+        Kind::Native => Err(WasmError::Host(anyhow::anyhow!(
+            "native stages are not supported by this build of osbuild"
+        ))),
+    };
+    let tail = output.finish();
+    result.map_err(|e| match e {
+        WasmError::Interrupted => BuildError::Interrupted,
+        WasmError::Failed {
+            message,
+            option: Some(option),
+        } => BuildError::Stage {
+            index: p.index,
+            name,
+            message: format!(
+                "{}.options.{option}: {message}",
+                StageCall::json_path(p.index)
+            ),
+            tail,
+        },
+        other => BuildError::Stage {
+            index: p.index,
+            name,
+            message: other.to_string(),
+            tail,
+        },
+    })
+}

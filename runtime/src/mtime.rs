@@ -1,0 +1,131 @@
+//! Reproducible mtimes: every entry a stage created or changed gets the
+//! source epoch as its mtime (or keeps an older one a stage set on purpose);
+//! entries no stage touched keep theirs exactly.
+//!
+//! "Touched" is read from the inode change time: the kernel sets ctime on
+//! every change to an entry, and nothing can set it back. Entries whose
+//! ctime is at or after the moment the stages began were touched.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
+use rustix::time::{ClockId, clock_gettime};
+
+/// A point in time on the clock the kernel stamps ctimes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    sec: i64,
+    nsec: i64,
+}
+
+fn coarse_now() -> Mark {
+    let t = clock_gettime(ClockId::RealtimeCoarse);
+    Mark {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    }
+}
+
+/// Marks the start of a run of stages. ctimes come from the coarse clock,
+/// which moves in ticks of a few milliseconds: wait for the next tick so
+/// that nothing written before the mark (an unpacked `--from` archive)
+/// shares its timestamp.
+pub fn mark() -> Mark {
+    let start = coarse_now();
+    loop {
+        let now = coarse_now();
+        if now > start {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
+
+/// Sets `mtime = min(mtime, epoch)` on every entry under `tree` changed
+/// since `since`. Returns how many entries it changed.
+pub fn clamp(tree: &Path, since: Mark, epoch: i64) -> anyhow::Result<usize> {
+    let mut changed = 0;
+    clamp_entry(tree, since, epoch, &mut changed)?;
+    Ok(changed)
+}
+
+fn clamp_entry(path: &Path, since: Mark, epoch: i64, changed: &mut usize) -> anyhow::Result<()> {
+    let st = rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    if is_dir {
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            clamp_entry(&path.join(name), since, epoch, changed)?;
+        }
+    }
+    let ctime = Mark {
+        sec: st.st_ctime,
+        nsec: st.st_ctime_nsec as i64,
+    };
+    let after_epoch = (st.st_mtime, st.st_mtime_nsec as i64) > (epoch, 0);
+    if ctime >= since && after_epoch {
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: epoch,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("setting the mtime of {}", path.display()))?;
+        *changed += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn clamps_only_what_changed_after_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        std::fs::write(&old, b"x").unwrap();
+        let t = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: 2_000_000_000,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(CWD, &old, &t, AtFlags::empty()).unwrap();
+        let since = mark();
+        std::fs::create_dir(dir.path().join("new")).unwrap();
+        std::fs::write(dir.path().join("new/file"), b"y").unwrap();
+        std::os::unix::fs::symlink("/nowhere", dir.path().join("new/link")).unwrap();
+        clamp(dir.path(), since, 1000).unwrap();
+        let m = |p: &str| {
+            std::fs::symlink_metadata(dir.path().join(p))
+                .unwrap()
+                .mtime()
+        };
+        assert_eq!(
+            m("old"),
+            2_000_000_000,
+            "untouched entries keep their mtime"
+        );
+        assert_eq!(m("new"), 1000);
+        assert_eq!(m("new/file"), 1000);
+        assert_eq!(m("new/link"), 1000);
+        assert_eq!(m("."), 1000, "the root changed: it gained an entry");
+    }
+}

@@ -1,0 +1,142 @@
+//! Stage metadata: what a stage is, what it may touch, and its options schema.
+//!
+//! The same JSON document describes both kinds of stage: inside a wasm
+//! stage it is the `osbuild.stage` custom section (written by the SDK's
+//! `stage!` macro from the stage's `stage.json`), beside a native stage it
+//! is `NAME.json`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The name of the custom section that carries a wasm stage's metadata.
+pub const WASM_SECTION: &str = "osbuild.stage";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Wasm,
+    Native,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Wasm => "wasm",
+            Kind::Native => "native",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageMeta {
+    /// Reverse-DNS name, e.g. `io.weldr.hostname`.
+    pub name: String,
+    pub kind: Kind,
+    pub summary: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// JSON Schema of the stage's options.
+    #[serde(default = "empty_schema")]
+    pub schema: Value,
+}
+
+fn empty_schema() -> Value {
+    serde_json::json!({ "type": "object", "additionalProperties": false })
+}
+
+/// Access to the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TreeAccess {
+    Read,
+    #[default]
+    ReadWrite,
+}
+
+/// What a stage may touch. A closed vocabulary: unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Capabilities {
+    #[serde(default)]
+    pub tree: TreeAccess,
+    /// Writes files into the output directory.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub output: bool,
+    /// Reaches the network.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub network: bool,
+    /// Device nodes it needs, e.g. `loop`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Host programs a native stage runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_tools: Vec<String>,
+    /// Memory it needs beyond the default limit, in MiB (wasm stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Time it needs beyond the default limit, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl StageMeta {
+    pub fn parse(text: &str) -> Result<StageMeta, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// The metadata section of a wasm stage, found without running it (it may
+/// sit in a core module nested in the component).
+pub fn wasm_metadata(bytes: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::CustomSection(reader) = payload? {
+            if reader.name() == WASM_SECTION {
+                return Ok(Some(reader.data().to_vec()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The interfaces a component imports from the host, e.g.
+/// `wasi:filesystem/types@0.2.6` (nested modules import from their parent,
+/// not the host, and are not counted).
+pub fn wasm_imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+    let mut imports = Vec::new();
+    // parse_all walks nested modules and components inline; track depth.
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload? {
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import?;
+                    // Type imports (`use types.{stage-error}`) grant nothing.
+                    if !matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        imports.push(import.name.name.to_string());
+                    }
+                }
+            }
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => {
+                depth += 1;
+            }
+            wasmparser::Payload::End(_) => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    imports.sort();
+    imports.dedup();
+    Ok(imports)
+}

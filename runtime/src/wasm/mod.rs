@@ -1,0 +1,495 @@
+//! The wasm host: runs a wasm stage (a WASI 0.2 component) in wasmtime,
+//! with exactly what it is granted.
+//!
+//! A stage gets the tree preopened as `/`, a private scratch directory at
+//! `/tmp`, its stdout/stderr (a pipe the executor reads), a wall clock fixed
+//! to the source epoch, a counting monotonic clock and random sources seeded
+//! from the stage's identity: so two runs of a stage see the same world.
+//! Only the WASI interfaces its capabilities grant are linked, and a
+//! component that imports more is refused before it runs. Memory is capped
+//! (a custom limiter records that the cap, not a bug, stopped the stage) and
+//! time is bounded by epoch interruption.
+//!
+//! Compiled components are cached on disk, keyed by the wasm file's digest
+//! and the engine's compatibility hash, so a warm run only deserializes.
+
+mod tree;
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "stage",
+    });
+}
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::SeedableRng;
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::stage::{Capabilities, Code, Stage, TreeAccess, metadata};
+
+/// How long an epoch tick is: the resolution of timeouts and Ctrl-C.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Resource limits for one stage run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub timeout: Duration,
+}
+
+/// Why a wasm stage did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    /// The component asks for more than its metadata declares.
+    #[error("{0}")]
+    Refused(String),
+    /// The stage ran and returned an error.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        /// The option at fault, below the stage's `options`.
+        option: Option<String>,
+    },
+    #[error(
+        "stopped after {0:?}: the stage exceeded its time limit (raise it with --timeout SECONDS)"
+    )]
+    Timeout(Duration),
+    #[error(
+        "stopped: the stage tried to use more than its memory limit of {} MiB (raise it with --memory MIB)",
+        .0 / (1024 * 1024)
+    )]
+    Memory(u64),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("the stage crashed: {0}")]
+    Trap(String),
+    #[error(transparent)]
+    Host(#[from] anyhow::Error),
+}
+
+/// One run of a wasm stage.
+pub struct Invocation<'a> {
+    pub stage: &'a Stage,
+    /// The tree on the host.
+    pub tree: &'a Path,
+    /// The stage's options as a JSON object.
+    pub options: &'a str,
+    pub source_epoch: i64,
+    /// Seeds the stage's random sources.
+    pub seed: [u8; 32],
+    pub limits: Limits,
+    /// Where the stage's stdout and stderr go (one pipe, two handles).
+    pub stdout: File,
+    pub stderr: File,
+    /// A directory for the stage's private `/tmp` (created and removed here).
+    pub scratch_parent: &'a Path,
+    /// Checked at every tick: a `true` stops the stage (Ctrl-C).
+    pub interrupted: fn() -> bool,
+}
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    tree: tree::TreeHost,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct HasTree;
+
+impl HasData for HasTree {
+    type Data<'a> = &'a mut tree::TreeHost;
+}
+
+struct HasIo;
+
+impl HasData for HasIo {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Caps linear memory; remembers that it did, so the error can say so
+/// instead of the `unreachable` trap the guest's allocator turns it into.
+struct MemoryLimiter {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            wasmtime::bail!("memory limit reached");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 10_000_000)
+    }
+}
+
+#[derive(Debug)]
+struct TimedOut;
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("time limit reached")
+    }
+}
+impl std::error::Error for TimedOut {}
+
+#[derive(Debug)]
+struct Cancelled;
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+impl std::error::Error for Cancelled {}
+
+/// The wall clock a stage sees: always the source epoch.
+struct FixedClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that advances by one microsecond per reading:
+/// deterministic, yet never standing still for code that waits on it.
+#[derive(Default)]
+struct CountingClock(std::sync::atomic::AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for CountingClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.0
+            .fetch_add(1_000, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The wasm packages a stage may import, given its capabilities. Anything
+/// else (e.g. `wasi:http`) is never granted.
+pub fn import_allowed(caps: &Capabilities, import: &str) -> Result<(), String> {
+    let package = import.split('/').next().unwrap_or(import);
+    match package {
+        "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:filesystem" | "wasi:random"
+        | "osbuild:stage" => Ok(()),
+        "wasi:sockets" if caps.network => Ok(()),
+        "wasi:sockets" => Err(format!(
+            "imports {import}, which needs the `network` capability; the stage does not declare it"
+        )),
+        _ => Err(format!(
+            "imports {import}, which osbuild never grants to a stage"
+        )),
+    }
+}
+
+pub struct WasmHost {
+    engine: Engine,
+    engine_key: String,
+    cache_dir: Option<PathBuf>,
+    linkers: [OnceLock<Linker<State>>; 2],
+    loaded: Mutex<HashMap<String, Component>>,
+}
+
+impl WasmHost {
+    /// A host whose compiled components are cached in `cache_dir`.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<WasmHost> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("starting wasmtime")?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("epoch ticker".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker")?;
+        Ok(WasmHost {
+            engine,
+            engine_key,
+            cache_dir,
+            linkers: [OnceLock::new(), OnceLock::new()],
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn linker(&self, network: bool) -> anyhow::Result<&Linker<State>> {
+        let slot = &self.linkers[network as usize];
+        if let Some(l) = slot.get() {
+            return Ok(l);
+        }
+        let linker = build_linker(&self.engine, network).map_err(anyhow::Error::from)?;
+        Ok(slot.get_or_init(|| linker))
+    }
+
+    /// The compiled component for a stage: from memory, from the disk
+    /// cache, or compiled now (and cached).
+    pub fn component(&self, stage: &Stage) -> anyhow::Result<Component> {
+        let Code::Wasm(bytes) = &stage.code else {
+            anyhow::bail!("{} is not a wasm stage", stage.name());
+        };
+        let key = format!("{}-{}", stage.digest, self.engine_key);
+        if let Some(c) = self.loaded.lock().unwrap().get(&key) {
+            return Ok(c.clone());
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{key}.cwasm")));
+        if let Some(path) = &cached {
+            if path.exists() {
+                // SAFETY: files in the cache are written only by this code,
+                // from `Component::serialize`, and renamed into place whole.
+                match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(c) => {
+                        self.loaded.lock().unwrap().insert(key, c.clone());
+                        return Ok(c);
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling stage {} ({})", stage.name(), stage.origin))?;
+        if let Some(path) = &cached {
+            if let Err(e) = write_cache(path, &component) {
+                eprintln!(
+                    "warning: could not cache the compiled stage at {}: {e:#}",
+                    path.display()
+                );
+            }
+        }
+        self.loaded.lock().unwrap().insert(key, component.clone());
+        Ok(component)
+    }
+
+    /// Refuses a stage whose component imports more than it declares.
+    pub fn check_imports(&self, stage: &Stage) -> Result<(), WasmError> {
+        let Code::Wasm(bytes) = &stage.code else {
+            return Ok(());
+        };
+        let imports = metadata::wasm_imports(bytes)
+            .map_err(|e| WasmError::Refused(format!("unreadable component: {e}")))?;
+        for import in &imports {
+            import_allowed(&stage.meta.capabilities, import).map_err(WasmError::Refused)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one stage to completion.
+    pub fn run(&self, inv: Invocation<'_>) -> Result<(), WasmError> {
+        let caps = &inv.stage.meta.capabilities;
+        self.check_imports(inv.stage)?;
+        let component = self.component(inv.stage)?;
+        let linker = self.linker(caps.network)?;
+
+        let scratch = tempfile::Builder::new()
+            .prefix("scratch-")
+            .tempdir_in(inv.scratch_parent)
+            .context("creating the stage's /tmp")?;
+        let writable = caps.tree == TreeAccess::ReadWrite;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true);
+        let perms = if writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(inv.tree, "/", perms)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("opening the tree {}", inv.tree.display()))?;
+        wasi.preopened_dir(scratch.path(), "/tmp", FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .context("opening the stage's /tmp")?;
+        wasi.stdout(OutputFile::new(inv.stdout));
+        wasi.stderr(OutputFile::new(inv.stderr));
+        wasi.wall_clock(FixedClock(Duration::from_secs(
+            inv.source_epoch.max(0) as u64
+        )));
+        wasi.monotonic_clock(CountingClock::default());
+        wasi.secure_random(rand::rngs::StdRng::from_seed(inv.seed));
+        let mut insecure = inv.seed;
+        insecure[0] ^= 0xff;
+        wasi.insecure_random(rand::rngs::StdRng::from_seed(insecure));
+        wasi.insecure_random_seed(u128::from_le_bytes(inv.seed[..16].try_into().unwrap()));
+        if caps.network {
+            wasi.inherit_network();
+            wasi.allow_ip_name_lookup(true);
+        }
+        let root = osbuild_tree_fs::Root::open(inv.tree)
+            .with_context(|| format!("opening the tree {}", inv.tree.display()))?;
+
+        let memory_bytes = caps
+            .memory_mib
+            .map(|m| m * 1024 * 1024)
+            .unwrap_or(0)
+            .max(inv.limits.memory_bytes);
+        let timeout = caps
+            .timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or_default()
+            .max(inv.limits.timeout);
+        let state = State {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+                hit: false,
+            },
+            tree: tree::TreeHost::new(root, writable),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + timeout;
+        let interrupted = inv.interrupted;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if interrupted() {
+                return Err(Cancelled.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(TimedOut.into());
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let result = bindings::Stage::instantiate(&mut store, &component, linker)
+            .and_then(|instance| instance.call_run(&mut store, inv.options));
+        let hit_memory = store.data().limiter.hit;
+        drop(store); // closes the stage's ends of the output pipe
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WasmError::Failed {
+                message: e.message,
+                option: e.option_path,
+            }),
+            Err(_) if hit_memory => Err(WasmError::Memory(memory_bytes)),
+            Err(e) if e.downcast_ref::<TimedOut>().is_some() => Err(WasmError::Timeout(timeout)),
+            Err(e) if e.downcast_ref::<Cancelled>().is_some() => Err(WasmError::Interrupted),
+            Err(e) => Err(WasmError::Trap(format!("{e:#}"))),
+        }
+    }
+}
+
+fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = component.serialize().map_err(anyhow::Error::from)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Links the WASI interfaces every stage gets, the `tree` interface, and
+/// the sockets only for stages with the `network` capability.
+fn build_linker(engine: &Engine, network: bool) -> wasmtime::Result<Linker<State>> {
+    use wasmtime_wasi::cli::WasiCli;
+    use wasmtime_wasi::clocks::WasiClocks;
+    use wasmtime_wasi::filesystem::WasiFilesystem;
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets, sync};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::sockets::WasiSockets;
+
+    let mut linker = Linker::<State>::new(engine);
+    let l = &mut linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<State, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    sync::io::poll::add_to_linker::<State, HasIo>(l, |t| &mut t.table)?;
+    sync::io::streams::add_to_linker::<State, HasIo>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<State, WasiClocks>(l, |t| {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(t)
+    })?;
+    clocks::monotonic_clock::add_to_linker::<State, WasiClocks>(l, |t| {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(t)
+    })?;
+    filesystem::preopens::add_to_linker::<State, WasiFilesystem>(l, |t| {
+        wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t)
+    })?;
+    sync::filesystem::types::add_to_linker::<State, WasiFilesystem>(l, |t| {
+        wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t)
+    })?;
+    random::random::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    macro_rules! cli {
+        ($($iface:ident),*) => {
+            $(cli::$iface::add_to_linker::<State, WasiCli>(l, |t| wasmtime_wasi::cli::WasiCliView::cli(t))?;)*
+        };
+    }
+    cli!(
+        exit,
+        environment,
+        stdin,
+        stdout,
+        stderr,
+        terminal_input,
+        terminal_output,
+        terminal_stdin,
+        terminal_stdout,
+        terminal_stderr
+    );
+    if network {
+        fn get(t: &mut State) -> wasmtime_wasi::sockets::WasiSocketsCtxView<'_> {
+            wasmtime_wasi::sockets::WasiSocketsView::sockets(t)
+        }
+        sockets::tcp_create_socket::add_to_linker::<State, WasiSockets>(l, get)?;
+        sockets::instance_network::add_to_linker::<State, WasiSockets>(l, get)?;
+        sockets::network::add_to_linker::<State, WasiSockets>(l, &Default::default(), get)?;
+        sockets::ip_name_lookup::add_to_linker::<State, WasiSockets>(l, get)?;
+        sync::sockets::tcp::add_to_linker::<State, WasiSockets>(l, get)?;
+        sync::sockets::udp::add_to_linker::<State, WasiSockets>(l, get)?;
+        sync::sockets::udp_create_socket::add_to_linker::<State, WasiSockets>(l, get)?;
+    }
+    bindings::Stage::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+    Ok(linker)
+}
