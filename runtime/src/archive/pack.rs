@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn pax_record_lengths_count_themselves() {
-        assert_eq!(pax_record("path", b"a"), b"10 path=a\n");
+        assert_eq!(pax_record("path", b"a"), b"9 path=a\n");
         let r = pax_record("k", &[b'x'; 95]);
         let text = String::from_utf8(r.clone()).unwrap();
         assert_eq!(
