@@ -427,7 +427,7 @@ impl Root {
             Some(rustix::fs::Uid::from_raw(uid)),
             Some(rustix::fs::Gid::from_raw(gid)),
         );
-        if follow {
+        if follow || split(path)?.is_none() {
             let fd = self.followed(path)?;
             rustix::fs::chownat(&fd, "", uid, gid, AtFlags::EMPTY_PATH).map_err(errno)
         } else {
@@ -449,7 +449,7 @@ impl Root {
                 tv_nsec: nsec.into(),
             },
         };
-        if follow {
+        if follow || split(path)?.is_none() {
             let fd = self.followed(path)?;
             rustix::fs::utimensat(CWD, Self::proc_fd(&fd).as_c_str(), &times, AtFlags::empty())
                 .map_err(errno)

@@ -182,3 +182,13 @@ fn no_symlinks_mode_refuses_paths_through_symlinks() {
 fn libc_eloop() -> i32 {
     rustix::io::Errno::LOOP.raw_os_error()
 }
+
+#[test]
+fn the_root_itself_can_be_changed() {
+    let (dir, root) = tree();
+    root.set_owner(Path::new(""), 0, 7, false).unwrap();
+    root.set_mtime(Path::new("/"), 5, 0, false).unwrap();
+    root.set_mode(Path::new("."), 0o750).unwrap();
+    let m = std::fs::metadata(dir.path()).unwrap();
+    assert_eq!((m.gid(), m.mtime(), m.mode() & 0o7777), (7, 5, 0o750));
+}

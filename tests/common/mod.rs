@@ -1,0 +1,227 @@
+//! Helpers shared by the end-to-end tests: run the built `osbuild`, build
+//! trees and archives with real tools, and compare trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const OSBUILD: &str = env!("CARGO_BIN_EXE_osbuild");
+
+/// A store shared by all tests, so compiled stages are cached across them.
+pub fn shared_store() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-store")
+}
+
+/// The test stages (`tests/stages/`), as a `--libdir`.
+pub fn test_stages() -> &'static str {
+    osbuild_stages::TEST_STAGES_DIR
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        assert_eq!(
+            self.code, 0,
+            "osbuild failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(&self, code: i32, needle: &str) -> &Run {
+        assert_eq!(self.code, code, "exit code; stderr:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs osbuild with `args`, using the shared store unless `--store` is given.
+pub fn osbuild(args: &[&str]) -> Run {
+    let mut cmd = Command::new(OSBUILD);
+    if !args.contains(&"--store") {
+        cmd.arg("--store").arg(shared_store());
+    }
+    cmd.args(args);
+    cmd.env_remove("SOURCE_DATE_EPOCH");
+    Run::from(cmd.output().expect("running osbuild"))
+}
+
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn write_pipeline(dir: &Path, name: &str, json: serde_json::Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    path
+}
+
+/// Everything a test compares about one entry of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub rdev: u64,
+    pub content: Vec<u8>,
+    pub link: Option<String>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// The first path (in sorted order) sharing this entry's inode, if any.
+    pub hardlink_of: Option<String>,
+}
+
+fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let Ok(list) = Command::new("getfattr")
+        .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+        .arg(path)
+        .output()
+    else {
+        return out;
+    };
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            let hex = v.trim_start_matches("0x");
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            out.insert(k.to_string(), bytes);
+        }
+    }
+    out
+}
+
+/// Reads a whole tree: relative path → entry.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = root.join(&rel);
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        let ft = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "socket"
+        };
+        let key = format!("/{}", rel.display());
+        let hardlink_of = if ft.is_file() && m.nlink() > 1 {
+            Some(inodes.entry(m.ino()).or_insert_with(|| key.clone()).clone())
+        } else {
+            None
+        };
+        out.insert(
+            key,
+            Entry {
+                kind,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: m.mtime(),
+                rdev: m.rdev(),
+                content: if ft.is_file() {
+                    std::fs::read(&path).unwrap()
+                } else {
+                    Vec::new()
+                },
+                link: ft
+                    .is_symlink()
+                    .then(|| std::fs::read_link(&path).unwrap().display().to_string()),
+                xattrs: if ft.is_symlink() {
+                    BTreeMap::new()
+                } else {
+                    xattrs(&path)
+                },
+                hardlink_of,
+            },
+        );
+        if ft.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names.reverse();
+            for n in names {
+                stack.push(rel.join(n));
+            }
+        }
+    }
+    // Hard link groups: name each by its first path in sorted order.
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for (path, e) in &out {
+        if let Some(group) = &e.hardlink_of {
+            first.entry(group.clone()).or_insert_with(|| path.clone());
+        }
+    }
+    for e in out.values_mut() {
+        if let Some(group) = &e.hardlink_of {
+            e.hardlink_of = Some(first[group].clone());
+        }
+    }
+    out
+}
+
+/// Extracts an archive with GNU tar, keeping everything.
+pub fn extract(archive: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    sh(&format!(
+        "tar --xattrs --xattrs-include='*' --numeric-owner -p -xf {} -C {}",
+        archive.display(),
+        dest.display()
+    ));
+}
+
+pub fn sha256(path: &Path) -> String {
+    sh(&format!("sha256sum {}", path.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
