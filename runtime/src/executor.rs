@@ -103,15 +103,14 @@ pub fn plan(
             &options,
             &format!("{at}.options"),
         ));
-        if stage.kind() == Kind::Wasm {
-            if let Some(host) = host {
-                if let Err(e) = host.check_imports(&stage) {
-                    errors.push(InputError::new(
-                        format!("{at}.name"),
-                        format!("stage {} ({}) refused: {e}", stage.name(), stage.origin),
-                    ));
-                }
-            }
+        if stage.kind() == Kind::Wasm
+            && let Some(host) = host
+            && let Err(e) = host.check_imports(&stage)
+        {
+            errors.push(InputError::new(
+                format!("{at}.name"),
+                format!("stage {} ({}) refused: {e}", stage.name(), stage.origin),
+            ));
         }
         planned.push(PlannedStage {
             index,
@@ -139,24 +138,24 @@ fn seed(p: &PlannedStage) -> [u8; 32] {
 
 fn check_paths(config: &BuildConfig) -> Result<(), BuildError> {
     let mut errors = Vec::new();
-    if let Some(from) = &config.from {
-        if !from.is_file() {
-            errors.push(InputError::new(
-                "--from",
-                format!("{}: no such archive", from.display()),
-            ));
-        }
+    if let Some(from) = &config.from
+        && !from.is_file()
+    {
+        errors.push(InputError::new(
+            "--from",
+            format!("{}: no such archive", from.display()),
+        ));
     }
     if let Some(save) = &config.save {
         if let Err(e) = archive::Compression::for_path(save) {
             errors.push(InputError::new("--save", e));
-        } else if let Some(dir) = save.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                errors.push(InputError::new(
-                    "--save",
-                    format!("{}: no such directory", dir.display()),
-                ));
-            }
+        } else if let Some(dir) = save.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            errors.push(InputError::new(
+                "--save",
+                format!("{}: no such directory", dir.display()),
+            ));
         }
     }
     if errors.is_empty() {

@@ -130,7 +130,7 @@ impl<W: Write> ParallelGzWriter<W> {
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
         let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
         let tail = data[data.len().saturating_sub(WINDOW)..].to_vec();
-        let dict = std::mem::replace(&mut self.prev_tail, Some(tail));
+        let dict = self.prev_tail.replace(tail);
         let job = Job {
             seq: self.next_seq,
             data,

@@ -276,7 +276,7 @@ pub fn unpack(
         count += 1;
     }
     // Directory mtimes last, deepest first: filling a directory changes its mtime.
-    dirs.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (rel, sec, nsec) in dirs {
         root.set_mtime(&rel, sec, nsec, false)
             .with_context(|| format!("setting the mtime of {}", rel.display()))?;

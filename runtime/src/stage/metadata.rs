@@ -96,10 +96,10 @@ impl StageMeta {
 /// sit in a core module nested in the component).
 pub fn wasm_metadata(bytes: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        if let wasmparser::Payload::CustomSection(reader) = payload? {
-            if reader.name() == WASM_SECTION {
-                return Ok(Some(reader.data().to_vec()));
-            }
+        if let wasmparser::Payload::CustomSection(reader) = payload?
+            && reader.name() == WASM_SECTION
+        {
+            return Ok(Some(reader.data().to_vec()));
         }
     }
     Ok(None)

@@ -207,10 +207,10 @@ impl Registry {
                 let file = entry.file_name().to_string_lossy().into_owned();
                 if let Some(stem) = file.strip_suffix(".wasm") {
                     names.push(stem.to_string());
-                } else if let Some(stem) = file.strip_suffix(".json") {
-                    if dir.join(stem).is_file() {
-                        names.push(stem.to_string());
-                    }
+                } else if let Some(stem) = file.strip_suffix(".json")
+                    && dir.join(stem).is_file()
+                {
+                    names.push(stem.to_string());
                 }
             }
         }

@@ -281,31 +281,31 @@ impl WasmHost {
             .cache_dir
             .as_ref()
             .map(|d| d.join(format!("{key}.cwasm")));
-        if let Some(path) = &cached {
-            if path.exists() {
-                // SAFETY: files in the cache are written only by this code,
-                // from `Component::serialize`, and renamed into place whole.
-                match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(c) => {
-                        self.loaded.lock().unwrap().insert(key, c.clone());
-                        return Ok(c);
-                    }
-                    Err(_) => {
-                        let _ = std::fs::remove_file(path);
-                    }
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: files in the cache are written only by this code,
+            // from `Component::serialize`, and renamed into place whole.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(c) => {
+                    self.loaded.lock().unwrap().insert(key, c.clone());
+                    return Ok(c);
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(path);
                 }
             }
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("compiling stage {} ({})", stage.name(), stage.origin))?;
-        if let Some(path) = &cached {
-            if let Err(e) = write_cache(path, &component) {
-                eprintln!(
-                    "warning: could not cache the compiled stage at {}: {e:#}",
-                    path.display()
-                );
-            }
+        if let Some(path) = &cached
+            && let Err(e) = write_cache(path, &component)
+        {
+            eprintln!(
+                "warning: could not cache the compiled stage at {}: {e:#}",
+                path.display()
+            );
         }
         self.loaded.lock().unwrap().insert(key, component.clone());
         Ok(component)
