@@ -1,3 +1,5 @@
 //! Parsers and writers for the files that configuration stages edit.
 
+pub mod keyvalue;
+pub mod passwd;
 pub mod unit;
