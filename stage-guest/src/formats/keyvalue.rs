@@ -92,10 +92,10 @@ impl KeyValueFile {
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for l in &self.lines {
-            if let Some(k) = key_of(l) {
-                if !keys.iter().any(|x| x == k) {
-                    keys.push(k.to_string());
-                }
+            if let Some(k) = key_of(l)
+                && !keys.iter().any(|x| x == k)
+            {
+                keys.push(k.to_string());
             }
         }
         keys
