@@ -225,3 +225,78 @@ pub fn sha256(path: &Path) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A real Debian bookworm tree as a tarball, made once with mmdebstrap on
+/// the host and cached in the target directory (tests that need it wait for
+/// each other through a lock). It holds what the configuration stages are
+/// checked against: systemd, tzdata, openssh-server, chrony, procps, kmod,
+/// locales, and the accounts and login.defs of a real system.
+pub fn debian_base() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("debian-bookworm-config.tar");
+    let lock = std::fs::File::create(dir.join("debian-bookworm-config.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if !path.exists() {
+        let tmp = dir.join("debian-bookworm-config.tmp.tar");
+        let mirror = std::env::var("OSBUILD_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        sh(&format!(
+            "SOURCE_DATE_EPOCH=1700000000 mmdebstrap --quiet --variant=minbase \
+             --include=systemd,systemd-sysv,tzdata,openssh-server,chrony,procps,kmod,locales,dbus \
+             --keyring=/usr/share/keyrings/debian-archive-keyring.gpg bookworm {} {mirror}",
+            tmp.display()
+        ));
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
+/// Unpacks [`debian_base`] into a fresh directory (for the host tool to work on).
+pub fn debian_tree(dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    sh(&format!(
+        "tar --xattrs --xattrs-include='*' --numeric-owner -p -xf {} -C {}",
+        debian_base().display(),
+        dest.display()
+    ));
+}
+
+/// Differences between two trees, as readable lines (empty when equal).
+/// `ignore` lists paths whose differences are by design.
+pub fn diff_trees(a: &Path, b: &Path, ignore: &[&str]) -> Vec<String> {
+    let sa = snapshot(a);
+    let sb = snapshot(b);
+    let mut out = Vec::new();
+    for (path, ea) in &sa {
+        if ignore.contains(&path.as_str()) {
+            continue;
+        }
+        match sb.get(path) {
+            None => out.push(format!("{path}: only in {}", a.display())),
+            Some(eb) if eb != ea => {
+                let mut what = Vec::new();
+                if ea.kind != eb.kind { what.push(format!("kind {} vs {}", ea.kind, eb.kind)); }
+                if ea.mode != eb.mode { what.push(format!("mode {:o} vs {:o}", ea.mode, eb.mode)); }
+                if (ea.uid, ea.gid) != (eb.uid, eb.gid) { what.push(format!("owner {}:{} vs {}:{}", ea.uid, ea.gid, eb.uid, eb.gid)); }
+                if ea.content != eb.content {
+                    what.push(format!(
+                        "content {:?} vs {:?}",
+                        String::from_utf8_lossy(&ea.content),
+                        String::from_utf8_lossy(&eb.content)
+                    ));
+                }
+                if ea.link != eb.link { what.push(format!("link {:?} vs {:?}", ea.link, eb.link)); }
+                if ea.xattrs != eb.xattrs { what.push("xattrs differ".into()); }
+                if ea.mtime != eb.mtime { what.push(format!("mtime {} vs {}", ea.mtime, eb.mtime)); }
+                if ea.hardlink_of != eb.hardlink_of { what.push("hard links differ".into()); }
+                out.push(format!("{path}: {}", what.join(", ")));
+            }
+            _ => {}
+        }
+    }
+    for path in sb.keys() {
+        if !sa.contains_key(path) && !ignore.contains(&path.as_str()) {
+            out.push(format!("{path}: only in {}", b.display()));
+        }
+    }
+    out
+}

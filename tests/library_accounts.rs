@@ -1,0 +1,3 @@
+//! Oracle tests for the stage library (see issue 4).
+
+mod common;
