@@ -1,0 +1,1 @@
+//! `io.weldr.users` (work in progress).
