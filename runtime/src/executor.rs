@@ -16,10 +16,12 @@ use sha2::{Digest, Sha256};
 
 use crate::archive;
 use crate::error::{BuildError, InputError};
+use crate::native::{self, NativeError, NativeHost};
 use crate::output::StageOutput;
 use crate::pipeline::{Pipeline, StageCall};
 use crate::progress::{Outcome, Reporter};
 use crate::signals;
+use crate::stage::metadata::option_values;
 use crate::stage::{Kind, Registry, Stage};
 use crate::validate;
 use crate::wasm::{Invocation, Limits, WasmError, WasmHost};
@@ -40,8 +42,40 @@ pub struct BuildConfig {
 pub struct PlannedStage {
     pub index: usize,
     pub stage: Stage,
+    pub options_value: serde_json::Map<String, Value>,
     /// The options as canonical JSON (keys sorted).
     pub options: String,
+    /// Host paths the stage reads (from its `host-paths` options).
+    pub host_paths: Vec<PathBuf>,
+}
+
+/// The host paths named by a stage's `host-paths` options: `file://` URLs
+/// and absolute paths, which must exist.
+fn host_paths(stage: &Stage, options: &Value, at: &str) -> Result<Vec<PathBuf>, Vec<InputError>> {
+    let mut paths = Vec::new();
+    let mut errors = Vec::new();
+    for pattern in &stage.meta.capabilities.host_paths {
+        for (path, value) in option_values(options, pattern) {
+            let local = value.strip_prefix("file://").unwrap_or(value);
+            if !local.starts_with('/') {
+                continue; // a remote URL
+            }
+            let p = PathBuf::from(local);
+            if p.exists() {
+                paths.push(p);
+            } else {
+                errors.push(InputError::new(
+                    format!("{at}.{path}"),
+                    format!("{local}: no such file or directory on this machine"),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(paths)
+    } else {
+        Err(errors)
+    }
 }
 
 /// What a finished build did.
@@ -98,11 +132,16 @@ pub fn plan(
             }
         };
         let options = Value::Object(call.options.clone());
-        errors.extend(validate::options(
-            &stage,
-            &options,
-            &format!("{at}.options"),
-        ));
+        let schema_errors = validate::options(&stage, &options, &format!("{at}.options"));
+        let paths = if schema_errors.is_empty() {
+            host_paths(&stage, &options, &format!("{at}.options")).unwrap_or_else(|e| {
+                errors.extend(e);
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        errors.extend(schema_errors);
         if stage.kind() == Kind::Wasm
             && let Some(host) = host
             && let Err(e) = host.check_imports(&stage)
@@ -116,6 +155,8 @@ pub fn plan(
             index,
             stage,
             options: options.to_string(),
+            options_value: call.options.clone(),
+            host_paths: paths,
         });
     }
     if errors.is_empty() {
@@ -175,6 +216,7 @@ pub fn build(
     check_paths(config)?;
     let registry = Registry::new(config.libdirs.clone());
     let host = WasmHost::new(Some(config.store.join("components")))?;
+    let native = NativeHost::new(config.store.join("native-stages"));
     let planned = plan(pipeline, &registry, Some(&host))?;
 
     let tmp_root = config.store.join("tmp");
@@ -219,15 +261,11 @@ pub fn build(
         }
         reporter.stage_started(p.index, total, p.stage.name());
         let start = Instant::now();
-        let result = run_stage(
-            &host,
-            p,
-            &tree,
-            &scratch,
-            epoch,
-            config,
-            Arc::clone(&reporter),
-        );
+        let hosts = Hosts {
+            wasm: &host,
+            native: &native,
+        };
+        let result = run_stage(&hosts, p, work.path(), epoch, config, Arc::clone(&reporter));
         let elapsed = start.elapsed();
         let outcome = if result.is_ok() {
             Outcome::Ran
@@ -253,54 +291,85 @@ pub fn build(
     Ok(report)
 }
 
+struct Hosts<'a> {
+    wasm: &'a WasmHost,
+    native: &'a NativeHost,
+}
+
 fn run_stage(
-    host: &WasmHost,
+    hosts: &Hosts<'_>,
     p: &PlannedStage,
-    tree: &Path,
-    scratch: &Path,
+    work: &Path,
     epoch: i64,
     config: &BuildConfig,
     reporter: Arc<dyn Reporter>,
 ) -> Result<(), BuildError> {
     let name = p.stage.name().to_string();
+    let tree = work.join("tree");
     let output = StageOutput::start(reporter, p.index, &name)?;
-    let result = match p.stage.kind() {
-        Kind::Wasm => host.run(Invocation {
-            stage: &p.stage,
-            tree,
-            options: &p.options,
-            source_epoch: epoch,
-            seed: seed(p),
-            limits: config.limits,
-            stdout: output.writer()?,
-            stderr: output.writer()?,
-            scratch_parent: scratch,
-            interrupted: signals::interrupted,
-        }),
-        Kind::Native => Err(WasmError::Host(anyhow::anyhow!(
-            "native stages are not supported by this build of osbuild"
-        ))),
+    let failure = |message: String, tail: Vec<String>| BuildError::Stage {
+        index: p.index,
+        name: name.clone(),
+        message,
+        tail,
     };
-    let tail = output.finish();
-    result.map_err(|e| match e {
-        WasmError::Interrupted => BuildError::Interrupted,
-        WasmError::Failed {
-            message,
-            option: Some(option),
-        } => BuildError::Stage {
-            index: p.index,
-            name,
-            message: format!(
-                "{}.options.{option}: {message}",
-                StageCall::json_path(p.index)
-            ),
-            tail,
-        },
-        other => BuildError::Stage {
-            index: p.index,
-            name,
-            message: other.to_string(),
-            tail,
-        },
-    })
+    match p.stage.kind() {
+        Kind::Wasm => {
+            let result = hosts.wasm.run(Invocation {
+                stage: &p.stage,
+                tree: &tree,
+                options: &p.options,
+                source_epoch: epoch,
+                seed: seed(p),
+                limits: config.limits,
+                stdout: output.writer()?,
+                stderr: output.writer()?,
+                scratch_parent: &work.join("scratch"),
+                interrupted: signals::interrupted,
+            });
+            let tail = output.finish();
+            result.map_err(|e| match e {
+                WasmError::Interrupted => BuildError::Interrupted,
+                WasmError::Failed {
+                    message,
+                    option: Some(option),
+                } => failure(
+                    format!(
+                        "{}.options.{option}: {message}",
+                        StageCall::json_path(p.index)
+                    ),
+                    tail,
+                ),
+                other => failure(other.to_string(), tail),
+            })
+        }
+        Kind::Native => {
+            let timeout = p
+                .stage
+                .meta
+                .capabilities
+                .timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or_default()
+                .max(config.limits.timeout);
+            let result = hosts.native.run(native::Invocation {
+                stage: &p.stage,
+                tree: &tree,
+                output_dir: &config.output_dir,
+                options: &p.options_value,
+                source_epoch: epoch,
+                timeout,
+                stdout: output.writer()?,
+                stderr: output.writer()?,
+                work,
+                host_paths: p.host_paths.clone(),
+                interrupted: signals::interrupted,
+            });
+            let tail = output.finish();
+            result.map_err(|e| match e {
+                NativeError::Interrupted => BuildError::Interrupted,
+                other => failure(other.to_string(), tail),
+            })
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod error;
 pub mod executor;
 pub mod mtime;
+pub mod native;
 pub mod output;
 pub mod pipeline;
 pub mod progress;

@@ -74,6 +74,11 @@ pub struct Capabilities {
     /// Host programs a native stage runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_tools: Vec<String>,
+    /// Options that name host paths the stage reads (`repos[].baseurl`: a
+    /// `file://` URL or an absolute path in each element's `baseurl`). A
+    /// native stage gets each one bound read-only at the same place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_paths: Vec<String>,
     /// Memory it needs beyond the default limit, in MiB (wasm stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
@@ -139,4 +144,61 @@ pub fn wasm_imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
     imports.sort();
     imports.dedup();
     Ok(imports)
+}
+
+/// The values of the options at `pattern` (`a.b`, `a[].b` for every array
+/// element), as `(json path, string)` pairs.
+pub fn option_values<'a>(options: &'a Value, pattern: &str) -> Vec<(String, &'a str)> {
+    fn walk<'a>(v: &'a Value, parts: &[&str], at: String, out: &mut Vec<(String, &'a str)>) {
+        let Some((first, rest)) = parts.split_first() else {
+            if let Value::String(s) = v {
+                out.push((at, s));
+            }
+            return;
+        };
+        let (key, each) = match first.strip_suffix("[]") {
+            Some(k) => (k, true),
+            None => (*first, false),
+        };
+        let Some(child) = v.get(key) else {
+            return;
+        };
+        let at = if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        };
+        if each {
+            if let Value::Array(items) = child {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, rest, format!("{at}[{i}]"), out);
+                }
+            }
+        } else {
+            walk(child, rest, at, out);
+        }
+    }
+    let parts: Vec<&str> = pattern.split('.').collect();
+    let mut out = Vec::new();
+    walk(options, &parts, String::new(), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_option_values_by_pattern() {
+        let v = serde_json::json!({"repos": [{"baseurl": "file:///a"}, {"baseurl": "http://b"}], "x": {"y": "z"}});
+        assert_eq!(
+            option_values(&v, "repos[].baseurl"),
+            vec![
+                ("repos[0].baseurl".to_string(), "file:///a"),
+                ("repos[1].baseurl".to_string(), "http://b")
+            ]
+        );
+        assert_eq!(option_values(&v, "x.y"), vec![("x.y".to_string(), "z")]);
+        assert!(option_values(&v, "nope[].x").is_empty());
+    }
 }
