@@ -122,6 +122,21 @@ pub fn add_member(list: &mut Vec<String>, name: &str) {
     }
 }
 
+/// Why `name` cannot be a user or group name (the schema checks this too).
+pub fn invalid_name(name: &str) -> Option<&'static str> {
+    let ok_first = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    if name.is_empty() || name.len() > 32 {
+        return Some("must be 1 to 32 characters long");
+    }
+    if name == "." || name == ".." {
+        return Some("must not be \".\" or \"..\"");
+    }
+    if !name.starts_with(ok_first) || !name.chars().all(|c| ok_first(c) || c == '-') {
+        return Some("may only contain letters, digits, '_', '.' and '-', and not start with '-'");
+    }
+    None
+}
+
 /// An `/etc/subuid` or `/etc/subgid` entry: `owner:start:count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubId {

@@ -6,7 +6,7 @@ pub mod accounts;
 
 use std::collections::BTreeMap;
 
-use accounts::{Table, find_new_id, upsert};
+use accounts::{Table, find_new_id, invalid_name, upsert};
 use osbuild_stage::formats::passwd::{GShadow, Group, LoginDefs};
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::Deserialize;
@@ -25,21 +25,6 @@ pub struct Options {
 #[serde(deny_unknown_fields)]
 pub struct GroupOptions {
     pub gid: Option<u32>,
-}
-
-/// Why `name` cannot be a user or group name (the schema checks this too).
-pub fn invalid_name(name: &str) -> Option<&'static str> {
-    let ok_first = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
-    if name.is_empty() || name.len() > 32 {
-        return Some("must be 1 to 32 characters long");
-    }
-    if name == "." || name == ".." {
-        return Some("must not be \".\" or \"..\"");
-    }
-    if !name.starts_with(ok_first) || !name.chars().all(|c| ok_first(c) || c == '-') {
-        return Some("may only contain letters, digits, '_', '.' and '-', and not start with '-'");
-    }
-    None
 }
 
 pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
