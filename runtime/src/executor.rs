@@ -261,6 +261,12 @@ pub fn build(
         }
         reporter.stage_started(p.index, total, p.stage.name());
         let start = Instant::now();
+        if p.stage.kind() == Kind::Native {
+            // A native stage may read mtimes (an image assembler copies
+            // them): give it the tree as it will be saved.
+            crate::mtime::clamp(&tree, since, epoch)
+                .context("setting the mtimes of changed entries")?;
+        }
         let hosts = Hosts {
             wasm: &host,
             native: &native,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::stage::{Code, Stage};
+use crate::stage::{Code, Stage, TreeAccess};
 
 /// Where a native stage sees things.
 pub const TREE: &str = "/run/osbuild/tree";
@@ -155,7 +155,15 @@ impl NativeHost {
             .arg("--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin")
             .arg("--tmpfs=/tmp")
             .arg("--tmpfs=/var/tmp")
-            .arg(format!("--bind={}:{TREE}", inv.tree.display()))
+            .arg(format!(
+                "--bind{}={}:{TREE}",
+                if caps.tree == TreeAccess::Read {
+                    "-ro"
+                } else {
+                    ""
+                },
+                inv.tree.display()
+            ))
             .arg(format!("--bind={}:{OUTPUT}", inv.output_dir.display()))
             .arg(format!("--bind-ro={}:{EXECUTABLE}", exe.display()))
             .arg("--chdir=/");
