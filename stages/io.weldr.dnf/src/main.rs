@@ -1,0 +1,147 @@
+//! `io.weldr.dnf`: installs RPM packages into the tree with
+//! `dnf --installroot`, from the repositories given in the options only
+//! (never the build machine's), keeping the rpm database inside the tree.
+
+use std::process::Command;
+
+use osbuild_stage::{OptionError, Tree, anyhow};
+use serde::Deserialize;
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Repo {
+    id: Option<String>,
+    baseurl: String,
+    #[serde(default)]
+    gpgcheck: bool,
+    gpgkey: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    packages: Vec<String>,
+    repos: Vec<Repo>,
+    releasever: String,
+    #[serde(default)]
+    install_weak_deps: bool,
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// Where the rpm database lives in the tree.
+    #[serde(default = "default_dbpath")]
+    dbpath: String,
+}
+
+fn default_dbpath() -> String {
+    "/var/lib/rpm".into()
+}
+
+/// dnf's cache: in the stage's private /tmp (dnf also keeps a little of it
+/// under the installroot, removed afterwards with dnf's logs).
+const CACHE: &str = "/tmp/osbuild-dnf";
+
+/// The dnf command line, without the packages' side effects: it uses only
+/// the repositories given (reposdir=/dev/null).
+fn command(o: &Options, tree: &str, home: &str) -> Command {
+    let mut cmd = Command::new("dnf");
+    cmd.env("HOME", home)
+        .arg("-y")
+        .arg(format!("--installroot={tree}"))
+        .arg(format!("--releasever={}", o.releasever))
+        .arg("--setopt=reposdir=/dev/null")
+        .arg(format!("--setopt=cachedir={CACHE}"))
+        .arg("--setopt=history_record=False")
+        .arg(format!(
+            "--setopt=install_weak_deps={}",
+            o.install_weak_deps
+        ));
+    for (i, r) in o.repos.iter().enumerate() {
+        let id = r.id.clone().unwrap_or_else(|| format!("repo{i}"));
+        cmd.arg(format!("--repofrompath={id},{}", r.baseurl));
+        cmd.arg(format!("--setopt={id}.gpgcheck={}", r.gpgcheck));
+        if let Some(key) = &r.gpgkey {
+            cmd.arg(format!("--setopt={id}.gpgkey={key}"));
+        }
+    }
+    for e in &o.exclude {
+        cmd.arg(format!("--exclude={e}"));
+    }
+    cmd.arg("install").args(&o.packages);
+    cmd
+}
+
+fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
+    if o.packages.is_empty() {
+        return Err(OptionError::new("packages", "nothing to install").into());
+    }
+    if !o.dbpath.starts_with('/') || o.dbpath.contains("..") {
+        return Err(OptionError::new("dbpath", "must be an absolute path inside the tree").into());
+    }
+    // Debian's rpm keeps its database under $HOME unless told: tell it, in a
+    // macros file in a private HOME.
+    let home = std::env::temp_dir().join("osbuild-dnf-home");
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(home.join(".rpmmacros"), format!("%_dbpath {}\n", o.dbpath))?;
+    let root = tree.host_path().to_string_lossy().into_owned();
+    let mut cmd = command(&o, &root, &home.to_string_lossy());
+    println!("running: {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("running dnf: {e} (apt-get install dnf)"))?;
+    // dnf's cache and logs are build leftovers, not part of the image.
+    for leftover in [
+        CACHE,
+        "/var/log/dnf.log",
+        "/var/log/dnf.librepo.log",
+        "/var/log/dnf.rpm.log",
+        "/var/log/hawkey.log",
+    ] {
+        if tree.exists(leftover)? {
+            tree.remove_all(leftover)?;
+        }
+    }
+    if !status.success() {
+        anyhow::bail!("dnf failed ({status}); its messages are above");
+    }
+    Ok(())
+}
+
+osbuild_stage::native_stage!(run);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uses_only_the_given_repositories() {
+        let o: Options = serde_json::from_value(serde_json::json!({
+            "packages": ["@core", "httpd"],
+            "repos": [{"id": "local", "baseurl": "file:///srv/repo"}, {"baseurl": "https://x/y", "gpgcheck": true, "gpgkey": "file:///k"}],
+            "releasever": "40",
+            "exclude": ["kernel"]
+        }))
+        .unwrap();
+        let cmd = command(&o, "/run/osbuild/tree", "/tmp/h");
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "--installroot=/run/osbuild/tree",
+            "--setopt=reposdir=/dev/null",
+            "--repofrompath=local,file:///srv/repo",
+            "--setopt=local.gpgcheck=false",
+            "--repofrompath=repo1,https://x/y",
+            "--setopt=repo1.gpgcheck=true",
+            "--setopt=repo1.gpgkey=file:///k",
+            "--setopt=install_weak_deps=false",
+            "--exclude=kernel",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "{want} missing from {args:?}"
+            );
+        }
+        assert_eq!(&args[args.len() - 3..], ["install", "@core", "httpd"]);
+    }
+}
