@@ -238,7 +238,8 @@ pub fn debian_base() -> PathBuf {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     if !path.exists() {
         let tmp = dir.join("debian-bookworm-config.tmp.tar");
-        let mirror = std::env::var("OSBUILD_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        let mirror = std::env::var("OSBUILD_MIRROR")
+            .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
         sh(&format!(
             "SOURCE_DATE_EPOCH=1700000000 mmdebstrap --quiet --variant=minbase \
              --include=systemd,systemd-sysv,tzdata,openssh-server,chrony,procps,kmod,locales,dbus \
@@ -274,11 +275,26 @@ pub fn diff_trees(a: &Path, b: &Path, ignore: &[&str]) -> Vec<String> {
         }
         match sb.get(path) {
             None => out.push(format!("{path}: only in {}", a.display())),
-            Some(eb) if *eb != Entry { mtime: eb.mtime, ..ea.clone() } => {
+            Some(eb)
+                if *eb
+                    != Entry {
+                        mtime: eb.mtime,
+                        ..ea.clone()
+                    } =>
+            {
                 let mut what = Vec::new();
-                if ea.kind != eb.kind { what.push(format!("kind {} vs {}", ea.kind, eb.kind)); }
-                if ea.mode != eb.mode { what.push(format!("mode {:o} vs {:o}", ea.mode, eb.mode)); }
-                if (ea.uid, ea.gid) != (eb.uid, eb.gid) { what.push(format!("owner {}:{} vs {}:{}", ea.uid, ea.gid, eb.uid, eb.gid)); }
+                if ea.kind != eb.kind {
+                    what.push(format!("kind {} vs {}", ea.kind, eb.kind));
+                }
+                if ea.mode != eb.mode {
+                    what.push(format!("mode {:o} vs {:o}", ea.mode, eb.mode));
+                }
+                if (ea.uid, ea.gid) != (eb.uid, eb.gid) {
+                    what.push(format!(
+                        "owner {}:{} vs {}:{}",
+                        ea.uid, ea.gid, eb.uid, eb.gid
+                    ));
+                }
                 if ea.content != eb.content {
                     what.push(format!(
                         "content {:?} vs {:?}",
@@ -286,9 +302,15 @@ pub fn diff_trees(a: &Path, b: &Path, ignore: &[&str]) -> Vec<String> {
                         String::from_utf8_lossy(&eb.content)
                     ));
                 }
-                if ea.link != eb.link { what.push(format!("link {:?} vs {:?}", ea.link, eb.link)); }
-                if ea.xattrs != eb.xattrs { what.push("xattrs differ".into()); }
-                if ea.hardlink_of != eb.hardlink_of { what.push("hard links differ".into()); }
+                if ea.link != eb.link {
+                    what.push(format!("link {:?} vs {:?}", ea.link, eb.link));
+                }
+                if ea.xattrs != eb.xattrs {
+                    what.push("xattrs differ".into());
+                }
+                if ea.hardlink_of != eb.hardlink_of {
+                    what.push("hard links differ".into());
+                }
                 out.push(format!("{path}: {}", what.join(", ")));
             }
             _ => {}

@@ -231,6 +231,24 @@ impl NativeHost {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // nspawn keeps per-machine state under /run/systemd/nspawn
+                // and will only clean it up on a tmpfs (where /run is not
+                // one, it complains): give it a private tmpfs, gone with
+                // this namespace.
+                let state = c"/run/systemd/nspawn";
+                libc::mkdir(c"/run/systemd".as_ptr(), 0o755);
+                libc::mkdir(state.as_ptr(), 0o755);
+                let tmpfs = c"tmpfs";
+                if libc::mount(
+                    tmpfs.as_ptr(),
+                    state.as_ptr(),
+                    tmpfs.as_ptr(),
+                    0,
+                    c"mode=0755".as_ptr().cast(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
