@@ -1,0 +1,339 @@
+//! Native stages under systemd-nspawn, and the host-tool stages
+//! (mmdebstrap, dnf, qcow2), end to end.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn probe(action: &str) -> serde_json::Value {
+    json!({"name": "test.native-probe", "options": {"action": action}})
+}
+
+/// Reads a file out of partition 1 of a disk image, without mounting it.
+fn debugfs(image: &Path, request: &str) -> String {
+    let raw = image.with_extension("raw");
+    if !raw.exists() {
+        sh(&format!(
+            "qemu-img convert -O raw {} {}",
+            image.display(),
+            raw.display()
+        ));
+    }
+    sh(&format!(
+        "debugfs -R '{request}' '{}?offset=1048576' 2>/dev/null",
+        raw.display()
+    ))
+}
+
+#[test]
+fn mixed_pipeline_mmdebstrap_wasm_stages_qcow2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [
+            {"name": "io.weldr.mmdebstrap", "options": {"suite": "bookworm", "variant": "minbase", "packages": ["systemd"]}},
+            {"name": "io.weldr.hostname", "options": {"hostname": "mixed"}},
+            {"name": "io.weldr.systemd", "options": {"enabled_services": ["systemd-networkd.service"]}},
+            {"name": "io.weldr.qcow2", "options": {"target": "disk.qcow2", "root_fs_uuid": "6e1b7c3a-2f0d-4e5b-9a61-3c8d0f2b7a14"}}
+        ]}),
+    );
+    osbuild(&[
+        "--output-directory",
+        out.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .ok();
+    let image = out.join("disk.qcow2");
+    assert!(sh(&format!("qemu-img info {}", image.display())).contains("file format: qcow2"));
+    assert_eq!(debugfs(&image, "cat /etc/hostname"), "mixed\n");
+    let link = debugfs(
+        &image,
+        "stat /etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+    );
+    assert!(
+        link.contains("Fast link dest: \"/lib/systemd/system/systemd-networkd.service\""),
+        "{link}"
+    );
+    let alias = debugfs(
+        &image,
+        "stat /etc/systemd/system/dbus-org.freedesktop.network1.service",
+    );
+    assert!(
+        alias.contains("/lib/systemd/system/systemd-networkd.service"),
+        "{alias}"
+    );
+    // The file system is the one asked for, and holds a whole Debian system.
+    let sb = sh(&format!(
+        "dumpe2fs -h '{}?offset=1048576' 2>/dev/null",
+        image.with_extension("raw").display()
+    ));
+    assert!(sb.contains("6e1b7c3a-2f0d-4e5b-9a61-3c8d0f2b7a14"), "{sb}");
+    assert!(debugfs(&image, "cat /etc/debian_version").starts_with("12."));
+}
+
+#[test]
+fn dnf_installs_a_local_rpm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    sh(&format!(
+        r#"
+        mkdir -p {d}/rpm/SPECS {d}/repo
+        cat > {d}/rpm/SPECS/hello.spec <<'SPEC'
+Name:           osbuild-test-hello
+Version:        1.2
+Release:        3
+Summary:        A package for osbuild's tests
+License:        MIT
+BuildArch:      noarch
+%description
+Installs one file.
+%install
+mkdir -p %{{buildroot}}/usr/share/osbuild-test-hello
+echo "hello from an rpm" > %{{buildroot}}/usr/share/osbuild-test-hello/hello.txt
+%files
+/usr/share/osbuild-test-hello/hello.txt
+SPEC
+        HOME={d} rpmbuild --quiet --define "_topdir {d}/rpm" -bb {d}/rpm/SPECS/hello.spec
+        cp {d}/rpm/RPMS/noarch/*.rpm {d}/repo/
+        createrepo_c --quiet {d}/repo
+        "#
+    ));
+    let repo = format!("file://{d}/repo");
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo}], "releasever": "40"}}]}),
+    );
+    let saved = dir.path().join("tree.tar");
+    osbuild(&["--save", saved.to_str().unwrap(), p.to_str().unwrap()]).ok();
+    let tree = dir.path().join("tree");
+    extract(&saved, &tree);
+    assert_eq!(
+        sh(&format!(
+            "rpm --root {} --dbpath /var/lib/rpm -q osbuild-test-hello",
+            tree.display()
+        ))
+        .trim(),
+        "osbuild-test-hello-1.2-3.noarch"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.join("usr/share/osbuild-test-hello/hello.txt")).unwrap(),
+        "hello from an rpm\n"
+    );
+    assert!(
+        !tree.join("root/.rpmdb").exists(),
+        "the rpm database went to $HOME"
+    );
+    assert!(
+        !tree.join("var/log/dnf.log").exists(),
+        "dnf's log was left in the tree"
+    );
+
+    let p = write_pipeline(
+        dir.path(),
+        "missing.json",
+        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["no-such-package"], "repos": [{"id": "local", "baseurl": repo}], "releasever": "40"}}]}),
+    );
+    osbuild(&[p.to_str().unwrap()])
+        .fails_with(1, "stage 0 (io.weldr.dnf) failed: exited with status 1")
+        .fails_with(1, "Unable to find a match: no-such-package");
+}
+
+#[test]
+fn a_native_stage_without_network_cannot_connect_one_with_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [probe("connect")]}),
+    );
+    let run = osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]);
+    run.ok();
+    assert!(run.stderr.contains("no network: "), "{}", run.stderr);
+    let p = write_pipeline(
+        dir.path(),
+        "net.json",
+        json!({"pipeline": [{"name": "test.native-net"}]}),
+    );
+    let run = osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]);
+    run.ok();
+    assert!(run.stderr.contains("connected to "), "{}", run.stderr);
+}
+
+#[test]
+fn a_native_stage_cannot_change_the_host_and_its_tmp_is_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [probe("write-host"), probe("tmp-write"), probe("tmp-check"), probe("write-tree")]}),
+    );
+    let saved = dir.path().join("t.tar");
+    let run = osbuild(&[
+        "--libdir",
+        test_stages(),
+        "--save",
+        saved.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("/etc/osbuild-native-marker: Read-only file system"),
+        "{}",
+        run.stderr
+    );
+    for marker in [
+        "/etc/osbuild-native-marker",
+        "/usr/osbuild-native-marker",
+        "/osbuild-native-marker",
+        "/var/lib/osbuild-native-marker",
+    ] {
+        assert!(
+            !Path::new(marker).exists(),
+            "{marker} was written on the host"
+        );
+    }
+    let tree = dir.path().join("tree");
+    extract(&saved, &tree);
+    assert_eq!(
+        std::fs::read_to_string(tree.join("etc/native-was-here")).unwrap(),
+        "yes\n"
+    );
+    assert!(!tree.join("tmp/osbuild-leftover").exists());
+}
+
+#[test]
+fn a_failing_native_stage_is_named_with_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [probe("write-tree"), probe("fail")]}),
+    );
+    osbuild(&["--libdir", test_stages(), p.to_str().unwrap()])
+        .fails_with(
+            1,
+            "stage 1 (test.native-probe) failed: exited with status 3",
+        )
+        .fails_with(1, "about to fail");
+}
+
+#[test]
+fn a_native_stage_gets_source_date_epoch_and_its_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"source_epoch": 1234567, "pipeline": [probe("env")]}),
+    );
+    let run = osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("test.native-probe: SOURCE_DATE_EPOCH=1234567"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_native_stage_that_runs_too_long_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "p.json", json!({"pipeline": [probe("sleep")]}));
+    let start = Instant::now();
+    osbuild(&[
+        "--libdir",
+        test_stages(),
+        "--timeout",
+        "2",
+        p.to_str().unwrap(),
+    ])
+    .fails_with(
+        1,
+        "stage 0 (test.native-probe) failed: stopped after 2s: the stage exceeded its time limit",
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+fn mounts() -> Vec<String> {
+    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [probe("write-tree"), probe("sleep")]}),
+    );
+    let before = mounts();
+    let mut child = Command::new(OSBUILD)
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "--libdir",
+            test_stages(),
+            p.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("sleeping") {
+            break;
+        }
+    }
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert_eq!(mounts(), before, "mounts changed");
+    let leftovers: Vec<_> = std::fs::read_dir(store.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn an_image_target_outside_the_output_directory_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in ["../x.qcow2", "/etc/x", ".hidden", "a/b.qcow2"] {
+        let p = write_pipeline(
+            dir.path(),
+            "p.json",
+            json!({"pipeline": [probe("sleep"), {"name": "io.weldr.qcow2", "options": {"target": target}}]}),
+        );
+        let start = Instant::now();
+        osbuild(&["--libdir", test_stages(), p.to_str().unwrap()])
+            .fails_with(2, "pipeline[1].options.target: ");
+        assert!(start.elapsed() < Duration::from_secs(30), "a stage ran");
+    }
+}

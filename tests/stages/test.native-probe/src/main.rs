@@ -1,0 +1,90 @@
+//! `test.native-probe`: tries one thing a native stage might do, and says
+//! what happened. Exits 0 when the sandbox held, 1 otherwise.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use osbuild_stage::{Tree, anyhow};
+
+#[derive(serde::Deserialize)]
+struct Options {
+    action: String,
+    seconds: Option<u64>,
+}
+
+fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
+    match o.action.as_str() {
+        "connect" => {
+            let result = ("deb.debian.org", 80)
+                .to_socket_addrs()
+                .map_err(anyhow::Error::from)
+                .and_then(|mut a| a.next().ok_or_else(|| anyhow::anyhow!("no address")))
+                .and_then(|addr| Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?));
+            match result {
+                Ok(_) => anyhow::bail!("connected to the network without the capability"),
+                Err(e) => println!("no network: {e}"),
+            }
+            // Also a raw address, skipping DNS.
+            match TcpStream::connect_timeout(&"151.101.2.132:80".parse()?, Duration::from_secs(5)) {
+                Ok(_) => anyhow::bail!("connected to an IP address without the capability"),
+                Err(e) => println!("no route: {e}"),
+            }
+        }
+        "write-host" => {
+            for path in [
+                "/etc/osbuild-native-marker",
+                "/usr/osbuild-native-marker",
+                "/osbuild-native-marker",
+                "/var/lib/osbuild-native-marker",
+            ] {
+                match std::fs::write(path, b"x") {
+                    Ok(()) => anyhow::bail!("wrote {path} on the build machine"),
+                    Err(e) => println!("{path}: {e}"),
+                }
+            }
+        }
+        "tmp-write" => {
+            std::fs::write("/tmp/osbuild-leftover", b"x")?;
+            std::fs::write("/var/tmp/osbuild-leftover", b"x")?;
+        }
+        "tmp-check" => {
+            for path in ["/tmp/osbuild-leftover", "/var/tmp/osbuild-leftover"] {
+                if std::path::Path::new(path).exists() {
+                    anyhow::bail!("{path} survived from an earlier stage");
+                }
+            }
+        }
+        "sleep" => {
+            println!("sleeping");
+            std::thread::sleep(Duration::from_secs(o.seconds.unwrap_or(300)));
+        }
+        "devices" => {
+            let loops: Vec<String> = std::fs::read_dir("/dev")?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("loop"))
+                .collect();
+            if !loops.is_empty() {
+                anyhow::bail!("sees loop devices: {}", loops.join(" "));
+            }
+            println!("no loop devices");
+        }
+        "fail" => {
+            eprintln!("about to fail");
+            std::process::exit(3);
+        }
+        "write-tree" => {
+            tree.create_dir_all("/etc")?;
+            tree.write_str("/etc/native-was-here", "yes\n")?;
+        }
+        "env" => {
+            for (k, v) in std::env::vars() {
+                println!("{k}={v}");
+            }
+        }
+        other => anyhow::bail!("unknown action {other}"),
+    }
+    Ok(())
+}
+
+osbuild_stage::native_stage!(run);
