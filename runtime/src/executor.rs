@@ -6,6 +6,7 @@
 //! together: a build either fails before it starts or starts with a
 //! pipeline that makes sense.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ pub struct BuildConfig {
 #[derive(Debug, Clone)]
 pub struct PlannedStage {
     pub index: usize,
-    pub stage: Stage,
+    pub stage: Arc<Stage>,
     pub options_value: serde_json::Map<String, Value>,
     /// The options as canonical JSON (keys sorted).
     pub options: String,
@@ -111,9 +112,16 @@ pub fn plan(
 ) -> Result<Vec<PlannedStage>, BuildError> {
     let mut errors = Vec::new();
     let mut planned = Vec::new();
+    // A pipeline often runs one stage many times: load and check it once.
+    let mut found: HashMap<String, Result<Option<Arc<Stage>>, String>> = HashMap::new();
+    let mut validators = validate::Validators::default();
     for (index, call) in pipeline.stages.iter().enumerate() {
         let at = StageCall::json_path(index);
-        let stage = match registry.find(&call.name) {
+        let lookup = found
+            .entry(call.name.clone())
+            .or_insert_with(|| registry.find(&call.name).map(|s| s.map(Arc::new)))
+            .clone();
+        let stage = match lookup {
             Ok(Some(s)) => s,
             Ok(None) => {
                 errors.push(InputError::new(
@@ -132,7 +140,7 @@ pub fn plan(
             }
         };
         let options = Value::Object(call.options.clone());
-        let schema_errors = validate::options(&stage, &options, &format!("{at}.options"));
+        let schema_errors = validators.check(&stage, &options, &format!("{at}.options"));
         let paths = if schema_errors.is_empty() {
             host_paths(&stage, &options, &format!("{at}.options")).unwrap_or_else(|e| {
                 errors.extend(e);

@@ -22,26 +22,43 @@ fn join_path(base: &str, location: &jsonschema::paths::Location) -> String {
     out
 }
 
-/// Every way `options` breaks `stage`'s schema, each at its path below `at`
-/// (e.g. `pipeline[2].options`).
-pub fn options(stage: &Stage, options: &Value, at: &str) -> Vec<InputError> {
-    let validator = match jsonschema::validator_for(&stage.meta.schema) {
-        Ok(v) => v,
-        Err(e) => {
-            return vec![InputError::new(
+/// Compiled schemas, one per stage (by digest): compiling costs more than
+/// validating, and a pipeline may run a stage many times.
+#[derive(Default)]
+pub struct Validators {
+    compiled: std::collections::HashMap<String, Result<jsonschema::Validator, String>>,
+}
+
+impl Validators {
+    /// Every way `options` breaks `stage`'s schema, each at its path below
+    /// `at` (e.g. `pipeline[2].options`).
+    pub fn check(&mut self, stage: &Stage, options: &Value, at: &str) -> Vec<InputError> {
+        let compiled = self
+            .compiled
+            .entry(stage.digest.clone())
+            .or_insert_with(|| {
+                jsonschema::validator_for(&stage.meta.schema).map_err(|e| e.to_string())
+            });
+        match compiled {
+            Ok(validator) => validator
+                .iter_errors(options)
+                .map(|e| InputError::new(join_path(at, e.instance_path()), e.to_string()))
+                .collect(),
+            Err(e) => vec![InputError::new(
                 at,
                 format!(
                     "stage {} ({}) has an invalid options schema: {e}",
                     stage.name(),
                     stage.origin
                 ),
-            )];
+            )],
         }
-    };
-    validator
-        .iter_errors(options)
-        .map(|e| InputError::new(join_path(at, e.instance_path()), e.to_string()))
-        .collect()
+    }
+}
+
+/// Every way `options` breaks `stage`'s schema; see [`Validators::check`].
+pub fn options(stage: &Stage, options: &Value, at: &str) -> Vec<InputError> {
+    Validators::default().check(stage, options, at)
 }
 
 #[cfg(test)]

@@ -225,6 +225,8 @@ pub struct WasmHost {
     cache_dir: Option<PathBuf>,
     linkers: [OnceLock<Linker<State>>; 2],
     loaded: Mutex<HashMap<String, Component>>,
+    /// Import checks already made, by stage digest and capabilities.
+    checked: Mutex<HashMap<String, Result<(), String>>>,
 }
 
 impl WasmHost {
@@ -255,6 +257,7 @@ impl WasmHost {
             cache_dir,
             linkers: [OnceLock::new(), OnceLock::new()],
             loaded: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -316,12 +319,19 @@ impl WasmHost {
         let Code::Wasm(bytes) = &stage.code else {
             return Ok(());
         };
-        let imports = metadata::wasm_imports(bytes)
-            .map_err(|e| WasmError::Refused(format!("unreadable component: {e}")))?;
-        for import in &imports {
-            import_allowed(&stage.meta.capabilities, import).map_err(WasmError::Refused)?;
+        let key = format!("{}-{:?}", stage.digest, stage.meta.capabilities);
+        if let Some(r) = self.checked.lock().unwrap().get(&key) {
+            return r.clone().map_err(WasmError::Refused);
         }
-        Ok(())
+        let result = metadata::wasm_imports(bytes)
+            .map_err(|e| format!("unreadable component: {e}"))
+            .and_then(|imports| {
+                imports
+                    .iter()
+                    .try_for_each(|i| import_allowed(&stage.meta.capabilities, i))
+            });
+        self.checked.lock().unwrap().insert(key, result.clone());
+        result.map_err(WasmError::Refused)
     }
 
     /// Runs one stage to completion.
