@@ -73,7 +73,9 @@ pub fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     file.seek(io::SeekFrom::Start(0))?;
     let reader = io::BufReader::with_capacity(1 << 20, file);
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
+        Ok(Box::new(ReadAhead::new(flate2::read::MultiGzDecoder::new(
+            reader,
+        ))))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
         anyhow::bail!(
             "{}: zstd archives are not supported; use .tar or .tar.gz",
@@ -81,6 +83,67 @@ pub fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
         )
     } else {
         Ok(Box::new(reader))
+    }
+}
+
+/// Runs a reader on its own thread, a few chunks ahead: decompression on
+/// one core while the caller writes files on the other (as `tar -xz` gets
+/// from running gzip as a separate process).
+struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    fn new<R: Read + Send + 'static>(mut inner: R) -> ReadAhead {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        std::thread::spawn(move || {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut filled = 0;
+                // Fill whole chunks: fewer hand-offs between the threads.
+                while filled < buf.len() {
+                    match inner.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                let done = filled == 0;
+                if tx.send(Ok(buf)).is_err() || done {
+                    return;
+                }
+            }
+        });
+        ReadAhead {
+            chunks: rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
