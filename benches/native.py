@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Benchmark for native stages: nspawn start overhead vs a wasm no-op,
+io.weldr.mmdebstrap inside osbuild vs plain mmdebstrap, and io.weldr.qcow2
+vs mkfs.ext4 -d + qemu-img convert by hand. Ratios from one run.
+Needs root and the Debian mirror."""
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import (MIRROR, OSBUILD, TEST_STAGES, WORK, build_release, debian_tarball, log,
+                    pipeline_file, run, sh)
+
+
+def timed(cmd, n):
+    return [run(cmd)[0] for _ in range(n)]
+
+
+def main():
+    build_release()
+    WORK.mkdir(parents=True, exist_ok=True)
+    store = WORK / "store"
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        tmp = Path(tmp)
+        base = ["--store", store, "--libdir", TEST_STAGES, "-q"]
+        (tmp / "empty.json").write_text('{"pipeline": []}')
+        native = tmp / "native.json"
+        native.write_text('{"pipeline": [{"name": "test.native-probe", "options": {"action": "write-tree"}}]}')
+        wasm = tmp / "wasm.json"
+        wasm.write_text('{"pipeline": [{"name": "test.noop"}]}')
+        run([OSBUILD, *base, wasm])
+        empty = statistics.median(timed([OSBUILD, *base, tmp / "empty.json"], 10))
+        n = statistics.median(timed([OSBUILD, *base, native], 10)) - empty
+        w = statistics.median(timed([OSBUILD, *base, wasm], 10)) - empty
+        print(f"no-op stage, median of 10: native (nspawn) {n*1000:.0f} ms, wasm {w*1000:.2f} ms: "
+              f"native costs {n / w:.0f}x a wasm stage")
+
+        # mmdebstrap: inside osbuild vs plain, same suite and variant.
+        mm = tmp / "mm.json"
+        mm.write_text('{"pipeline": [{"name": "io.weldr.mmdebstrap", "options": '
+                      f'{{"suite": "bookworm", "variant": "minbase", "mirrors": ["{MIRROR}"]}}}}]}}')
+        plain_dir = tmp / "plain"
+        t_plain = sh(f"mmdebstrap --quiet --variant=minbase --keyring=/usr/share/keyrings/debian-archive-keyring.gpg "
+                     f"bookworm {plain_dir} {MIRROR} 2>/dev/null; rm -rf {plain_dir}")
+        t_osb = run([OSBUILD, *base, mm])[0]
+        t_plain2 = sh(f"mmdebstrap --quiet --variant=minbase --keyring=/usr/share/keyrings/debian-archive-keyring.gpg "
+                      f"bookworm {plain_dir} {MIRROR} 2>/dev/null; rm -rf {plain_dir}")
+        t_plain = min(t_plain, t_plain2)
+        print(f"mmdebstrap minbase: osbuild {t_osb:.1f} s vs plain {t_plain:.1f} s (both incl. removing the tree): "
+              f"{(t_osb / t_plain - 1) * 100:+.1f}% (target within 5%)")
+
+        # qcow2 of the ~650 MB kernel tree vs by hand.
+        tar = debian_tarball(kernel=True)
+        tree = tmp / "tree"
+        tree.mkdir()
+        sh(f"tar --xattrs --xattrs-include='*' -xpf {tar} -C {tree}")
+        out = tmp / "out"
+        q = tmp / "q.json"
+        q.write_text('{"pipeline": [{"name": "io.weldr.qcow2", "options": {"target": "disk.qcow2", "bootloader": "none"}}]}')
+        t_from = run([OSBUILD, *base, "--from", tar, tmp / "empty.json"])[0]
+        t_q = run([OSBUILD, *base, "--from", tar, "--output-directory", out, q])[0] - t_from
+        size = int(os.popen(f"du -sb {tree}").read().split()[0])
+        mb = (size * 5 // 4 + (256 << 20)) >> 20
+        t_hand = sh(f"truncate -s {mb}M {tmp}/hand.raw && mkfs.ext4 -q -F -d {tree} {tmp}/hand.raw && "
+                    f"qemu-img convert -O qcow2 {tmp}/hand.raw {tmp}/hand.qcow2")
+        print(f"qcow2 of the kernel tree: io.weldr.qcow2 {t_q:.1f} s vs mkfs.ext4 -d + qemu-img by hand {t_hand:.1f} s: "
+              f"{(t_q / t_hand - 1) * 100:+.1f}% (target within 10%)")
+
+
+if __name__ == "__main__":
+    main()
