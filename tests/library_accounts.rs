@@ -121,7 +121,11 @@ fn assert_same(tools: &Path, ours: &Path, by_design: &[&str]) {
 fn shadow_day_differences(tools: &Path, ours: &Path, file: &str, today: i64) -> Vec<String> {
     let read = |root: &Path| std::fs::read_to_string(root.join(file)).unwrap();
     let (a, b) = (read(tools), read(ours));
-    assert_eq!(a.lines().count(), b.lines().count(), "{file}:\n{a}\nvs\n{b}");
+    assert_eq!(
+        a.lines().count(),
+        b.lines().count(),
+        "{file}:\n{a}\nvs\n{b}"
+    );
     let mut accounts = Vec::new();
     for (la, lb) in a.lines().zip(b.lines()) {
         if la == lb {
@@ -134,7 +138,11 @@ fn shadow_day_differences(tools: &Path, ours: &Path, file: &str, today: i64) -> 
             assert_eq!(fa[i], fb[i], "{file}: field {i} of {la:?} vs {lb:?}");
         }
         assert_eq!(fa[2], today.to_string(), "{file}: the tool's day in {la:?}");
-        assert_eq!(fb[2], EPOCH_DAY.to_string(), "{file}: the stage's day in {lb:?}");
+        assert_eq!(
+            fb[2],
+            EPOCH_DAY.to_string(),
+            "{file}: the stage's day in {lb:?}"
+        );
         accounts.push(fa[0].to_string());
     }
     accounts
@@ -171,8 +179,17 @@ fn groups_match_groupadd() {
     // The oracle compared something real: the groups exist, with the
     // allocation groupadd made (one above the highest gid in use).
     let group = std::fs::read_to_string(ours.join("etc/group")).unwrap();
-    for line in ["admins:x:1500:", "devs:x:1501:", "ops:x:2500:", "zeta:x:2501:", "zz-forced:x:2502:"] {
-        assert!(group.contains(&format!("{line}\n")), "{line} missing:\n{group}");
+    for line in [
+        "admins:x:1500:",
+        "devs:x:1501:",
+        "ops:x:2500:",
+        "zeta:x:2501:",
+        "zz-forced:x:2502:",
+    ] {
+        assert!(
+            group.contains(&format!("{line}\n")),
+            "{line} missing:\n{group}"
+        );
     }
     let gshadow = std::fs::read_to_string(ours.join("etc/gshadow")).unwrap();
     assert!(gshadow.ends_with("zz-forced:!::\n"), "{gshadow}");
@@ -194,7 +211,11 @@ fn new_users_match_useradd() {
          # erin has keys but no home option: by design she gets a home
          useradd --root=$T --create-home erin",
     );
-    osbuild_add_keys(&theirs, "carol", &["ssh-ed25519 AAAAC3 carol@one", "ssh-rsa AAAAB3 carol@two"]);
+    osbuild_add_keys(
+        &theirs,
+        "carol",
+        &["ssh-ed25519 AAAAC3 carol@one", "ssh-rsa AAAAB3 carol@two"],
+    );
     osbuild_add_keys(&theirs, "erin", &["ssh-ed25519 AAAAC3 erin@laptop"]);
     let today = today();
     let ours = ours(
@@ -232,15 +253,23 @@ fn new_users_match_useradd() {
         "dave:x:500:1601::/home/dave:/bin/sh",
         "erin:x:1502:1502::/home/erin:/bin/sh",
     ] {
-        assert!(passwd.contains(&format!("{line}\n")), "{line} missing:\n{passwd}");
+        assert!(
+            passwd.contains(&format!("{line}\n")),
+            "{line} missing:\n{passwd}"
+        );
     }
     let shadow = std::fs::read_to_string(ours.join("etc/shadow")).unwrap();
-    assert!(shadow.contains(&format!("bob:$6$salt$0123456789abcdef:{EPOCH_DAY}:0:99999:7::20000:\n")));
+    assert!(shadow.contains(&format!(
+        "bob:$6$salt$0123456789abcdef:{EPOCH_DAY}:0:99999:7::20000:\n"
+    )));
     assert!(shadow.contains(&format!("alice:!:{EPOCH_DAY}:0:99999:7:::\n")));
     let group = std::fs::read_to_string(ours.join("etc/group")).unwrap();
     assert!(group.contains("sudo:x:27:bob\n") && group.contains("web:x:1600:bob\n"));
     let snap = snapshot(&ours);
-    assert!(!snap.contains_key("/home/alice"), "Debian's useradd makes no home without -m");
+    assert!(
+        !snap.contains_key("/home/alice"),
+        "Debian's useradd makes no home without -m"
+    );
     let home = &snap["/home/bob"];
     assert_eq!((home.mode, home.uid, home.gid), (0o755, 1500, 1500));
     let bashrc = &snap["/home/bob/.bashrc"];
@@ -249,7 +278,10 @@ fn new_users_match_useradd() {
     assert_eq!((ssh.mode, ssh.uid, ssh.gid), (0o700, 1501, 100));
     let ak = &snap["/srv/people/carol/.ssh/authorized_keys"];
     assert_eq!((ak.mode, ak.uid, ak.gid), (0o600, 1501, 100));
-    assert_eq!(ak.content, b"ssh-ed25519 AAAAC3 carol@one\nssh-rsa AAAAB3 carol@two\n");
+    assert_eq!(
+        ak.content,
+        b"ssh-ed25519 AAAAC3 carol@one\nssh-rsa AAAAB3 carol@two\n"
+    );
     let subuid = std::fs::read_to_string(ours.join("etc/subuid")).unwrap();
     assert_eq!(
         subuid,
@@ -276,7 +308,11 @@ fn existing_users_match_usermod() {
          usermod --root=$T --password '!' sshd",
     );
     osbuild_add_keys(&theirs, "frank", &["ssh-ed25519 AAAAC3 frank"]);
-    osbuild_add_keys(&theirs, "root", &["ssh-ed25519 AAAAC3 root@a", "ssh-ed25519 AAAAC3 root@b"]);
+    osbuild_add_keys(
+        &theirs,
+        "root",
+        &["ssh-ed25519 AAAAC3 root@a", "ssh-ed25519 AAAAC3 root@b"],
+    );
     let ours = ours(
         dir.path(),
         &base,
@@ -299,8 +335,14 @@ fn existing_users_match_usermod() {
 
     let snap = snapshot(&ours);
     let shadow = String::from_utf8(snap["/etc/shadow"].content.clone()).unwrap();
-    assert!(shadow.contains("frank:$6$new$hash:0:0:99999:7::19999:\n"), "{shadow}");
-    assert!(shadow.contains(&format!("sshd:!:{EPOCH_DAY}::::::\n")), "{shadow}");
+    assert!(
+        shadow.contains("frank:$6$new$hash:0:0:99999:7::19999:\n"),
+        "{shadow}"
+    );
+    assert!(
+        shadow.contains(&format!("sshd:!:{EPOCH_DAY}::::::\n")),
+        "{shadow}"
+    );
     let group = String::from_utf8(snap["/etc/group"].content.clone()).unwrap();
     assert!(group.contains("sudo:x:27:\n") && group.contains("users:x:100:frank,messagebus\n"));
     // usermod -g moved the home's files to the new group.
@@ -316,8 +358,9 @@ fn existing_users_match_usermod() {
 
 /// A Debian tree with other account settings: no user private groups,
 /// CREATE_HOME, UMASK 027, /etc/default/useradd defaults and a mail spool,
-/// an unsorted /etc/subuid, no /etc/gshadow, and a skeleton with odd modes,
-/// a subdirectory and symlinks.
+/// an unsorted /etc/subuid, no /etc/gshadow, and a skeleton with odd modes
+/// and symlinks (no subdirectories: see
+/// `skeleton_subdirectories_are_copied_whole`).
 fn variant_base(dir: &Path) -> PathBuf {
     let t = dir.join("variant");
     debian_tree(&t);
@@ -328,9 +371,10 @@ fn variant_base(dir: &Path) -> PathBuf {
         printf 'SHELL=/bin/bash\nHOME=/srv/home\nINACTIVE=5\nEXPIRE=2030-01-02\nCREATE_MAIL_SPOOL=yes\nGROUP=users\n' > $T/etc/default/useradd
         printf 'old2:300000:65536\nold1:100000:65536\n' > $T/etc/subuid
         rm $T/etc/gshadow $T/etc/gshadow-
-        mkdir -m 0750 $T/etc/skel/.config
-        echo conf > $T/etc/skel/.config/app.conf
-        chmod 0444 $T/etc/skel/.config/app.conf
+        echo conf > $T/etc/skel/.app.conf
+        chmod 0444 $T/etc/skel/.app.conf
+        echo tool > $T/etc/skel/tool
+        chmod 4755 $T/etc/skel/tool
         echo secret > $T/etc/skel/.netrc
         chmod 0600 $T/etc/skel/.netrc
         ln -s /etc/skel/.bashrc $T/etc/skel/.bashrc-link
@@ -372,10 +416,14 @@ fn other_login_defs_and_skeletons_match_useradd() {
 
     let snap = snapshot(&ours);
     let passwd = String::from_utf8(snap["/etc/passwd"].content.clone()).unwrap();
-    assert!(passwd.contains("gina:x:1000:100::/srv/home/gina:/bin/bash\n"), "{passwd}");
+    assert!(
+        passwd.contains("gina:x:1000:100::/srv/home/gina:/bin/bash\n"),
+        "{passwd}"
+    );
     let gina = &snap["/srv/home/gina"];
     assert_eq!((gina.mode, gina.uid, gina.gid), (0o750, 1000, 100));
-    assert_eq!(snap["/srv/home/gina/.config/app.conf"].mode, 0o444);
+    assert_eq!(snap["/srv/home/gina/.app.conf"].mode, 0o444);
+    assert_eq!(snap["/srv/home/gina/tool"].mode, 0o4755);
     assert_eq!(
         snap["/srv/home/gina/.bashrc-link"].link.as_deref(),
         Some("/srv/home/gina/.bashrc")
@@ -383,8 +431,13 @@ fn other_login_defs_and_skeletons_match_useradd() {
     let mail = &snap["/var/mail/gina"];
     assert_eq!((mail.mode, mail.uid, mail.gid), (0o660, 1000, 8));
     // mkhomedir_helper's modes for the existing user's new home.
-    assert_eq!(snap["/var/lib/mb2/.config/app.conf"].mode, 0o644);
-    assert_eq!(snap["/var/lib/mb2/.config"].mode, 0o750);
+    assert_eq!(snap["/var/lib/mb2/.app.conf"].mode, 0o644);
+    assert_eq!(snap["/var/lib/mb2/.netrc"].mode, 0o600);
+    assert_eq!(snap["/var/lib/mb2/tool"].mode, 0o755);
+    assert_eq!(
+        snap["/var/lib/mb2/.bashrc-link"].link.as_deref(),
+        Some("/etc/skel/.bashrc")
+    );
     let subuid = String::from_utf8(snap["/etc/subuid"].content.clone()).unwrap();
     assert_eq!(
         subuid,
@@ -394,28 +447,126 @@ fn other_login_defs_and_skeletons_match_useradd() {
     assert!(!snap.contains_key("/etc/gshadow"));
 }
 
+/// By design: `useradd -m` of shadow-utils 4.13 (Debian 12) creates a
+/// subdirectory of /etc/skel but copies nothing into it and silently stops
+/// copying the rest of the skeleton (it works in 4.12 and 4.14). The stage
+/// copies the whole skeleton, as useradd is documented to.
+#[test]
+fn skeleton_subdirectories_are_copied_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("skel-tree");
+    std::fs::create_dir(&t).unwrap();
+    sh(&format!(
+        "tar -xf {base} -C {t} ./etc/passwd ./etc/group ./etc/shadow ./etc/gshadow ./etc/login.defs ./etc/default/useradd ./etc/skel ./etc/subuid ./etc/subgid
+         mkdir -m 0750 {t}/etc/skel/.config
+         echo conf > {t}/etc/skel/.config/app.conf
+         chmod 0444 {t}/etc/skel/.config/app.conf
+         tar --numeric-owner -C {t} -cf {t}.tar .",
+        base = debian_base().display(),
+        t = t.display()
+    ));
+    let base = dir.path().join("skel-tree.tar");
+    let theirs = tools(
+        dir.path(),
+        &base,
+        true,
+        "useradd --root=$T --create-home gina",
+    );
+    let tool_home = snapshot(&theirs.join("home/gina"));
+    assert!(
+        !tool_home.contains_key("/.config/app.conf"),
+        "useradd copied the subdirectory: the by-design difference is gone"
+    );
+    let ours = ours(
+        dir.path(),
+        &base,
+        json!([{ "name": "io.weldr.users", "options": { "users": { "gina": { "home": "/home/gina" } } } }]),
+    );
+    let home = snapshot(&ours.join("home/gina"));
+    let conf_dir = &home["/.config"];
+    assert_eq!(
+        (conf_dir.mode, conf_dir.uid, conf_dir.gid),
+        (0o750, 1000, 1000)
+    );
+    let conf = &home["/.config/app.conf"];
+    assert_eq!((conf.mode, conf.uid, conf.gid), (0o444, 1000, 1000));
+    assert_eq!(conf.content, b"conf\n");
+    for name in ["/.bashrc", "/.profile", "/.bash_logout"] {
+        assert_eq!(home[name].uid, 1000, "{name}");
+    }
+    // Outside the home, the trees are the same.
+    std::fs::remove_dir_all(theirs.join("home/gina")).unwrap();
+    std::fs::remove_dir_all(ours.join("home/gina")).unwrap();
+    assert_same(&theirs, &ours, &[]);
+}
+
 #[test]
 fn bad_options_exit_2_with_the_option_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut too_long = json!({ "users": {} });
     too_long["users"][&"a".repeat(33)] = json!({});
     let cases = [
-        (json!({ "users": { "Bad Name": {} } }), "pipeline[0].options.users"),
-        (json!({ "users": { "..": {} } }), "pipeline[0].options.users"),
-        (json!({ "users": { "-x": {} } }), "pipeline[0].options.users"),
+        (
+            json!({ "users": { "Bad Name": {} } }),
+            "pipeline[0].options.users",
+        ),
+        (
+            json!({ "users": { "..": {} } }),
+            "pipeline[0].options.users",
+        ),
+        (
+            json!({ "users": { "-x": {} } }),
+            "pipeline[0].options.users",
+        ),
         (too_long, "pipeline[0].options.users"),
-        (json!({ "users": { "alice": { "uid": -1 } } }), "pipeline[0].options.users.alice.uid"),
-        (json!({ "users": { "alice": { "uid": "1000" } } }), "pipeline[0].options.users.alice.uid"),
-        (json!({ "users": { "alice": { "gid": 1.5 } } }), "pipeline[0].options.users.alice.gid"),
-        (json!({ "users": { "alice": { "home": "home/alice" } } }), "pipeline[0].options.users.alice.home"),
-        (json!({ "users": { "alice": { "shell": "bash" } } }), "pipeline[0].options.users.alice.shell"),
-        (json!({ "users": { "alice": { "description": "a:b" } } }), "pipeline[0].options.users.alice.description"),
-        (json!({ "users": { "alice": { "password": "x\ny" } } }), "pipeline[0].options.users.alice.password"),
-        (json!({ "users": { "alice": { "groups": ["a,b"] } } }), "pipeline[0].options.users.alice.groups[0]"),
-        (json!({ "users": { "alice": { "keys": ["k", "a\nb"] } } }), "pipeline[0].options.users.alice.keys[1]"),
-        (json!({ "users": { "alice": { "expiredate": -2 } } }), "pipeline[0].options.users.alice.expiredate"),
-        (json!({ "users": { "alice": { "uidd": 1 } } }), "pipeline[0].options.users.alice"),
-        (json!({}), "pipeline[0].options: \"users\" is a required property"),
+        (
+            json!({ "users": { "alice": { "uid": -1 } } }),
+            "pipeline[0].options.users.alice.uid",
+        ),
+        (
+            json!({ "users": { "alice": { "uid": "1000" } } }),
+            "pipeline[0].options.users.alice.uid",
+        ),
+        (
+            json!({ "users": { "alice": { "gid": 1.5 } } }),
+            "pipeline[0].options.users.alice.gid",
+        ),
+        (
+            json!({ "users": { "alice": { "home": "home/alice" } } }),
+            "pipeline[0].options.users.alice.home",
+        ),
+        (
+            json!({ "users": { "alice": { "shell": "bash" } } }),
+            "pipeline[0].options.users.alice.shell",
+        ),
+        (
+            json!({ "users": { "alice": { "description": "a:b" } } }),
+            "pipeline[0].options.users.alice.description",
+        ),
+        (
+            json!({ "users": { "alice": { "password": "x\ny" } } }),
+            "pipeline[0].options.users.alice.password",
+        ),
+        (
+            json!({ "users": { "alice": { "groups": ["a,b"] } } }),
+            "pipeline[0].options.users.alice.groups[0]",
+        ),
+        (
+            json!({ "users": { "alice": { "keys": ["k", "a\nb"] } } }),
+            "pipeline[0].options.users.alice.keys[1]",
+        ),
+        (
+            json!({ "users": { "alice": { "expiredate": -2 } } }),
+            "pipeline[0].options.users.alice.expiredate",
+        ),
+        (
+            json!({ "users": { "alice": { "uidd": 1 } } }),
+            "pipeline[0].options.users.alice",
+        ),
+        (
+            json!({}),
+            "pipeline[0].options: \"users\" is a required property",
+        ),
     ];
     for (i, (options, path)) in cases.into_iter().enumerate() {
         let p = write_pipeline(
@@ -426,10 +577,22 @@ fn bad_options_exit_2_with_the_option_path() {
         osbuild(&[p.to_str().unwrap()]).fails_with(2, path);
     }
     let cases = [
-        (json!({ "groups": { "a b": {} } }), "pipeline[0].options.groups"),
-        (json!({ "groups": { "web": { "gid": -5 } } }), "pipeline[0].options.groups.web.gid"),
-        (json!({ "groups": { "web": { "gid": 1 }, "x": [] } }), "pipeline[0].options.groups.x"),
-        (json!({ "groups": {}, "force": "yes" }), "pipeline[0].options.force"),
+        (
+            json!({ "groups": { "a b": {} } }),
+            "pipeline[0].options.groups",
+        ),
+        (
+            json!({ "groups": { "web": { "gid": -5 } } }),
+            "pipeline[0].options.groups.web.gid",
+        ),
+        (
+            json!({ "groups": { "web": { "gid": 1 }, "x": [] } }),
+            "pipeline[0].options.groups.x",
+        ),
+        (
+            json!({ "groups": {}, "force": "yes" }),
+            "pipeline[0].options.force",
+        ),
         (json!({ "group": {} }), "pipeline[0].options"),
     ];
     for (i, (options, path)) in cases.into_iter().enumerate() {

@@ -100,6 +100,16 @@ impl<R: Record> Table<R> {
     }
 }
 
+/// shadow-utils' tools lock the databases with `lckpwdf`, which leaves an
+/// empty `/etc/.pwd.lock` (0600, root) behind; a tree that had none gets
+/// one, as from the tools.
+pub fn ensure_pwd_lock(tree: &Tree) -> io::Result<()> {
+    if !tree.exists("/etc/.pwd.lock")? {
+        tree.write_with("/etc/.pwd.lock", b"", 0o600, 0, 0)?;
+    }
+    Ok(())
+}
+
 /// Replaces the record with `record`'s name, or adds it at the end of the
 /// file but before NIS (`+`/`-`) lines, as `commonio_update` does.
 pub fn upsert<R: Record>(db: &mut Database<R>, record: R) {

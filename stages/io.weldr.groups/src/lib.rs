@@ -111,6 +111,9 @@ pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
         }
     }
 
+    if group.changed() {
+        accounts::ensure_pwd_lock(tree)?;
+    }
     group.save(tree)?;
     if let Some(g) = &gshadow {
         g.save(tree)?;

@@ -65,6 +65,8 @@ fn adds_groups_in_name_order_with_backups() {
     assert_eq!(mode("etc/gshadow"), 0o640);
     assert_eq!(mode("etc/gshadow-"), 0o640);
     assert_eq!(mode("etc/group-"), 0o644);
+    // The lock file the tools leave behind.
+    assert_eq!(mode("etc/.pwd.lock"), 0o600);
 }
 
 #[test]
@@ -93,6 +95,7 @@ fn refuses_taken_names_and_gids_unless_forced() {
     // Nothing was written.
     assert_eq!(read(dir.path(), "etc/group"), GROUP);
     assert!(!dir.path().join("etc/group-").exists());
+    assert!(!dir.path().join("etc/.pwd.lock").exists());
 
     // --force: an existing group is left alone, a taken gid is replaced.
     run(

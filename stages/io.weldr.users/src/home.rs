@@ -14,8 +14,9 @@ pub enum Style {
     /// `useradd -m`: modes copied exactly, special files too, and symlinks
     /// into the skeleton directory pointed at the new home.
     Useradd,
-    /// `mkhomedir_helper` (umask 022): files `(mode | 0222) & ~022`,
-    /// directories `mode & ~022`, symlinks verbatim, no special files.
+    /// `mkhomedir_helper` (umask 022): files `(mode | 0222) & ~022` less
+    /// what its chown after the chmod clears (setuid; setgid if group
+    /// executable), directories 0755, symlinks verbatim, no special files.
     Mkhomedir,
 }
 
@@ -87,7 +88,7 @@ fn copy_tree(
             EntryKind::Directory => {
                 let mode = match style {
                     Style::Useradd => m.mode,
-                    Style::Mkhomedir => m.mode & !0o022,
+                    Style::Mkhomedir => 0o755,
                 };
                 tree.create_dir(&d, 0o700)?;
                 copy_tree(tree, &s, &d, uid, gid, style, skel, home)?;
@@ -107,7 +108,14 @@ fn copy_tree(
             EntryKind::File => {
                 let mode = match style {
                     Style::Useradd => m.mode,
-                    Style::Mkhomedir => (m.mode | 0o222) & !0o022,
+                    Style::Mkhomedir => {
+                        let mode = (m.mode | 0o222) & !0o022 & !0o4000;
+                        if mode & 0o010 != 0 {
+                            mode & !0o2000
+                        } else {
+                            mode
+                        }
+                    }
                 };
                 tree.write_with(&d, &tree.read(&s)?, mode, uid, gid)?;
             }

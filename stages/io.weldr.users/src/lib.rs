@@ -108,6 +108,13 @@ impl Db {
     }
 
     pub fn save(&self, tree: &Tree) -> std::io::Result<()> {
+        let changed = self.passwd.changed()
+            || self.group.changed()
+            || self.shadow.as_ref().is_some_and(Table::changed)
+            || self.gshadow.as_ref().is_some_and(Table::changed);
+        if changed {
+            accounts::ensure_pwd_lock(tree)?;
+        }
         self.passwd.save(tree)?;
         self.group.save(tree)?;
         for t in self.shadow.iter() {

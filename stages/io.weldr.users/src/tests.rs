@@ -91,6 +91,7 @@ fn adds_a_user_like_useradd() {
     assert_eq!(f.read("etc/shadow-"), SHADOW);
     assert_eq!(f.meta("etc/shadow"), (0o640, 0, 42));
     assert_eq!(f.meta("etc/shadow-"), (0o640, 0, 42));
+    assert_eq!(f.meta("etc/.pwd.lock"), (0o600, 0, 0));
     // Without CREATE_HOME (Debian) and without keys: no home.
     assert!(!f.dir.path().join("home/alice").exists());
 }
@@ -283,6 +284,9 @@ fn usermod_gid_reowns_the_home_and_home_is_created() {
     assert_eq!(f.meta("var/lib/mb"), (0o755, 101, 103));
     // (0600 | 0222) & ~022
     assert_eq!(f.meta("var/lib/mb/.secret"), (0o600, 101, 103));
+    // Subdirectories 0755, files (0640 | 0222) & ~022.
+    assert_eq!(f.meta("var/lib/mb/.config"), (0o755, 101, 103));
+    assert_eq!(f.meta("var/lib/mb/.config/app"), (0o640, 101, 103));
     assert_eq!(
         std::fs::read_link(f.dir.path().join("var/lib/mb/.link")).unwrap(),
         Path::new("/etc/skel/.profile")
