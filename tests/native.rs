@@ -228,6 +228,30 @@ fn a_failing_native_stage_is_named_with_its_output() {
 }
 
 #[test]
+fn a_native_stage_cannot_remount_the_host_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [probe("remount")]}),
+    );
+    let run = osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]);
+    run.ok();
+    assert!(run.stderr.contains("remount refused: "), "{}", run.stderr);
+    assert!(!Path::new("/etc/osbuild-native-marker").exists());
+}
+
+#[test]
+fn a_native_stage_killed_by_a_signal_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "p.json", json!({"pipeline": [probe("abort")]}));
+    osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]).fails_with(
+        1,
+        "stage 0 (test.native-probe) failed: killed by signal 6 (Aborted)",
+    );
+}
+
+#[test]
 fn a_native_stage_gets_source_date_epoch_and_its_options() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -313,6 +337,12 @@ fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
     assert_eq!(status.code(), Some(130), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
     assert_eq!(mounts(), before, "mounts changed");
+    std::thread::sleep(Duration::from_millis(200));
+    let procs = sh("ps -eo args");
+    assert!(
+        !procs.contains("/run/osbuild/stage"),
+        "the stage outlived osbuild:\n{procs}"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(store.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }

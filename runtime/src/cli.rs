@@ -105,6 +105,10 @@ fn report(err: &BuildError) {
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == crate::native::RUNNER_COMMAND {
+        return crate::native::runner_main(&argv[2]);
+    }
     crate::signals::install();
     // Files the stages create get predictable modes, whatever the caller's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));

@@ -15,7 +15,6 @@
 //! dies with osbuild (`PR_SET_PDEATHSIG`), so nothing outlives a build, not
 //! even one that is killed with SIGKILL.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -33,8 +32,96 @@ pub const TREE: &str = "/run/osbuild/tree";
 pub const OUTPUT: &str = "/run/osbuild/output";
 pub const EXECUTABLE: &str = "/run/osbuild/stage";
 
-/// How long a stage gets to stop after SIGTERM before it is killed.
-const GRACE: Duration = Duration::from_secs(5);
+/// Where the stage runner (the osbuild binary itself) and its status
+/// directory are inside the container.
+pub const RUNNER: &str = "/run/osbuild/runner";
+pub const STATUS: &str = "/run/osbuild/status";
+/// The hidden subcommand that runs a stage inside the container.
+pub const RUNNER_COMMAND: &str = "__native-stage-runner";
+
+/// Capabilities a stage loses unless it declares `privileged`.
+const DROPPED_CAPABILITIES: &[&str] = &[
+    "CAP_SYS_ADMIN",
+    "CAP_MKNOD",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_LINUX_IMMUTABLE",
+];
+
+/// Runs inside the new namespaces: a private tmpfs for nspawn's state
+/// (locks, per-machine directories; nothing left on the host, and no
+/// complaints where /run is not a tmpfs), the host's / bound there without
+/// its submounts, then nspawn on it, read-only.
+const WRAPPER: &str = r#"set -e
+mkdir -p /run/systemd/nspawn
+mount -t tmpfs -o mode=0755 osbuild-nspawn /run/systemd/nspawn
+mkdir /run/systemd/nspawn/root
+mount --bind / /run/systemd/nspawn/root
+nspawn=$1; shift
+exec "$nspawn" -D /run/systemd/nspawn/root --read-only "$@"
+"#;
+
+/// How the stage ended, as the runner writes it to the status directory.
+/// (nspawn's own exit status cannot tell a signal from `exit 255`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerResult {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl RunnerResult {
+    pub fn parse(text: &str) -> Option<RunnerResult> {
+        let (kind, n) = text.trim().split_once(' ')?;
+        let n = n.parse().ok()?;
+        match kind {
+            "exited" => Some(RunnerResult::Exited(n)),
+            "signaled" => Some(RunnerResult::Signaled(n)),
+            _ => None,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            RunnerResult::Exited(n) => format!("exited {n}\n"),
+            RunnerResult::Signaled(n) => format!("signaled {n}\n"),
+        }
+    }
+}
+
+/// The runner, inside the container: runs the stage with the container's
+/// stdio, records how it ended, and exits like it.
+pub fn runner_main(stage: &str) -> i32 {
+    let status = match Command::new(stage).status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("osbuild: cannot run the stage {stage}: {e}");
+            return 127;
+        }
+    };
+    let result = match (status.code(), status.signal()) {
+        (Some(c), _) => RunnerResult::Exited(c),
+        (None, Some(s)) => RunnerResult::Signaled(s),
+        (None, None) => RunnerResult::Exited(1),
+    };
+    if let Err(e) = std::fs::write(Path::new(STATUS).join("result"), result.render()) {
+        eprintln!("osbuild: cannot record the stage's status: {e}");
+    }
+    status.code().unwrap_or(1)
+}
+
+/// Directories on file systems of their own, which a bind of / leaves out.
+fn separate_mounts() -> Vec<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::metadata("/") else {
+        return Vec::new();
+    };
+    ["/usr", "/etc", "/opt", "/var/lib"]
+        .into_iter()
+        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.dev() != root.dev()))
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
@@ -129,124 +216,118 @@ impl NativeHost {
     pub fn run(&self, inv: Invocation<'_>) -> Result<(), NativeError> {
         let nspawn = find_nspawn().ok_or(NativeError::NoNspawn)?;
         let exe = self.executable(inv.stage)?;
+        let runner = std::env::current_exe().context("finding the osbuild executable")?;
         let caps = &inv.stage.meta.capabilities;
-        let root = inv.work.join("nspawn-root");
-        std::fs::create_dir_all(&root).context("creating the stage's root mount point")?;
+        let status_dir = tempfile::Builder::new()
+            .prefix("status-")
+            .tempdir_in(inv.work)
+            .context("creating the stage's status directory")?;
         std::fs::create_dir_all(inv.output_dir).with_context(|| {
             format!("creating the output directory {}", inv.output_dir.display())
         })?;
 
-        let machine = format!("osbuild-{}-{}", std::process::id(), &inv.stage.digest[..12]);
-        let mut cmd = Command::new(&nspawn);
-        cmd.arg("--quiet")
-            .arg("--register=no")
-            .arg("--keep-unit")
-            .arg("--link-journal=no")
-            .arg(format!("--machine={machine}"))
-            .arg("--as-pid2")
-            .arg("--console=pipe")
-            .arg("--resolv-conf=off")
-            .arg("--timezone=off")
-            .arg("-D")
-            .arg(&root)
-            .arg("--read-only")
-            .arg(format!("--setenv=SOURCE_DATE_EPOCH={}", inv.source_epoch))
-            .arg("--setenv=LC_ALL=C.UTF-8")
-            .arg("--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-            .arg("--tmpfs=/tmp")
-            .arg("--tmpfs=/var/tmp")
-            .arg(format!(
-                "--bind{}={}:{TREE}",
-                if caps.tree == TreeAccess::Read {
-                    "-ro"
-                } else {
-                    ""
-                },
-                inv.tree.display()
-            ))
-            .arg(format!("--bind={}:{OUTPUT}", inv.output_dir.display()))
-            .arg(format!("--bind-ro={}:{EXECUTABLE}", exe.display()))
-            .arg("--chdir=/");
+        let tree_bind = if caps.tree == TreeAccess::Read {
+            "--bind-ro"
+        } else {
+            "--bind"
+        };
+        let mut args: Vec<String> = vec![
+            "--quiet".into(),
+            "--register=no".into(),
+            "--keep-unit".into(),
+            "--link-journal=no".into(),
+            // The machine's state lives in a private tmpfs: one name for all.
+            "--machine=osbuild".into(),
+            // A stub init reaps zombies and passes signals on.
+            "--as-pid2".into(),
+            // Without a tty nspawn would not forward stdin.
+            "--console=pipe".into(),
+            // The host's own files are already in place (and read-only).
+            "--resolv-conf=off".into(),
+            "--timezone=off".into(),
+            format!("--setenv=SOURCE_DATE_EPOCH={}", inv.source_epoch),
+            "--setenv=LC_ALL=C.UTF-8".into(),
+            "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "--tmpfs=/tmp".into(),
+            "--tmpfs=/var/tmp".into(),
+            format!("{tree_bind}={}:{TREE}", inv.tree.display()),
+            format!("--bind={}:{OUTPUT}", inv.output_dir.display()),
+            format!("--bind-ro={}:{EXECUTABLE}", exe.display()),
+            format!("--bind-ro={}:{RUNNER}", runner.display()),
+            format!("--bind={}:{STATUS}", status_dir.path().display()),
+            "--chdir=/".into(),
+        ];
+        // A bind of / does not include other file systems: add them back.
+        for dir in separate_mounts() {
+            args.push(format!("--bind-ro={dir}"));
+        }
         if !caps.network {
-            cmd.arg("--private-network");
+            args.push("--private-network".into());
         } else if Path::new("/run/systemd/resolve").is_dir() {
             // /etc/resolv.conf may point there (systemd-resolved hosts).
-            cmd.arg("--bind-ro=/run/systemd/resolve");
+            args.push("--bind-ro=/run/systemd/resolve".into());
+        }
+        if caps.privileged || !caps.devices.is_empty() {
+            // gpg (apt) wants to lock its memory.
+            args.push("--capability=CAP_IPC_LOCK".into());
+        } else {
+            // With CAP_SYS_ADMIN a stage could remount the (read-only) host
+            // root writable; with CAP_MKNOD make device nodes for the host's
+            // disks. Only stages that declare `privileged` keep them.
+            args.push(format!(
+                "--drop-capability={}",
+                DROPPED_CAPABILITIES.join(",")
+            ));
         }
         if caps.devices.iter().any(|d| d == "loop") {
-            cmd.arg("--bind=/dev/loop-control");
+            args.push("--bind=/dev/loop-control".into());
             for entry in std::fs::read_dir("/dev").context("listing /dev")?.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("loop")
+                if name.len() > 4
+                    && name.starts_with("loop")
                     && name[4..].chars().all(|c| c.is_ascii_digit())
-                    && name.len() > 4
                 {
-                    cmd.arg(format!("--bind=/dev/{name}"));
+                    args.push(format!("--bind=/dev/{name}"));
                 }
             }
-            cmd.arg("--property=DeviceAllow=block-loop rwm");
-            cmd.arg("--property=DeviceAllow=/dev/loop-control rwm");
         }
         for p in &inv.host_paths {
-            cmd.arg(format!("--bind-ro={}", p.display()));
+            args.push(format!("--bind-ro={}", p.display()));
         }
-        cmd.arg(EXECUTABLE);
-        cmd.stdin(Stdio::piped())
-            .stdout(inv.stdout)
-            .stderr(inv.stderr);
+        args.extend([RUNNER.into(), RUNNER_COMMAND.into(), EXECUTABLE.into()]);
 
-        let root_c = CString::new(root.as_os_str().as_encoded_bytes()).context("root path")?;
+        // nspawn runs as PID 1 of a pid namespace of its own (so when it
+        // dies, for whatever reason, the kernel kills everything in the
+        // container), in a mount namespace of its own (so no mount is ever
+        // seen on the host), with the host's / bound at a private point.
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ])
+        .arg("/bin/sh")
+        .arg("-c")
+        .arg(WRAPPER)
+        .arg("osbuild-nspawn")
+        .arg(&nspawn)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(inv.stdout)
+        .stderr(inv.stderr);
         // SAFETY: only async-signal-safe syscalls between fork and exec.
         unsafe {
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 // Our own process group: a Ctrl-C on the terminal reaches
-                // osbuild, which stops the stage in order.
+                // osbuild, which stops the stage itself.
                 libc::setpgid(0, 0);
-                // Die with osbuild, whatever kills it.
+                // Die with osbuild, whatever kills it; --kill-child takes
+                // nspawn and the container along.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let none = c"none";
-                let slash = c"/";
-                if libc::mount(
-                    none.as_ptr(),
-                    slash.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::mount(
-                    slash.as_ptr(),
-                    root_c.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // nspawn keeps per-machine state under /run/systemd/nspawn
-                // and will only clean it up on a tmpfs (where /run is not
-                // one, it complains): give it a private tmpfs, gone with
-                // this namespace.
-                let state = c"/run/systemd/nspawn";
-                libc::mkdir(c"/run/systemd".as_ptr(), 0o755);
-                libc::mkdir(state.as_ptr(), 0o755);
-                let tmpfs = c"tmpfs";
-                if libc::mount(
-                    tmpfs.as_ptr(),
-                    state.as_ptr(),
-                    tmpfs.as_ptr(),
-                    0,
-                    c"mode=0755".as_ptr().cast(),
-                ) != 0
-                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -254,7 +335,7 @@ impl NativeHost {
         }
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", nspawn.display()))?;
+            .context("starting unshare (util-linux) for systemd-nspawn")?;
 
         let mut input = inv.options.clone();
         input.insert("tree".into(), TREE.into());
@@ -266,39 +347,36 @@ impl NativeHost {
         }
 
         let deadline = Instant::now() + inv.timeout;
-        let mut stopping: Option<(Instant, NativeError)> = None;
+        let mut stopped: Option<NativeError> = None;
         let status = loop {
             if let Some(status) = child.try_wait().context("waiting for systemd-nspawn")? {
                 break status;
             }
-            match &stopping {
-                None if (inv.interrupted)() => {
-                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                    stopping = Some((Instant::now(), NativeError::Interrupted));
+            if stopped.is_none() {
+                if (inv.interrupted)() {
+                    stopped = Some(NativeError::Interrupted);
+                } else if Instant::now() >= deadline {
+                    stopped = Some(NativeError::Timeout(inv.timeout));
                 }
-                None if Instant::now() >= deadline => {
-                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                    stopping = Some((Instant::now(), NativeError::Timeout(inv.timeout)));
-                }
-                Some((since, _)) if since.elapsed() > GRACE => {
+                if stopped.is_some() {
+                    // unshare ignores SIGTERM; killing it kills the pid
+                    // namespace, and nspawn's container with it.
                     let _ = child.kill();
                 }
-                _ => {}
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         };
-        if let Some((_, why)) = stopping {
+        if let Some(why) = stopped {
             return Err(why);
         }
-        match (status.code(), status.signal()) {
-            (Some(0), _) => Ok(()),
-            // nspawn reports a payload killed by a signal as 128 + signal.
-            (Some(c), _) if c > 128 && c < 128 + 65 => {
-                Err(NativeError::Signal(c - 128, signal_name(c - 128)))
-            }
-            (Some(c), _) => Err(NativeError::Failed(c)),
-            (None, Some(sig)) => Err(NativeError::Signal(sig, signal_name(sig))),
-            (None, None) => Err(NativeError::Failed(-1)),
+        let result = std::fs::read_to_string(status_dir.path().join("result")).ok();
+        match result.as_deref().map(RunnerResult::parse) {
+            Some(Some(RunnerResult::Exited(0))) => Ok(()),
+            Some(Some(RunnerResult::Exited(c))) => Err(NativeError::Failed(c)),
+            Some(Some(RunnerResult::Signaled(s))) => Err(NativeError::Signal(s, signal_name(s))),
+            _ => Err(NativeError::Host(anyhow::anyhow!(
+                "systemd-nspawn could not run the stage ({status}); its messages are above"
+            ))),
         }
     }
 }

@@ -68,6 +68,11 @@ pub struct Capabilities {
     /// Reaches the network.
     #[serde(default, skip_serializing_if = "is_false")]
     pub network: bool,
+    /// Keeps CAP_SYS_ADMIN and CAP_MKNOD (native stages): it can mount, and
+    /// so could make the build machine's read-only root writable. Needed by
+    /// tools that mount inside the tree (mmdebstrap). Audits flag it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
     /// Device nodes it needs, e.g. `loop`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,

@@ -69,6 +69,20 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
             }
             println!("no loop devices");
         }
+        "remount" => {
+            let out = std::process::Command::new("mount")
+                .args(["-o", "remount,rw", "/"])
+                .output()?;
+            if out.status.success() {
+                let wrote = std::fs::write("/etc/osbuild-native-marker", b"x").is_ok();
+                anyhow::bail!("remounted the host root read-write (and wrote to it: {wrote})");
+            }
+            println!(
+                "remount refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        "abort" => std::process::abort(),
         "fail" => {
             eprintln!("about to fail");
             std::process::exit(3);
