@@ -415,7 +415,7 @@ fn bad_pipelines_exit_2_with_the_json_path() {
     let cases: [(&str, &str); 7] = [
         (
             r#"{"pipeline": [{"name": "io.weldr.hostname", "options": {"hostname": "a"}}, {"name": "io.weldr.nope"}]}"#,
-            "pipeline[1].name: unknown stage \"io.weldr.nope\"; known stages: io.weldr.hostname, io.weldr.systemd",
+            "pipeline[1].name: unknown stage \"io.weldr.nope\"; known stages: io.weldr.chrony, io.weldr.dnf, io.weldr.files, io.weldr.fstab, io.weldr.groups, io.weldr.hostname,",
         ),
         (
             r#"{"pipeline": [{"options": {}}]}"#,

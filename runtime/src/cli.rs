@@ -13,6 +13,7 @@ use crate::executor::{self, BuildConfig};
 use crate::pipeline;
 use crate::progress::PlainReporter;
 use crate::stage::{Registry, Stage};
+use crate::store::workspace::Handoff;
 use crate::wasm::Limits;
 
 #[derive(Parser, Debug)]
@@ -50,6 +51,20 @@ pub struct BuildArgs {
     /// Per-stage memory limit for wasm stages, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     pub memory: u64,
+    /// Build without reading or writing the store's cached results.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Keep the store under this size, evicting least recently used results
+    /// (bytes, or with K, M, G, T).
+    #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+    pub cache_max_size: u64,
+    /// How the tree moves between stages and into the store: overlay or copy
+    /// [default: overlay where it works, else copy].
+    #[arg(long, value_name = "HOW", value_parser = parse_handoff)]
+    pub handoff: Option<Handoff>,
+    /// Print each stage's id and whether it is cached; run nothing.
+    #[arg(long)]
+    pub inspect: bool,
     /// Print only stage output and errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -73,12 +88,51 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<StagesCommand>,
     },
+    /// Look into the store of cached results.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// List the cached results: id, stage, size, last use.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached result and compiled stage.
+    Clear,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum StagesCommand {
     /// Print a stage's metadata and options schema (by name or .wasm file).
     Show { stage: String },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
+}
+
+fn parse_handoff(s: &str) -> Result<Handoff, String> {
+    match s {
+        "overlay" => Ok(Handoff::Overlay),
+        "copy" => Ok(Handoff::Copy),
+        _ => Err(format!("{s:?}: use overlay or copy")),
+    }
 }
 
 fn default_store() -> PathBuf {
@@ -103,17 +157,39 @@ fn report(err: &BuildError) {
     }
 }
 
+fn enter_private_mount_namespace() {
+    // SAFETY: plain syscalls; no other thread exists yet.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) == 0 {
+            libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            );
+        }
+    }
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
     let argv: Vec<String> = std::env::args().collect();
     if argv.len() == 3 && argv[1] == crate::native::RUNNER_COMMAND {
         return crate::native::runner_main(&argv[2]);
     }
+    // Every mount osbuild makes (the overlay trees) lives in a mount
+    // namespace of its own, so none outlives osbuild, even a SIGKILLed one.
+    // Done first: unshare(CLONE_NEWNS) needs a single-threaded process.
+    enter_private_mount_namespace();
     crate::signals::install();
     // Files the stages create get predictable modes, whatever the caller's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Store { action }) => {
+            store_command(&cli.build.common, action).map_err(BuildError::from)
+        }
         Some(Command::Stages { action }) => {
             stages(&cli.build.common, action).map_err(BuildError::from)
         }
@@ -153,6 +229,9 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         )
     })?;
     let config = BuildConfig {
+        cache: !args.no_cache,
+        cache_max_size: args.cache_max_size,
+        handoff: args.handoff,
         from: args.from,
         save: args.save,
         output_dir: args.output_directory,
@@ -163,6 +242,18 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
             timeout: Duration::from_secs(args.timeout),
         },
     };
+    if args.inspect {
+        for s in executor::inspect(&pipeline, &config)? {
+            println!(
+                "{:>3}  {:<28} {}  {}",
+                s.index,
+                s.name,
+                s.id,
+                if s.cached { "cached" } else { "runs" }
+            );
+        }
+        return Ok(());
+    }
     let reporter = Arc::new(PlainReporter { quiet: args.quiet });
     executor::build(&pipeline, &config, reporter)?;
     Ok(())
@@ -203,4 +294,51 @@ fn stages(common: &CommonArgs, action: Option<StagesCommand>) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+fn store_command(common: &CommonArgs, action: StoreCommand) -> anyhow::Result<()> {
+    let root = common.store.clone().unwrap_or_else(default_store);
+    match action {
+        StoreCommand::List { json } => {
+            let store = crate::store::Store::open(&root)?;
+            let objects = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&objects)?);
+                return Ok(());
+            }
+            println!("{:<64}  {:<24} {:>10}  last used", "id", "stage", "size");
+            let mut total = 0;
+            for o in &objects {
+                total += o.info.size;
+                println!(
+                    "{:<64}  {:<24} {:>10}  {}",
+                    o.info.id,
+                    o.info.stage,
+                    human_size(o.info.size),
+                    o.last_used
+                );
+            }
+            println!("{} objects, {}", objects.len(), human_size(total));
+        }
+        StoreCommand::Clear => {
+            let n = crate::store::Store::clear(&root)?;
+            println!("removed {n} objects from {}", root.display());
+        }
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }

@@ -24,12 +24,20 @@ use crate::progress::{Outcome, Reporter};
 use crate::signals;
 use crate::stage::metadata::option_values;
 use crate::stage::{Kind, Registry, Stage};
+use crate::store::workspace::{Handoff, Workspace, overlay_works};
+use crate::store::{self, Object, Store};
 use crate::validate;
 use crate::wasm::{Invocation, Limits, WasmError, WasmHost};
 
 /// Everything a build needs besides the pipeline.
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
+    /// Read and write the object store (`--no-cache` turns it off).
+    pub cache: bool,
+    /// Evict least recently used objects beyond this many bytes.
+    pub cache_max_size: u64,
+    /// How the tree moves between stages and the store; `None`: the best that works here.
+    pub handoff: Option<Handoff>,
     pub from: Option<PathBuf>,
     pub save: Option<PathBuf>,
     pub output_dir: PathBuf,
@@ -214,35 +222,85 @@ fn check_paths(config: &BuildConfig) -> Result<(), BuildError> {
     }
 }
 
-/// Runs a pipeline.
-pub fn build(
-    pipeline: &Pipeline,
-    config: &BuildConfig,
-    reporter: Arc<dyn Reporter>,
-) -> Result<BuildReport, BuildError> {
-    let epoch = source_epoch(pipeline)?;
-    check_paths(config)?;
-    let registry = Registry::new(config.libdirs.clone());
-    let host = WasmHost::new(Some(config.store.join("components")))?;
-    let native = NativeHost::new(config.store.join("native-stages"));
-    let planned = plan(pipeline, &registry, Some(&host))?;
+/// The ids of a pipeline's results: the `--from` archive's, then each stage's.
+pub struct Ids {
+    pub from: Option<String>,
+    pub stages: Vec<String>,
+}
 
-    let tmp_root = config.store.join("tmp");
-    std::fs::create_dir_all(&tmp_root)
-        .with_context(|| format!("creating {}", tmp_root.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(&tmp_root)
-        .with_context(|| format!("creating a build directory in {}", tmp_root.display()))?;
-    let tree = work.path().join("tree");
-    let scratch = work.path().join("scratch");
-    std::fs::create_dir(&tree).context("creating the tree")?;
-    std::fs::create_dir(&scratch).context("creating the scratch directory")?;
-    std::fs::set_permissions(&tree, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .context("setting the mode of the tree")?;
+pub fn ids(planned: &[PlannedStage], from: Option<&Path>, epoch: i64) -> Result<Ids, BuildError> {
+    let from = match from {
+        Some(path) => {
+            let digest = store::ids::file_digest(path)
+                .map_err(|e| BuildError::input("--from", format!("{}: {e}", path.display())))?;
+            Some(store::ids::from_archive(&digest))
+        }
+        None => None,
+    };
+    let mut previous = from.clone();
+    let mut stages = Vec::new();
+    for p in planned {
+        let id = store::ids::stage(
+            previous.as_deref(),
+            p.stage.name(),
+            &Value::Object(p.options_value.clone()),
+            &p.stage.digest,
+            epoch,
+        );
+        previous = Some(id.clone());
+        stages.push(id);
+    }
+    Ok(Ids { from, stages })
+}
 
-    if let Some(from) = &config.from {
-        archive::unpack::unpack(from, &tree, &signals::interrupted).map_err(|e| match e {
+/// Where a build can start from: the last result the store has.
+pub enum Restore {
+    /// Nothing: start from an empty tree.
+    Nothing,
+    /// The unpacked `--from` archive.
+    From(Vec<Object>),
+    /// Stages `0..=index` are done.
+    Stage(usize, Vec<Object>),
+}
+
+pub fn find_restore(store: &Store, ids: &Ids) -> anyhow::Result<Restore> {
+    for (i, id) in ids.stages.iter().enumerate().rev() {
+        if let Some(chain) = store.chain(id)? {
+            return Ok(Restore::Stage(i, chain));
+        }
+    }
+    if let Some(id) = &ids.from
+        && let Some(chain) = store.chain(id)?
+    {
+        return Ok(Restore::From(chain));
+    }
+    Ok(Restore::Nothing)
+}
+
+/// Copies `from` to `to` through a temporary file (never a half-written output).
+fn copy_output(from: &Path, dir: &Path) -> anyhow::Result<()> {
+    let name = from.file_name().context("an output without a name")?;
+    let tmp = dir.join(format!(".{}.osbuild-partial", name.to_string_lossy()));
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
+}
+
+fn copy_outputs_of(objects: &[&Object], dir: &Path) -> anyhow::Result<()> {
+    for o in objects {
+        for name in &o.info.outputs {
+            std::fs::create_dir_all(dir)?;
+            copy_output(&o.output_dir().join(name), dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn unpack_from(from: &Path, tree: &Path) -> Result<(), BuildError> {
+    archive::unpack::unpack(from, tree, &signals::interrupted)
+        .map(|_| ())
+        .map_err(|e| match e {
             archive::unpack::UnpackError::Refused { entry, reason } => BuildError::input(
                 "--from",
                 format!(
@@ -254,32 +312,168 @@ pub fn build(
             archive::unpack::UnpackError::Io(e) => {
                 BuildError::Other(e.context(format!("unpacking {}", from.display())))
             }
-        })?;
+        })
+}
+
+/// What `--inspect` shows for one stage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspected {
+    pub index: usize,
+    pub name: String,
+    pub id: String,
+    pub cached: bool,
+}
+
+/// Each stage's id and whether the store has its result, running nothing.
+pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspected>, BuildError> {
+    let epoch = source_epoch(pipeline)?;
+    check_paths(config)?;
+    let registry = Registry::new(config.libdirs.clone());
+    let planned = plan(pipeline, &registry, None)?;
+    let ids = ids(&planned, config.from.as_deref(), epoch)?;
+    let done = if config.cache {
+        let store = Store::open(&config.store)?;
+        match find_restore(&store, &ids)? {
+            Restore::Stage(i, _) => Some(i),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Ok(planned
+        .iter()
+        .zip(&ids.stages)
+        .map(|(p, id)| Inspected {
+            index: p.index,
+            name: p.stage.name().to_string(),
+            id: id.clone(),
+            cached: done.is_some_and(|d| p.index <= d),
+        })
+        .collect())
+}
+
+/// Runs a pipeline.
+pub fn build(
+    pipeline: &Pipeline,
+    config: &BuildConfig,
+    reporter: Arc<dyn Reporter>,
+) -> Result<BuildReport, BuildError> {
+    let epoch = source_epoch(pipeline)?;
+    check_paths(config)?;
+    let registry = Registry::new(config.libdirs.clone());
+    let store = Store::open(&config.store)?;
+    let host = WasmHost::new(Some(store.root().join("components")))?;
+    let native = NativeHost::new(store.root().join("native-stages"));
+    let planned = plan(pipeline, &registry, Some(&host))?;
+    let ids = ids(&planned, config.from.as_deref(), epoch)?;
+
+    let build_dir = store.build_dir()?;
+    let handoff = match (config.cache, config.handoff) {
+        (false, _) => Handoff::Copy,
+        (true, Some(h)) => h,
+        (true, None) if overlay_works(build_dir.path()) => Handoff::Overlay,
+        (true, None) => Handoff::Copy,
+    };
+    let restore = if config.cache {
+        find_restore(&store, &ids)?
+    } else {
+        Restore::Nothing
+    };
+    let (done, chain) = match restore {
+        Restore::Nothing => (None, Vec::new()),
+        Restore::From(chain) => (None, chain),
+        Restore::Stage(i, chain) => (Some(i), chain),
+    };
+    let from_restored = !chain.is_empty();
+    std::fs::create_dir_all(&config.output_dir).with_context(|| {
+        format!(
+            "creating the output directory {}",
+            config.output_dir.display()
+        )
+    })?;
+    {
+        let oldest_first: Vec<&Object> = chain.iter().rev().collect();
+        copy_outputs_of(&oldest_first, &config.output_dir)?;
+    }
+    let mut ws = Workspace::new(build_dir.path(), handoff, chain)?;
+    let scratch = build_dir.path().join("scratch");
+    std::fs::create_dir(&scratch).context("creating the scratch directory")?;
+
+    if let (Some(from), false) = (&config.from, from_restored) {
+        unpack_from(from, ws.path())?;
+        if config.cache {
+            let id = ids.from.as_deref().expect("an id for --from");
+            ws.checkpoint(&store, id, "--from", None, None)?;
+        } else {
+            ws = ws.restart_mark();
+        }
     }
 
-    let since = crate::mtime::mark();
     let mut report = BuildReport {
         stages: Vec::new(),
         saved: None,
     };
     let total = planned.len();
-    for p in &planned {
+    let first = done.map_or(0, |d| d + 1);
+    for p in &planned[..first] {
+        reporter.stage_started(p.index, total, p.stage.name());
+        reporter.stage_finished(p.index, p.stage.name(), Duration::ZERO, Outcome::Cached);
+    }
+    let mut checkpointed = done.is_some();
+    for p in &planned[first..] {
         if signals::interrupted() {
             return Err(BuildError::Interrupted);
         }
         reporter.stage_started(p.index, total, p.stage.name());
         let start = Instant::now();
-        if p.stage.kind() == Kind::Native {
+        let native_stage = p.stage.kind() == Kind::Native;
+        if native_stage {
             // A native stage may read mtimes (an image assembler copies
             // them): give it the tree as it will be saved.
-            crate::mtime::clamp(&tree, since, epoch)
-                .context("setting the mtimes of changed entries")?;
+            ws.clamp(epoch)?;
         }
+        let outputs = build_dir.path().join(format!("output-{}", p.index));
+        std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
         let hosts = Hosts {
             wasm: &host,
             native: &native,
         };
-        let result = run_stage(&hosts, p, work.path(), epoch, config, Arc::clone(&reporter));
+        let result = run_stage(
+            &hosts,
+            p,
+            ws.path(),
+            &scratch,
+            &outputs,
+            epoch,
+            config,
+            Arc::clone(&reporter),
+        );
+        if result.is_ok() {
+            let last = p.index + 1 == total;
+            if config.cache && (native_stage || last) {
+                let has_outputs = std::fs::read_dir(&outputs)
+                    .context("reading the stage's outputs")?
+                    .next()
+                    .is_some();
+                let object = ws.checkpoint(
+                    &store,
+                    &ids.stages[p.index],
+                    p.stage.name(),
+                    has_outputs.then_some(outputs.as_path()),
+                    Some(epoch),
+                )?;
+                copy_outputs_of(&[object], &config.output_dir)?;
+                checkpointed = true;
+            } else {
+                for e in std::fs::read_dir(&outputs)
+                    .context("reading the stage's outputs")?
+                    .flatten()
+                {
+                    copy_output(&e.path(), &config.output_dir)?;
+                }
+                checkpointed = false;
+            }
+        }
         let elapsed = start.elapsed();
         let outcome = if result.is_ok() {
             Outcome::Ran
@@ -290,10 +484,12 @@ pub fn build(
         result?;
         report.stages.push((p.stage.name().to_string(), elapsed));
     }
-    crate::mtime::clamp(&tree, since, epoch).context("setting the mtimes of changed entries")?;
+    if !checkpointed {
+        ws.clamp(epoch)?;
+    }
 
     if let Some(save) = &config.save {
-        archive::save(&tree, save, &signals::interrupted).map_err(|e| {
+        archive::save(ws.path(), save, &signals::interrupted).map_err(|e| {
             if signals::interrupted() {
                 BuildError::Interrupted
             } else {
@@ -301,6 +497,12 @@ pub fn build(
             }
         })?;
         report.saved = Some(save.clone());
+    }
+    drop(ws);
+    if config.cache {
+        store
+            .evict(config.cache_max_size)
+            .context("evicting old objects from the store")?;
     }
     Ok(report)
 }
@@ -310,16 +512,18 @@ struct Hosts<'a> {
     native: &'a NativeHost,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_stage(
     hosts: &Hosts<'_>,
     p: &PlannedStage,
-    work: &Path,
+    tree: &Path,
+    scratch: &Path,
+    outputs: &Path,
     epoch: i64,
     config: &BuildConfig,
     reporter: Arc<dyn Reporter>,
 ) -> Result<(), BuildError> {
     let name = p.stage.name().to_string();
-    let tree = work.join("tree");
     let output = StageOutput::start(reporter, p.index, &name)?;
     let failure = |message: String, tail: Vec<String>| BuildError::Stage {
         index: p.index,
@@ -331,14 +535,14 @@ fn run_stage(
         Kind::Wasm => {
             let result = hosts.wasm.run(Invocation {
                 stage: &p.stage,
-                tree: &tree,
+                tree,
                 options: &p.options,
                 source_epoch: epoch,
                 seed: seed(p),
                 limits: config.limits,
                 stdout: output.writer()?,
                 stderr: output.writer()?,
-                scratch_parent: &work.join("scratch"),
+                scratch_parent: scratch,
                 interrupted: signals::interrupted,
             });
             let tail = output.finish();
@@ -368,14 +572,14 @@ fn run_stage(
                 .max(config.limits.timeout);
             let result = hosts.native.run(native::Invocation {
                 stage: &p.stage,
-                tree: &tree,
-                output_dir: &config.output_dir,
+                tree,
+                output_dir: outputs,
                 options: &p.options_value,
                 source_epoch: epoch,
                 timeout,
                 stdout: output.writer()?,
                 stderr: output.writer()?,
-                work,
+                work: scratch,
                 host_paths: p.host_paths.clone(),
                 interrupted: signals::interrupted,
             });

@@ -25,5 +25,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod signals;
 pub mod stage;
+pub mod store;
 pub mod validate;
 pub mod wasm;

@@ -87,6 +87,112 @@ fn clamp_entry(path: &Path, since: Mark, epoch: i64, changed: &mut usize) -> any
     Ok(())
 }
 
+/// The overlayfs version of [`clamp`]: the entries in `upper` are the ones
+/// changed since the layer was mounted, except directories that were only
+/// copied up because something below them changed. A directory counts as
+/// touched when it is new (or replaced a deleted one), or its mtime, mode
+/// or owner differ from the one in the layers below. Changes go through
+/// `merged` (an overlay's layers must not be written to directly).
+pub fn clamp_overlay(
+    merged: &Path,
+    upper: &Path,
+    lowers: &[std::path::PathBuf],
+    epoch: i64,
+) -> anyhow::Result<usize> {
+    let mut changed = 0;
+    clamp_upper_entry(
+        merged,
+        upper,
+        lowers,
+        Path::new(""),
+        false,
+        epoch,
+        &mut changed,
+    )?;
+    Ok(changed)
+}
+
+fn is_whiteout(st: &rustix::fs::Stat) -> bool {
+    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice
+        && st.st_rdev == 0
+}
+
+/// The entry at `rel` in the layers below, if any (a whiteout hides it).
+fn lower_entry(lowers: &[std::path::PathBuf], rel: &Path) -> Option<rustix::fs::Stat> {
+    for l in lowers {
+        match rustix::fs::statat(CWD, l.join(rel), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if is_whiteout(&st) => return None,
+            Ok(st) => return Some(st),
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn clamp_upper_entry(
+    merged: &Path,
+    upper: &Path,
+    lowers: &[std::path::PathBuf],
+    rel: &Path,
+    parent_new: bool,
+    epoch: i64,
+    changed: &mut usize,
+) -> anyhow::Result<()> {
+    let path = upper.join(rel);
+    let st = rustix::fs::statat(CWD, &path, AtFlags::SYMLINK_NOFOLLOW)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if is_whiteout(&st) {
+        return Ok(());
+    }
+    let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    let opaque = is_dir
+        && rustix::fs::lgetxattr(&path, "trusted.overlay.opaque", &mut [0u8; 4][..])
+            .is_ok_and(|n| n == 1);
+    let lower = if parent_new || opaque {
+        None
+    } else {
+        lower_entry(lowers, rel)
+    };
+    let new = lower.is_none();
+    let touched = match &lower {
+        None => true,
+        Some(_) if !is_dir => true,
+        Some(l) => {
+            (l.st_mtime, l.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
+                || l.st_mode != st.st_mode
+                || (l.st_uid, l.st_gid) != (st.st_uid, st.st_gid)
+        }
+    };
+    if is_dir {
+        let mut names: Vec<_> = std::fs::read_dir(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            clamp_upper_entry(merged, upper, lowers, &rel.join(name), new, epoch, changed)?;
+        }
+    }
+    if touched && (st.st_mtime, st.st_mtime_nsec as i64) > (epoch, 0) {
+        let target = merged.join(rel);
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: epoch,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(CWD, &target, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("setting the mtime of {}", target.display()))?;
+        *changed += 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,7 +251,11 @@ impl NativeHost {
             "--tmpfs=/tmp".into(),
             "--tmpfs=/var/tmp".into(),
             format!("{tree_bind}={}:{TREE}", inv.tree.display()),
-            format!("--bind={}:{OUTPUT}", inv.output_dir.display()),
+            format!(
+                "{}={}:{OUTPUT}",
+                if caps.output { "--bind" } else { "--bind-ro" },
+                inv.output_dir.display()
+            ),
             format!("--bind-ro={}:{EXECUTABLE}", exe.display()),
             format!("--bind-ro={}:{RUNNER}", runner.display()),
             format!("--bind={}:{STATUS}", status_dir.path().display()),

@@ -55,8 +55,11 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
             }
         }
         "sleep" => {
+            // A child process, so that a test can look for it by its arguments.
+            let seconds = o.seconds.unwrap_or(300).to_string();
+            let mut child = std::process::Command::new("sleep").arg(&seconds).spawn()?;
             println!("sleeping");
-            std::thread::sleep(Duration::from_secs(o.seconds.unwrap_or(300)));
+            child.wait()?;
         }
         "devices" => {
             let loops: Vec<String> = std::fs::read_dir("/dev")?

@@ -1,0 +1,368 @@
+//! The object store: finished stages' trees (and the files they wrote to
+//! the output directory), kept and reused across builds.
+//!
+//! ```text
+//! STORE/lock                 shared by every build, exclusive for `store clear`
+//! STORE/objects/ID/info.json what the object is; flock()ed shared while a build uses it
+//! STORE/objects/ID/tree/     an overlay layer (changes on top of its parent) or a full tree
+//! STORE/objects/ID/output/   files the stage wrote to the output directory
+//! STORE/tmp/build-*/         one per running build (its lock file says whether it still runs)
+//! STORE/components/          compiled wasm stages
+//! ```
+//!
+//! An object appears only whole: it is built in `tmp/` and renamed into
+//! `objects/` (a rename of a directory is atomic). A build that dies leaves
+//! only its `tmp/` directory, which the next build removes. Objects in use
+//! (pinned by a shared lock on their `info.json`) are never evicted; the
+//! least recently used leaves go first, so a layer is never removed from
+//! under an object that sits on it.
+
+pub mod ids;
+pub mod workspace;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rustix::fs::{FlockOperation, flock};
+use serde::{Deserialize, Serialize};
+
+/// How an object's `tree/` relates to its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// The changes made on top of the parent's tree (an overlayfs upper
+    /// layer: new and changed entries, whiteouts for deletions).
+    Overlay,
+    /// The whole tree.
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub id: String,
+    /// The object this one's layer sits on (`Layer::Overlay` only).
+    pub parent: Option<String>,
+    /// The stage whose result this is (`--from` for an unpacked archive).
+    pub stage: String,
+    pub layer: Layer,
+    /// Bytes on disk (blocks of tree/ and output/).
+    pub size: u64,
+    /// Files in output/, copied to the output directory on reuse.
+    pub outputs: Vec<String>,
+    /// Seconds since 1970 when it was committed.
+    pub created: i64,
+}
+
+/// An object, pinned against eviction while this value lives.
+#[derive(Debug)]
+pub struct Object {
+    pub info: ObjectInfo,
+    pub dir: PathBuf,
+    _pin: File,
+}
+
+impl Object {
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
+    pub fn output_dir(&self) -> PathBuf {
+        self.dir.join("output")
+    }
+}
+
+/// An entry of `osbuild store list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub info: ObjectInfo,
+    /// Seconds since 1970 when a build last used it.
+    pub last_used: i64,
+}
+
+pub struct Store {
+    root: PathBuf,
+    _lock: File,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Bytes a directory tree occupies on disk.
+pub fn disk_usage(path: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = m.blocks() * 512;
+    if m.is_dir()
+        && let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                total += disk_usage(&e.path());
+            }
+        }
+    total
+}
+
+/// Removes a directory tree that may hold read-only directories.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+fn try_lock(file: &File, op: FlockOperation) -> bool {
+    flock(file.as_fd(), op).is_ok()
+}
+
+/// A build's private directory in `tmp/`, removed when dropped. Its lock
+/// file tells other builds it is alive.
+pub struct BuildDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl BuildDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.path);
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> anyhow::Result<Store> {
+        for sub in ["objects", "tmp"] {
+            std::fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("creating the store at {}", root.display()))?;
+        }
+        let lock = File::create(root.join("lock"))
+            .with_context(|| format!("opening {}/lock", root.display()))?;
+        // Waits while `osbuild store clear` runs.
+        flock(lock.as_fd(), FlockOperation::LockShared).context("locking the store")?;
+        let store = Store {
+            root: root.to_path_buf(),
+            _lock: lock,
+        };
+        store.remove_stale();
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn objects(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Removes what dead builds left in tmp/ (their lock is free).
+    fn remove_stale(&self) {
+        let Ok(entries) = std::fs::read_dir(self.tmp()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let stale = match File::open(path.join("lock")) {
+                Ok(f) => try_lock(&f, FlockOperation::NonBlockingLockExclusive),
+                // No lock file: an evicted object being removed, or a build
+                // that died before it took its lock.
+                Err(_) => {
+                    e.metadata()
+                        .map(|m| now() - m.mtime() > 60)
+                        .unwrap_or(false)
+                        || e.file_name().to_string_lossy().starts_with("evict-")
+                }
+            };
+            if stale {
+                let _ = remove_tree(&path);
+            }
+        }
+    }
+
+    /// A private directory for a build, on the store's file system.
+    pub fn build_dir(&self) -> anyhow::Result<BuildDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(self.tmp())
+            .with_context(|| format!("creating a build directory in {}", self.tmp().display()))?
+            .keep();
+        let lock = File::create(dir.join("lock"))?;
+        flock(lock.as_fd(), FlockOperation::LockExclusive)?;
+        Ok(BuildDir {
+            path: dir,
+            _lock: lock,
+        })
+    }
+
+    /// The object `id`, pinned, if the store has it.
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<Object>> {
+        let dir = self.objects().join(id);
+        let info_path = dir.join("info.json");
+        let file = match File::open(&info_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", info_path.display())),
+        };
+        flock(file.as_fd(), FlockOperation::LockShared).context("pinning a store object")?;
+        // Evicted while we waited for the lock?
+        let still_there = std::fs::metadata(&info_path)
+            .ok()
+            .zip(file.metadata().ok())
+            .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
+        if !still_there {
+            return Ok(None);
+        }
+        let info: ObjectInfo = serde_json::from_reader(&file)
+            .with_context(|| format!("reading {}", info_path.display()))?;
+        // Last use is the info file's mtime.
+        let _ = rustix::fs::futimens(
+            &file,
+            &rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+            },
+        );
+        Ok(Some(Object {
+            info,
+            dir,
+            _pin: file,
+        }))
+    }
+
+    /// `id` and every object below it, top first, all pinned; `None` if any is missing.
+    pub fn chain(&self, id: &str) -> anyhow::Result<Option<Vec<Object>>> {
+        let mut chain = Vec::new();
+        let mut next = Some(id.to_string());
+        while let Some(id) = next {
+            let Some(obj) = self.get(&id)? else {
+                return Ok(None);
+            };
+            next = obj.info.parent.clone();
+            chain.push(obj);
+        }
+        Ok(Some(chain))
+    }
+
+    /// Makes the prepared directory `staged` (holding `tree/` and perhaps
+    /// `output/`) the object `info.id`. If another build committed the same
+    /// id meanwhile, theirs is kept (it is the same result) and ours removed.
+    pub fn commit(&self, staged: &Path, mut info: ObjectInfo) -> anyhow::Result<Object> {
+        info.size = disk_usage(staged);
+        info.created = now();
+        std::fs::write(staged.join("info.json"), serde_json::to_vec_pretty(&info)?)
+            .context("writing the object's info")?;
+        let dest = self.objects().join(&info.id);
+        if let Err(e) = std::fs::rename(staged, &dest) {
+            let raced = matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST));
+            if !raced {
+                return Err(e).with_context(|| format!("committing {}", dest.display()));
+            }
+            remove_tree(staged)?;
+        }
+        self.get(&info.id)?
+            .with_context(|| format!("object {} vanished right after its commit", info.id))
+    }
+
+    /// Every object, oldest use first.
+    pub fn list(&self) -> anyhow::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.objects())?.flatten() {
+            let info_path = e.path().join("info.json");
+            let Ok(text) = std::fs::read(&info_path) else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_slice::<ObjectInfo>(&text) else {
+                continue;
+            };
+            let last_used = std::fs::metadata(&info_path)
+                .map(|m| m.mtime())
+                .unwrap_or(0);
+            out.push(Listed { info, last_used });
+        }
+        out.sort_by(|a, b| (a.last_used, &a.info.id).cmp(&(b.last_used, &b.info.id)));
+        Ok(out)
+    }
+
+    /// Evicts least recently used objects until the store holds at most
+    /// `max` bytes. Objects in use, and objects others sit on, stay.
+    /// Returns the evicted ids.
+    pub fn evict(&self, max: u64) -> anyhow::Result<Vec<String>> {
+        let mut evicted = Vec::new();
+        let mut skip: std::collections::HashSet<String> = Default::default();
+        loop {
+            let objects = self.list()?;
+            let total: u64 = objects.iter().map(|o| o.info.size).sum();
+            if total <= max {
+                break;
+            }
+            let parents: std::collections::HashSet<&str> = objects
+                .iter()
+                .filter_map(|o| o.info.parent.as_deref())
+                .collect();
+            let candidate = objects
+                .iter()
+                .find(|o| !parents.contains(o.info.id.as_str()) && !skip.contains(&o.info.id));
+            let Some(victim) = candidate else {
+                break;
+            };
+            let id = victim.info.id.clone();
+            let dir = self.objects().join(&id);
+            let Ok(file) = File::open(dir.join("info.json")) else {
+                skip.insert(id);
+                continue;
+            };
+            if !try_lock(&file, FlockOperation::NonBlockingLockExclusive) {
+                skip.insert(id); // in use
+                continue;
+            }
+            let grave = self.tmp().join(format!("evict-{id}"));
+            std::fs::rename(&dir, &grave).with_context(|| format!("evicting {id}"))?;
+            drop(file);
+            remove_tree(&grave)?;
+            evicted.push(id);
+        }
+        Ok(evicted)
+    }
+
+    /// Removes every object (waits for running builds to finish).
+    pub fn clear(root: &Path) -> anyhow::Result<usize> {
+        let lock = File::create(root.join("lock"))
+            .with_context(|| format!("opening {}/lock", root.display()))?;
+        flock(lock.as_fd(), FlockOperation::LockExclusive).context("locking the store")?;
+        let mut n = 0;
+        if let Ok(entries) = std::fs::read_dir(root.join("objects")) {
+            for e in entries.flatten() {
+                remove_tree(&e.path())?;
+                n += 1;
+            }
+        }
+        for sub in ["tmp", "components", "native-stages"] {
+            remove_tree(&root.join(sub))?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,339 @@
+//! The tree a build's stages work on, and how it moves into and out of
+//! the store without copying it.
+//!
+//! With overlayfs (the default where it works), the tree is a mount whose
+//! lower layers are the store objects it builds on and whose upper layer
+//! collects this build's changes; a checkpoint unmounts, renames the upper
+//! layer into the store as a new object, and mounts again with that object
+//! as the top lower layer. Handing the tree to the next stage costs no
+//! copy at all, and a checkpoint costs a mount and a rename.
+//!
+//! Where overlayfs is not available, the tree is a plain directory, and a
+//! checkpoint copies it (`cp -a --reflink=auto`: a reflink copy where the
+//! file system has them, a full copy elsewhere).
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use super::{Layer, Object, ObjectInfo, Store};
+use crate::mtime;
+
+/// How the tree is handed from stage to stage and into the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    Overlay,
+    Copy,
+}
+
+impl std::fmt::Display for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handoff::Overlay => "overlay",
+            Handoff::Copy => "copy",
+        })
+    }
+}
+
+fn cstr(p: &Path) -> anyhow::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes()).context("a path with a NUL byte")
+}
+
+fn mount_overlay(
+    merged: &Path,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let s = p.to_string_lossy();
+        if s.contains([':', ',', '\\']) {
+            anyhow::bail!("{s}: overlayfs cannot take a path with ':', ',' or '\\\\'");
+        }
+    }
+    let lower = lowers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    // Self-contained layers: no redirects or metadata-only copies that
+    // would tie a stored layer to the exact stack it was made on.
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+        upper.display(),
+        work.display()
+    );
+    if data.len() >= 4000 {
+        anyhow::bail!(
+            "too many layers to mount ({}); run with --no-cache or clear the store",
+            lowers.len()
+        );
+    }
+    let (src, target, fstype, data) = (c"overlay", cstr(merged)?, c"overlay", CString::new(data)?);
+    // SAFETY: plain syscall with valid C strings.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("mounting the tree (overlayfs)");
+    }
+    Ok(())
+}
+
+fn unmount(path: &Path) -> anyhow::Result<()> {
+    let target = cstr(path)?;
+    // SAFETY: plain syscall with a valid C string.
+    if unsafe { libc::umount2(target.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("unmounting {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Whether overlayfs works in `dir` (mount privileges, a file system that
+/// can be an upper layer, the kernel module).
+pub fn overlay_works(dir: &Path) -> bool {
+    let probe = dir.join("overlay-probe");
+    let dirs: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
+        .iter()
+        .map(|d| probe.join(d))
+        .collect();
+    let ok = dirs.iter().all(|d| std::fs::create_dir_all(d).is_ok())
+        && mount_overlay(&dirs[3], &dirs[..1], &dirs[1], &dirs[2]).is_ok()
+        && unmount(&dirs[3]).is_ok();
+    let _ = super::remove_tree(&probe);
+    ok
+}
+
+/// Copies the attributes of `from` (a directory) onto `to`.
+fn copy_dir_attributes(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let src = osbuild_tree_fs::Root::open(from)?;
+    let dst = osbuild_tree_fs::Root::open(to)?;
+    let root = Path::new("");
+    let m = src.metadata(root, false)?;
+    dst.set_owner(root, m.uid, m.gid, false)?;
+    dst.set_mode(root, m.mode)?;
+    for name in src.list_xattrs(root, false)? {
+        if name.starts_with("trusted.overlay.") {
+            continue;
+        }
+        if let Some(v) = src.get_xattr(root, &name, false)? {
+            dst.set_xattr(root, &name, &v, false)?;
+        }
+    }
+    dst.set_mtime(root, m.mtime_sec, m.mtime_nsec, false)?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let status = Command::new("cp")
+        .args(["-a", "--reflink=auto", "--no-target-directory"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    if !status.success() {
+        anyhow::bail!(
+            "copying {} to {} failed ({status})",
+            from.display(),
+            to.display()
+        );
+    }
+    Ok(())
+}
+
+pub struct Workspace {
+    handoff: Handoff,
+    dir: PathBuf,
+    tree: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    lowers: Vec<PathBuf>,
+    /// The objects under the tree, kept pinned while it is in use.
+    pinned: Vec<Object>,
+    /// The object the current tree sits on.
+    top: Option<String>,
+    generation: u32,
+    mounted: bool,
+    /// Copy handoff: entries changed after this were touched by stages.
+    since: mtime::Mark,
+}
+
+impl Workspace {
+    /// A tree in the build directory `dir`, holding what `chain` (an object
+    /// and the ones below it, top first) holds, or nothing.
+    pub fn new(dir: &Path, handoff: Handoff, chain: Vec<Object>) -> anyhow::Result<Workspace> {
+        let mut ws = Workspace {
+            handoff,
+            dir: dir.to_path_buf(),
+            tree: dir.join("tree"),
+            upper: PathBuf::new(),
+            work: PathBuf::new(),
+            lowers: chain.iter().map(Object::tree).collect(),
+            top: chain.first().map(|o| o.info.id.clone()),
+            pinned: chain,
+            generation: 0,
+            mounted: false,
+            since: mtime::mark(),
+        };
+        std::fs::create_dir(&ws.tree).context("creating the tree")?;
+        match handoff {
+            Handoff::Overlay => {
+                if ws.lowers.is_empty() {
+                    let empty = dir.join("empty");
+                    std::fs::create_dir(&empty)?;
+                    std::fs::set_permissions(
+                        &empty,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )?;
+                    ws.lowers.push(empty);
+                }
+                ws.mount_next()?;
+            }
+            Handoff::Copy => {
+                if let Some(top) = ws.pinned.first() {
+                    std::fs::remove_dir(&ws.tree)?;
+                    copy_tree(&top.tree(), &ws.tree)?;
+                } else {
+                    std::fs::set_permissions(
+                        &ws.tree,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )?;
+                }
+                ws.since = mtime::mark();
+            }
+        }
+        Ok(ws)
+    }
+
+    /// Mounts a fresh upper layer over the current lowers.
+    fn mount_next(&mut self) -> anyhow::Result<()> {
+        self.generation += 1;
+        self.upper = self.dir.join(format!("upper-{}", self.generation));
+        self.work = self.dir.join(format!("work-{}", self.generation));
+        std::fs::create_dir(&self.upper)?;
+        std::fs::create_dir(&self.work)?;
+        // The merged root takes its attributes from the upper root: give it
+        // the ones the tree's root has so far.
+        copy_dir_attributes(&self.lowers[0], &self.upper)?;
+        mount_overlay(&self.tree, &self.lowers, &self.upper, &self.work)?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Copy handoff: forget what happened so far (an unpacked `--from`
+    /// archive is not a stage's doing).
+    pub fn restart_mark(mut self) -> Workspace {
+        self.since = mtime::mark();
+        self
+    }
+
+    /// Where the stages see the tree.
+    pub fn path(&self) -> &Path {
+        &self.tree
+    }
+
+    pub fn handoff(&self) -> Handoff {
+        self.handoff
+    }
+
+    /// The object the tree currently sits on.
+    pub fn top(&self) -> Option<&str> {
+        self.top.as_deref()
+    }
+
+    /// Gives every entry changed since the last checkpoint `min(mtime, epoch)`.
+    pub fn clamp(&self, epoch: i64) -> anyhow::Result<usize> {
+        match self.handoff {
+            Handoff::Overlay => mtime::clamp_overlay(&self.tree, &self.upper, &self.lowers, epoch),
+            Handoff::Copy => mtime::clamp(&self.tree, self.since, epoch),
+        }
+        .context("setting the mtimes of changed entries")
+    }
+
+    /// Stores the tree as object `id` (the result of `stage`), with the files
+    /// in `outputs` (moved, not copied), and carries on from it. With an
+    /// `epoch`, entries changed since the last checkpoint get their mtimes
+    /// clamped first (not for an unpacked archive: no stage touched it).
+    pub fn checkpoint(
+        &mut self,
+        store: &Store,
+        id: &str,
+        stage: &str,
+        outputs: Option<&Path>,
+        epoch: Option<i64>,
+    ) -> anyhow::Result<&Object> {
+        if let Some(epoch) = epoch {
+            self.clamp(epoch)?;
+        }
+        let staged = self.dir.join(format!("object-{}", self.generation));
+        std::fs::create_dir(&staged)?;
+        let mut names = Vec::new();
+        if let Some(out) = outputs {
+            for e in std::fs::read_dir(out)?.flatten() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            std::fs::rename(out, staged.join("output")).context("moving the stage's outputs")?;
+        }
+        let info = match self.handoff {
+            Handoff::Overlay => {
+                unmount(&self.tree)?;
+                self.mounted = false;
+                std::fs::rename(&self.upper, staged.join("tree"))?;
+                ObjectInfo {
+                    id: id.to_string(),
+                    parent: self.top.clone(),
+                    stage: stage.to_string(),
+                    layer: Layer::Overlay,
+                    size: 0,
+                    outputs: names,
+                    created: 0,
+                }
+            }
+            Handoff::Copy => {
+                copy_tree(&self.tree, &staged.join("tree"))?;
+                ObjectInfo {
+                    id: id.to_string(),
+                    parent: None,
+                    stage: stage.to_string(),
+                    layer: Layer::Full,
+                    size: 0,
+                    outputs: names,
+                    created: 0,
+                }
+            }
+        };
+        let object = store.commit(&staged, info)?;
+        self.top = Some(id.to_string());
+        if self.handoff == Handoff::Overlay {
+            if self.lowers.len() == 1 && self.pinned.is_empty() {
+                // The empty base layer goes: the object now holds everything.
+                self.lowers.clear();
+            }
+            self.lowers.insert(0, object.tree());
+            let _ = super::remove_tree(&self.work);
+        }
+        self.pinned.insert(0, object);
+        if self.handoff == Handoff::Overlay {
+            self.mount_next()?;
+        }
+        Ok(&self.pinned[0])
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = unmount(&self.tree);
+        }
+    }
+}
