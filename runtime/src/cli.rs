@@ -20,8 +20,7 @@ use crate::wasm::Limits;
 #[command(
     name = "osbuild",
     version,
-    about = "Build operating system images from a pipeline of sandboxed stages",
-    args_conflicts_with_subcommands = true
+    about = "Build operating system images from a pipeline of sandboxed stages"
 )]
 pub struct Cli {
     #[command(subcommand)]
