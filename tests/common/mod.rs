@@ -107,22 +107,20 @@ pub struct Entry {
 }
 
 fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    // Straight from the kernel (llistxattr/lgetxattr), not through osbuild's code.
     let mut out = BTreeMap::new();
-    let Ok(list) = Command::new("getfattr")
-        .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
-        .arg(path)
-        .output()
-    else {
+    let Ok(size) = rustix::fs::llistxattr_query(path) else {
         return out;
     };
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            let hex = v.trim_start_matches("0x");
-            let bytes = (0..hex.len() / 2)
-                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            out.insert(k.to_string(), bytes);
-        }
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).unwrap_or(0);
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let len = rustix::fs::lgetxattr_query(path, name.as_str()).unwrap_or(0);
+        let mut value = vec![0u8; len];
+        let got = rustix::fs::lgetxattr(path, name.as_str(), &mut value[..]).unwrap_or(0);
+        value.truncate(got);
+        out.insert(name, value);
     }
     out
 }

@@ -346,9 +346,10 @@ impl LoginDefs {
             gid_max: n("GID_MAX", 60000),
             sys_gid_min: n("SYS_GID_MIN", 101),
             sys_gid_max: n("SYS_GID_MAX", gid_min.saturating_sub(1)),
+            // shadow-utils: only an explicit "yes" turns it on.
             usergroups_enab: values
                 .get("USERGROUPS_ENAB")
-                .is_none_or(|v| v.eq_ignore_ascii_case("yes")),
+                .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             home_mode: n("HOME_MODE", 0o777 & !umask),
             create_home: values
                 .get("CREATE_HOME")

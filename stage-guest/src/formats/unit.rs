@@ -216,7 +216,9 @@ impl UnitName {
             Some((p, i)) => (p, Some(i.to_string())),
             None => (stem, None),
         };
-        if prefix.is_empty() {
+        // systemd's unit name alphabet (VALID_CHARS), and its length limit.
+        let valid = |part: &str| part.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\".contains(c));
+        if prefix.is_empty() || name.len() > 255 || !valid(prefix) || !instance.as_deref().is_none_or(valid) {
             return None;
         }
         Some(UnitName {
@@ -335,6 +337,9 @@ mod tests {
         assert!(UnitName::parse("getty@.service").unwrap().is_template());
         assert!(UnitName::parse("nosuffix").is_none());
         assert!(UnitName::parse("../x.service").is_none());
+        assert!(UnitName::parse("bad name.service").is_none());
+        assert!(UnitName::parse("a$b.service").is_none());
+        assert!(UnitName::parse("systemd-fsck@dev-disk-by\\x2dlabel-root.service").is_some());
     }
 
     #[test]
