@@ -92,6 +92,24 @@ pub enum Command {
         #[command(subcommand)]
         action: StoreCommand,
     },
+    /// Boot a disk image in QEMU, serial console on the terminal; the image
+    /// is not changed (-snapshot). Exits with QEMU's status.
+    Boot {
+        /// The image (qcow2 or raw).
+        image: PathBuf,
+        /// Also write the console output to this file.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Guest memory in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        memory: u64,
+        /// Give the guest a network (QEMU user-mode NAT).
+        #[arg(long)]
+        network: bool,
+        /// kvm or tcg [default: kvm where it is usable, else tcg].
+        #[arg(long, value_name = "ACCEL")]
+        accel: Option<crate::boot::Accel>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +209,25 @@ pub fn main() -> i32 {
         }
         Some(Command::Stages { action }) => {
             stages(&cli.build.common, action).map_err(BuildError::from)
+        }
+        Some(Command::Boot {
+            image,
+            log,
+            memory,
+            network,
+            accel,
+        }) => {
+            let opts = crate::boot::BootOptions {
+                image,
+                log,
+                memory,
+                network,
+                accel,
+            };
+            match crate::boot::run(&opts) {
+                Ok(code) => return code,
+                Err(e) => Err(BuildError::from(e)),
+            }
         }
         None => build(cli.build),
     };

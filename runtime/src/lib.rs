@@ -15,6 +15,7 @@
 //! source epoch. [`cli`] is the command line.
 
 pub mod archive;
+pub mod boot;
 pub mod cli;
 pub mod error;
 pub mod executor;
