@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::BuildError;
 use crate::executor::{self, BuildConfig};
 use crate::pipeline;
-use crate::progress::PlainReporter;
+use std::io::IsTerminal;
+
+use crate::progress::{JsonReporter, PlainReporter, Reporter, TerminalReporter};
 use crate::stage::{Registry, Stage};
 use crate::store::workspace::Handoff;
 use crate::wasm::Limits;
@@ -67,6 +69,14 @@ pub struct BuildArgs {
     /// Print only stage output and errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// How to show progress: `text` (a line per stage; a live view on a
+    /// terminal) or `json` (one JSON object per event on stdout).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub monitor: String,
+    /// Print the build's result as JSON on stdout: each stage's id, duration
+    /// and whether it was cached, and the outputs written with their sha256.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -240,20 +250,20 @@ pub fn main() -> i32 {
     }
 }
 
-fn build(args: BuildArgs) -> Result<(), BuildError> {
-    let Some(path) = args.pipeline else {
+fn load_pipeline(path: Option<&std::path::Path>) -> Result<pipeline::Pipeline, BuildError> {
+    let Some(path) = path else {
         return Err(BuildError::input(
             "PIPELINE",
             "no pipeline given; usage: osbuild [--from ARCHIVE] [--save ARCHIVE] PIPELINE",
         ));
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         BuildError::input(
             path.display().to_string(),
             format!("cannot read the pipeline: {e}"),
         )
     })?;
-    let pipeline = pipeline::parse(&text).map_err(|errors| {
+    pipeline::parse(&text).map_err(|errors| {
         BuildError::Input(
             errors
                 .into_iter()
@@ -263,7 +273,35 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
                 })
                 .collect(),
         )
-    })?;
+    })
+}
+
+fn build(args: BuildArgs) -> Result<(), BuildError> {
+    let started = std::time::Instant::now();
+    let reporter: Arc<dyn Reporter> = if args.monitor == "json" {
+        Arc::new(JsonReporter)
+    } else if std::io::stderr().is_terminal() && !args.quiet && !args.inspect {
+        Arc::new(TerminalReporter::new())
+    } else {
+        Arc::new(PlainReporter { quiet: args.quiet })
+    };
+    let want_result = (args.json || args.monitor == "json") && !args.inspect;
+    let pipeline = match load_pipeline(args.pipeline.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            if want_result {
+                let result = result_json(None, started.elapsed(), Err(&e));
+                reporter.build_finished(&result);
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&result).unwrap_or_default()
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
     let config = BuildConfig {
         cache: !args.no_cache,
         cache_max_size: args.cache_max_size,
@@ -290,9 +328,84 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
         return Ok(());
     }
-    let reporter = Arc::new(PlainReporter { quiet: args.quiet });
-    executor::build(&pipeline, &config, reporter)?;
-    Ok(())
+    let outcome = executor::build(&pipeline, &config, Arc::clone(&reporter));
+    if want_result {
+        let result = result_json(
+            pipeline.name.as_deref(),
+            started.elapsed(),
+            outcome.as_ref(),
+        );
+        reporter.build_finished(&result);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+        }
+    }
+    outcome.map(|_| ())
+}
+
+/// The result object of `--json` (and the `build-finished` event).
+fn result_json(
+    name: Option<&str>,
+    elapsed: Duration,
+    outcome: Result<&executor::BuildReport, &BuildError>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let file = |p: &std::path::Path| {
+        json!({
+            "path": p.display().to_string(),
+            "size": std::fs::metadata(p).map(|m| m.len()).ok(),
+            "sha256": crate::store::ids::file_digest(p).ok(),
+        })
+    };
+    match outcome {
+        Ok(r) => json!({
+            "success": true,
+            "pipeline": name,
+            "duration_ms": ms(elapsed),
+            "stages": r.stages.iter().map(|s| json!({
+                "index": s.index,
+                "name": s.name,
+                "id": s.id,
+                "duration_ms": ms(s.duration),
+                "cached": s.cached,
+            })).collect::<Vec<_>>(),
+            "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
+            "saved": r.saved.as_deref().map(file),
+        }),
+        Err(e) => {
+            let error = match e {
+                BuildError::Input(errors) => json!({
+                    "kind": "input",
+                    "message": e.to_string(),
+                    "errors": errors.iter().map(|i| json!({"path": i.path, "message": i.message})).collect::<Vec<_>>(),
+                }),
+                BuildError::Stage {
+                    index,
+                    name,
+                    message,
+                    tail,
+                } => json!({
+                    "kind": "stage",
+                    "stage": {"index": index, "name": name},
+                    "message": message,
+                    "output_tail": tail,
+                }),
+                BuildError::Interrupted => json!({"kind": "interrupted", "message": "interrupted"}),
+                BuildError::Other(e) => json!({"kind": "other", "message": format!("{e:#}")}),
+            };
+            json!({
+                "success": false,
+                "pipeline": name,
+                "duration_ms": ms(elapsed),
+                "exit_code": e.exit_code(),
+                "error": error,
+            })
+        }
+    }
 }
 
 fn stages(common: &CommonArgs, action: Option<StagesCommand>) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use crate::error::{BuildError, InputError};
 use crate::native::{self, NativeError, NativeHost};
 use crate::output::StageOutput;
 use crate::pipeline::{Pipeline, StageCall};
-use crate::progress::{Outcome, Reporter};
+use crate::progress::{Outcome, Reporter, StageInfo};
 use crate::signals;
 use crate::stage::metadata::option_values;
 use crate::stage::{Kind, Registry, Stage};
@@ -90,8 +90,20 @@ fn host_paths(stage: &Stage, options: &Value, at: &str) -> Result<Vec<PathBuf>, 
 /// What a finished build did.
 #[derive(Debug, Clone)]
 pub struct BuildReport {
-    pub stages: Vec<(String, Duration)>,
+    pub stages: Vec<StageReport>,
+    /// Files written to the output directory (by stages that ran or from the store).
+    pub outputs: Vec<PathBuf>,
     pub saved: Option<PathBuf>,
+}
+
+/// What happened to one stage of a finished build.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub index: usize,
+    pub name: String,
+    pub id: String,
+    pub duration: Duration,
+    pub cached: bool,
 }
 
 /// The source epoch: `SOURCE_DATE_EPOCH`, else the pipeline's own, else 0.
@@ -278,23 +290,33 @@ pub fn find_restore(store: &Store, ids: &Ids) -> anyhow::Result<Restore> {
 }
 
 /// Copies `from` to `to` through a temporary file (never a half-written output).
-fn copy_output(from: &Path, dir: &Path) -> anyhow::Result<()> {
+fn copy_output(from: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     let name = from.file_name().context("an output without a name")?;
     let tmp = dir.join(format!(".{}.osbuild-partial", name.to_string_lossy()));
     std::fs::copy(from, &tmp)
         .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    Ok(())
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
 }
 
-fn copy_outputs_of(objects: &[&Object], dir: &Path) -> anyhow::Result<()> {
+fn copy_outputs_of(objects: &[&Object], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
     for o in objects {
         for name in &o.info.outputs {
             std::fs::create_dir_all(dir)?;
-            copy_output(&o.output_dir().join(name), dir)?;
+            written.push(copy_output(&o.output_dir().join(name), dir)?);
         }
     }
-    Ok(())
+    Ok(written)
+}
+
+/// What a failed stage's `stage-finished` event says.
+fn short_error(e: &BuildError) -> String {
+    match e {
+        BuildError::Stage { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn unpack_from(from: &Path, tree: &Path) -> Result<(), BuildError> {
@@ -366,6 +388,7 @@ pub fn build(
     let native = NativeHost::new(store.root().join("native-stages"));
     let planned = plan(pipeline, &registry, Some(&host))?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
+    reporter.build_started(pipeline.name.as_deref(), planned.len());
 
     let build_dir = store.build_dir()?;
     let handoff = match (config.cache, config.handoff) {
@@ -391,10 +414,10 @@ pub fn build(
             config.output_dir.display()
         )
     })?;
-    {
+    let mut outputs_written = {
         let oldest_first: Vec<&Object> = chain.iter().rev().collect();
-        copy_outputs_of(&oldest_first, &config.output_dir)?;
-    }
+        copy_outputs_of(&oldest_first, &config.output_dir)?
+    };
     let mut ws = Workspace::new(build_dir.path(), handoff, chain)?;
     let scratch = build_dir.path().join("scratch");
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;
@@ -411,20 +434,36 @@ pub fn build(
 
     let mut report = BuildReport {
         stages: Vec::new(),
+        outputs: Vec::new(),
         saved: None,
     };
     let total = planned.len();
+    fn info<'a>(p: &'a PlannedStage, total: usize, ids: &'a Ids) -> StageInfo<'a> {
+        StageInfo {
+            index: p.index,
+            total,
+            name: p.stage.name(),
+            id: &ids.stages[p.index],
+        }
+    }
     let first = done.map_or(0, |d| d + 1);
     for p in &planned[..first] {
-        reporter.stage_started(p.index, total, p.stage.name());
-        reporter.stage_finished(p.index, p.stage.name(), Duration::ZERO, Outcome::Cached);
+        reporter.stage_started(info(p, total, &ids));
+        reporter.stage_finished(info(p, total, &ids), Duration::ZERO, Outcome::Cached, None);
+        report.stages.push(StageReport {
+            index: p.index,
+            name: p.stage.name().to_string(),
+            id: ids.stages[p.index].clone(),
+            duration: Duration::ZERO,
+            cached: true,
+        });
     }
     let mut checkpointed = done.is_some();
     for p in &planned[first..] {
         if signals::interrupted() {
             return Err(BuildError::Interrupted);
         }
-        reporter.stage_started(p.index, total, p.stage.name());
+        reporter.stage_started(info(p, total, &ids));
         let start = Instant::now();
         let native_stage = p.stage.kind() == Kind::Native;
         if native_stage {
@@ -462,14 +501,14 @@ pub fn build(
                     has_outputs.then_some(outputs.as_path()),
                     Some(epoch),
                 )?;
-                copy_outputs_of(&[object], &config.output_dir)?;
+                outputs_written.extend(copy_outputs_of(&[object], &config.output_dir)?);
                 checkpointed = true;
             } else {
                 for e in std::fs::read_dir(&outputs)
                     .context("reading the stage's outputs")?
                     .flatten()
                 {
-                    copy_output(&e.path(), &config.output_dir)?;
+                    outputs_written.push(copy_output(&e.path(), &config.output_dir)?);
                 }
                 checkpointed = false;
             }
@@ -480,9 +519,16 @@ pub fn build(
         } else {
             Outcome::Failed
         };
-        reporter.stage_finished(p.index, p.stage.name(), elapsed, outcome);
+        let error = result.as_ref().err().map(short_error);
+        reporter.stage_finished(info(p, total, &ids), elapsed, outcome, error.as_deref());
         result?;
-        report.stages.push((p.stage.name().to_string(), elapsed));
+        report.stages.push(StageReport {
+            index: p.index,
+            name: p.stage.name().to_string(),
+            id: ids.stages[p.index].clone(),
+            duration: elapsed,
+            cached: false,
+        });
     }
     if !checkpointed {
         ws.clamp(epoch)?;
@@ -498,6 +544,9 @@ pub fn build(
         })?;
         report.saved = Some(save.clone());
     }
+    outputs_written.sort();
+    outputs_written.dedup();
+    report.outputs = outputs_written;
     drop(ws);
     if config.cache {
         store

@@ -103,11 +103,12 @@ pub fn disk_usage(path: &Path) -> u64 {
     };
     let mut total = m.blocks() * 512;
     if m.is_dir()
-        && let Ok(entries) = std::fs::read_dir(path) {
-            for e in entries.flatten() {
-                total += disk_usage(&e.path());
-            }
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        for e in entries.flatten() {
+            total += disk_usage(&e.path());
         }
+    }
     total
 }
 
