@@ -88,6 +88,20 @@ pub struct CommonArgs {
     /// A directory of stages, searched before the built-in ones (repeatable).
     #[arg(long = "libdir", value_name = "DIR", global = true)]
     pub libdirs: Vec<PathBuf>,
+    /// A policy (JSON) saying what the build may use: stage kinds, network,
+    /// privileges, devices, pinned stage digests. See the README.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub policy: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    fn policy(&self) -> Result<Option<crate::policy::Policy>, BuildError> {
+        self.policy
+            .as_deref()
+            .map(crate::policy::Policy::load)
+            .transpose()
+            .map_err(|e| BuildError::Input(vec![e]))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +110,16 @@ pub enum Command {
     Stages {
         #[command(subcommand)]
         action: Option<StagesCommand>,
+    },
+    /// Show what every stage of a pipeline may touch, running nothing: kind,
+    /// digest, declared capabilities, a wasm stage's actual imports, and any
+    /// mismatch or policy violation (exit 2 if a build would be refused).
+    Audit {
+        /// The pipeline to audit.
+        pipeline: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Look into the store of cached results.
     Store {
@@ -214,6 +238,7 @@ pub fn main() -> i32 {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Audit { pipeline, json }) => audit(&cli.build.common, &pipeline, json),
         Some(Command::Store { action }) => {
             store_command(&cli.build.common, action).map_err(BuildError::from)
         }
@@ -303,6 +328,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
     };
     let config = BuildConfig {
+        policy: args.common.policy()?,
         cache: !args.no_cache,
         cache_max_size: args.cache_max_size,
         handoff: args.handoff,
@@ -489,5 +515,30 @@ fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", units[u])
+    }
+}
+
+fn audit(common: &CommonArgs, path: &std::path::Path, json: bool) -> Result<(), BuildError> {
+    let pipeline = load_pipeline(Some(path))?;
+    let policy = common.policy()?;
+    let registry = Registry::new(common.libdirs.clone());
+    let (planned, errors) = executor::plan_stages(&pipeline, &registry);
+    if !errors.is_empty() {
+        return Err(BuildError::Input(errors));
+    }
+    let audits = crate::audit::audit(&planned, policy.as_ref());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&audits).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", crate::audit::render(&audits));
+    }
+    let refusals = crate::audit::refusals(&audits);
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::Input(refusals))
     }
 }

@@ -20,6 +20,7 @@ use crate::error::{BuildError, InputError};
 use crate::native::{self, NativeError, NativeHost};
 use crate::output::StageOutput;
 use crate::pipeline::{Pipeline, StageCall};
+use crate::policy::Policy;
 use crate::progress::{Outcome, Reporter, StageInfo};
 use crate::signals;
 use crate::stage::metadata::option_values;
@@ -32,6 +33,8 @@ use crate::wasm::{Invocation, Limits, WasmError, WasmHost};
 /// Everything a build needs besides the pipeline.
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
+    /// What the build may use; refused before anything runs otherwise.
+    pub policy: Option<Policy>,
     /// Read and write the object store (`--no-cache` turns it off).
     pub cache: bool,
     /// Evict least recently used objects beyond this many bytes.
@@ -125,11 +128,32 @@ pub fn source_epoch(pipeline: &Pipeline) -> Result<i64, BuildError> {
 }
 
 /// Resolves every stage and checks every option; all problems at once.
+///
+/// Besides each stage's options, checks what the stages may reach: a wasm
+/// stage that imports more than it declares, and anything the `policy`
+/// forbids, is refused here.
 pub fn plan(
     pipeline: &Pipeline,
     registry: &Registry,
-    host: Option<&WasmHost>,
+    policy: Option<&Policy>,
 ) -> Result<Vec<PlannedStage>, BuildError> {
+    let (planned, mut errors) = plan_stages(pipeline, registry);
+    errors.extend(crate::audit::refusals(&crate::audit::audit(
+        &planned, policy,
+    )));
+    if errors.is_empty() {
+        Ok(planned)
+    } else {
+        Err(BuildError::Input(errors))
+    }
+}
+
+/// Finds every stage and checks its options; the stages it could plan,
+/// and the problems it found.
+pub fn plan_stages(
+    pipeline: &Pipeline,
+    registry: &Registry,
+) -> (Vec<PlannedStage>, Vec<InputError>) {
     let mut errors = Vec::new();
     let mut planned = Vec::new();
     // A pipeline often runs one stage many times: load and check it once.
@@ -170,15 +194,6 @@ pub fn plan(
             Vec::new()
         };
         errors.extend(schema_errors);
-        if stage.kind() == Kind::Wasm
-            && let Some(host) = host
-            && let Err(e) = host.check_imports(&stage)
-        {
-            errors.push(InputError::new(
-                format!("{at}.name"),
-                format!("stage {} ({}) refused: {e}", stage.name(), stage.origin),
-            ));
-        }
         planned.push(PlannedStage {
             index,
             stage,
@@ -187,11 +202,7 @@ pub fn plan(
             host_paths: paths,
         });
     }
-    if errors.is_empty() {
-        Ok(planned)
-    } else {
-        Err(BuildError::Input(errors))
-    }
+    (planned, errors)
 }
 
 /// The seed of a stage's random sources: its position, name and options.
@@ -351,7 +362,7 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
     let epoch = source_epoch(pipeline)?;
     check_paths(config)?;
     let registry = Registry::new(config.libdirs.clone());
-    let planned = plan(pipeline, &registry, None)?;
+    let planned = plan(pipeline, &registry, config.policy.as_ref())?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
     let done = if config.cache {
         let store = Store::open(&config.store)?;
@@ -386,7 +397,7 @@ pub fn build(
     let store = Store::open(&config.store)?;
     let host = WasmHost::new(Some(store.root().join("components")))?;
     let native = NativeHost::new(store.root().join("native-stages"));
-    let planned = plan(pipeline, &registry, Some(&host))?;
+    let planned = plan(pipeline, &registry, config.policy.as_ref())?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 

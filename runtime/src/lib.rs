@@ -15,6 +15,7 @@
 //! source epoch. [`cli`] is the command line.
 
 pub mod archive;
+pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod mtime;
 pub mod native;
 pub mod output;
 pub mod pipeline;
+pub mod policy;
 pub mod progress;
 pub mod signals;
 pub mod stage;

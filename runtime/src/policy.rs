@@ -1,0 +1,102 @@
+//! Build policies: what a build may use, checked before anything runs.
+//!
+//! ```json
+//! {
+//!   "kinds": ["wasm"],
+//!   "network": ["io.weldr.mmdebstrap"],
+//!   "privileged": [],
+//!   "devices": [],
+//!   "digests": { "io.weldr.hostname": ["sha256:…"] }
+//! }
+//! ```
+//!
+//! Every key is optional; a missing key allows what it would restrict.
+//! `network`, `privileged` and `devices` name the stages that may have that
+//! capability; `digests` pins stages to exact code (any stage named there
+//! must have one of the digests listed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::InputError;
+use crate::stage::{Kind, Stage};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The kinds of stage allowed.
+    pub kinds: Option<Vec<Kind>>,
+    /// Stages allowed the network.
+    pub network: Option<Vec<String>>,
+    /// Stages allowed to run privileged.
+    pub privileged: Option<Vec<String>>,
+    /// Stages allowed device nodes.
+    pub devices: Option<Vec<String>>,
+    /// Allowed code digests per stage name (`sha256:HEX`).
+    pub digests: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, InputError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))
+    }
+
+    /// Every way running `stage` at `at` (`pipeline[2]`) breaks the policy.
+    pub fn check(&self, stage: &Stage, at: &str) -> Vec<InputError> {
+        let mut v = Vec::new();
+        let name = stage.name();
+        let caps = &stage.meta.capabilities;
+        let mut refuse = |msg: String| {
+            v.push(InputError::new(
+                format!("{at}.name"),
+                format!("stage {name}: {msg}"),
+            ))
+        };
+        if let Some(kinds) = &self.kinds
+            && !kinds.contains(&stage.kind())
+        {
+            let allowed: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+            refuse(format!(
+                "is a {} stage; the policy allows only {} stages",
+                stage.kind(),
+                if allowed.is_empty() {
+                    "no".to_string()
+                } else {
+                    allowed.join(" and ")
+                }
+            ));
+        }
+        let named =
+            |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
+        if caps.network && !named(&self.network) {
+            refuse(
+                "declares the network capability; the policy does not allow it the network".into(),
+            );
+        }
+        if caps.privileged && !named(&self.privileged) {
+            refuse("runs privileged; the policy does not allow it".into());
+        }
+        if !caps.devices.is_empty() && !named(&self.devices) {
+            refuse(format!(
+                "needs devices ({}); the policy does not allow it",
+                caps.devices.join(", ")
+            ));
+        }
+        if let Some(pins) = self.digests.as_ref().and_then(|d| d.get(name)) {
+            let digest = format!("sha256:{}", stage.digest);
+            if !pins.contains(&digest) {
+                refuse(format!(
+                    "its code ({digest}, {}) is not one the policy allows ({})",
+                    stage.origin,
+                    pins.join(", ")
+                ));
+            }
+        }
+        v
+    }
+}
