@@ -173,19 +173,25 @@ fn rebuilt_noop(dir: &Path) -> PathBuf {
     )
     .unwrap();
     std::fs::copy(root.join("Cargo.lock"), src.join("Cargo.lock")).unwrap();
-    let target = root.join("target/stage-build");
-    sh(&format!(
-        "cd {} && cargo build --quiet --offline --release --target wasm32-wasip2 --target-dir {}",
+    // A target dir of its own: in the stages' one, this crate's
+    // test_noop.wasm would overwrite the built-in test.noop's.
+    let target = root.join("target/stage-build-v2");
+    let messages = sh(&format!(
+        "cd {} && cargo build --quiet --offline --release --target wasm32-wasip2 --target-dir {} --message-format=json",
         src.display(),
         target.display()
     ));
+    let wasm = messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "test_noop")
+        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .expect("cargo built test_noop.wasm");
     let libdir = dir.join("libdir-v2");
     std::fs::create_dir_all(&libdir).unwrap();
-    std::fs::copy(
-        target.join("wasm32-wasip2/release/test_noop.wasm"),
-        libdir.join("test.noop.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(wasm, libdir.join("test.noop.wasm")).unwrap();
     libdir
 }
 
@@ -508,4 +514,41 @@ fn mmdebstrap_builds_are_byte_identical() {
         sums.push(sha256(&save));
     }
     assert_eq!(sums[0], sums[1]);
+}
+
+#[test]
+fn an_output_changed_in_the_output_directory_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Build {
+        dir: dir.path(),
+        store: dir.path().join("store"),
+    };
+    let out = dir.path().join("out");
+    let pipeline = json!({"pipeline": [
+        hostname("linked"),
+        {"name": "io.weldr.qcow2", "options": {"target": "disk.img", "format": "raw", "bootloader": "none", "size": "128M"}}
+    ]});
+    let args = ["--output-directory", out.to_str().unwrap()];
+    b.run(pipeline.clone(), &args).ok();
+    let image = out.join("disk.img");
+    let original = sha256(&image);
+    // Reused outputs are hard links into the store, not copies.
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&image).unwrap()),
+        2
+    );
+    // Someone writes into the image (as a VM booted without -snapshot would).
+    sh(&format!(
+        "printf 'scribble' | dd of={} bs=1 seek=4096 conv=notrunc status=none",
+        image.display()
+    ));
+    let again = b.run(pipeline, &args);
+    again.ok();
+    assert_eq!(
+        outcomes(&again.stderr).last().unwrap().1,
+        "done",
+        "the damaged result was reused:\n{}",
+        again.stderr
+    );
+    assert_eq!(sha256(&image), original);
 }

@@ -119,10 +119,9 @@ pub fn qemu_args(opts: &BootOptions, accel: Accel, format: &str) -> Vec<String> 
         "-smp".into(),
         cpus.to_string(),
         "-snapshot".into(),
-        "-display".into(),
-        "none".into(),
-        "-vga".into(),
-        "none".into(),
+        // No display; with it QEMU tells the firmware to use the serial
+        // port, so SeaBIOS and GRUB show up on the console too.
+        "-nographic".into(),
     ];
     if accel == Accel::Kvm {
         args.extend(["-cpu".into(), "host".into()]);

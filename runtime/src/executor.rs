@@ -301,22 +301,28 @@ pub fn find_restore(store: &Store, ids: &Ids) -> anyhow::Result<Restore> {
 }
 
 /// Copies `from` to `to` through a temporary file (never a half-written output).
-fn copy_output(from: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+/// Puts `from` into `dir` under its name, replacing what is there, never
+/// half-written: a hard link where it can (no copy of a multi-GB image;
+/// the store notices if the file is changed later), else a copy.
+fn place_output(from: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     let name = from.file_name().context("an output without a name")?;
     let tmp = dir.join(format!(".{}.osbuild-partial", name.to_string_lossy()));
-    std::fs::copy(from, &tmp)
-        .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(from, &tmp).is_err() {
+        std::fs::copy(from, &tmp)
+            .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
+    }
     let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest)?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
     Ok(dest)
 }
 
-fn copy_outputs_of(objects: &[&Object], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn place_outputs_of(objects: &[&Object], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for o in objects {
-        for name in &o.info.outputs {
+        for out in &o.info.outputs {
             std::fs::create_dir_all(dir)?;
-            written.push(copy_output(&o.output_dir().join(name), dir)?);
+            written.push(place_output(&o.output_dir().join(&out.name), dir)?);
         }
     }
     Ok(written)
@@ -427,7 +433,7 @@ pub fn build(
     })?;
     let mut outputs_written = {
         let oldest_first: Vec<&Object> = chain.iter().rev().collect();
-        copy_outputs_of(&oldest_first, &config.output_dir)?
+        place_outputs_of(&oldest_first, &config.output_dir)?
     };
     let mut ws = Workspace::new(build_dir.path(), handoff, chain)?;
     let scratch = build_dir.path().join("scratch");
@@ -512,14 +518,14 @@ pub fn build(
                     has_outputs.then_some(outputs.as_path()),
                     Some(epoch),
                 )?;
-                outputs_written.extend(copy_outputs_of(&[object], &config.output_dir)?);
+                outputs_written.extend(place_outputs_of(&[object], &config.output_dir)?);
                 checkpointed = true;
             } else {
                 for e in std::fs::read_dir(&outputs)
                     .context("reading the stage's outputs")?
                     .flatten()
                 {
-                    outputs_written.push(copy_output(&e.path(), &config.output_dir)?);
+                    outputs_written.push(place_output(&e.path(), &config.output_dir)?);
                 }
                 checkpointed = false;
             }

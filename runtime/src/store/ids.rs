@@ -49,7 +49,7 @@ pub fn canonical_json(v: &Value) -> String {
 /// Bumped whenever osbuild itself changes what a stage's result is (how
 /// trees are unpacked, which mtimes are clamped, ...), so results made by
 /// an older osbuild are never taken for current ones.
-pub const RESULT_FORMAT: u32 = 2;
+pub const RESULT_FORMAT: u32 = 3;
 
 fn hash(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();

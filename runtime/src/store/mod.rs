@@ -51,10 +51,36 @@ pub struct ObjectInfo {
     pub layer: Layer,
     /// Bytes on disk (blocks of tree/ and output/).
     pub size: u64,
-    /// Files in output/, copied to the output directory on reuse.
-    pub outputs: Vec<String>,
+    /// Files in output/, linked (or copied) into the output directory on reuse.
+    pub outputs: Vec<OutputFile>,
     /// Seconds since 1970 when it was committed.
     pub created: i64,
+}
+
+/// A file a stage wrote to the output directory, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    pub name: String,
+    pub size: u64,
+    /// Its mtime when stored: output files are hard links into the store
+    /// (no copy of a multi-GB image), so a change made through the output
+    /// directory (booting it without `-snapshot`) shows up here.
+    pub mtime_ns: i128,
+}
+
+impl OutputFile {
+    pub fn of(path: &Path) -> std::io::Result<OutputFile> {
+        let m = std::fs::metadata(path)?;
+        Ok(OutputFile {
+            name: path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            size: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        })
+    }
 }
 
 /// An object, pinned against eviction while this value lives.
@@ -72,6 +98,14 @@ impl Object {
 
     pub fn output_dir(&self) -> PathBuf {
         self.dir.join("output")
+    }
+
+    /// Whether its output files are still exactly as stored.
+    pub fn outputs_intact(&self) -> bool {
+        self.info
+            .outputs
+            .iter()
+            .all(|o| OutputFile::of(&self.output_dir().join(&o.name)).is_ok_and(|now| now == *o))
     }
 }
 
@@ -231,8 +265,12 @@ impl Store {
         if !still_there {
             return Ok(None);
         }
-        let info: ObjectInfo = serde_json::from_reader(&file)
-            .with_context(|| format!("reading {}", info_path.display()))?;
+        let Ok(info) = serde_json::from_reader::<_, ObjectInfo>(&file) else {
+            // Written by an osbuild with another object format: unusable.
+            drop(file);
+            self.discard(id)?;
+            return Ok(None);
+        };
         // Last use is the info file's mtime.
         let _ = rustix::fs::futimens(
             &file,
@@ -262,6 +300,12 @@ impl Store {
             let Some(obj) = self.get(&id)? else {
                 return Ok(None);
             };
+            if !obj.outputs_intact() {
+                // Changed through the output directory: not what the stage made.
+                drop(obj);
+                self.discard(&id)?;
+                return Ok(None);
+            }
             next = obj.info.parent.clone();
             chain.push(obj);
         }
@@ -288,6 +332,22 @@ impl Store {
             .with_context(|| format!("object {} vanished right after its commit", info.id))
     }
 
+    /// Removes one object now, unless a build uses it.
+    pub fn discard(&self, id: &str) -> anyhow::Result<bool> {
+        let dir = self.objects().join(id);
+        let Ok(file) = File::open(dir.join("info.json")) else {
+            return Ok(false);
+        };
+        if !try_lock(&file, FlockOperation::NonBlockingLockExclusive) {
+            return Ok(false);
+        }
+        let grave = self.tmp().join(format!("evict-{id}"));
+        std::fs::rename(&dir, &grave).with_context(|| format!("removing {id} from the store"))?;
+        drop(file);
+        remove_tree(&grave)?;
+        Ok(true)
+    }
+
     /// Every object, oldest use first.
     pub fn list(&self) -> anyhow::Result<Vec<Listed>> {
         let mut out = Vec::new();
@@ -297,6 +357,9 @@ impl Store {
                 continue;
             };
             let Ok(info) = serde_json::from_slice::<ObjectInfo>(&text) else {
+                // Another osbuild's object format: unusable, and never
+                // evicted otherwise.
+                let _ = self.discard(&e.file_name().to_string_lossy());
                 continue;
             };
             let last_used = std::fs::metadata(&info_path)
@@ -310,41 +373,42 @@ impl Store {
 
     /// Evicts least recently used objects until the store holds at most
     /// `max` bytes. Objects in use, and objects others sit on, stay.
-    /// Returns the evicted ids.
+    /// Objects whose parent is gone are useless and go first. Returns the
+    /// evicted ids.
     pub fn evict(&self, max: u64) -> anyhow::Result<Vec<String>> {
         let mut evicted = Vec::new();
         let mut skip: std::collections::HashSet<String> = Default::default();
         loop {
             let objects = self.list()?;
+            let ids: std::collections::HashSet<&str> =
+                objects.iter().map(|o| o.info.id.as_str()).collect();
+            let orphan = objects.iter().find(|o| {
+                o.info.parent.as_deref().is_some_and(|p| !ids.contains(p))
+                    && !skip.contains(&o.info.id)
+            });
             let total: u64 = objects.iter().map(|o| o.info.size).sum();
-            if total <= max {
-                break;
-            }
-            let parents: std::collections::HashSet<&str> = objects
-                .iter()
-                .filter_map(|o| o.info.parent.as_deref())
-                .collect();
-            let candidate = objects
-                .iter()
-                .find(|o| !parents.contains(o.info.id.as_str()) && !skip.contains(&o.info.id));
-            let Some(victim) = candidate else {
-                break;
+            let victim = match orphan {
+                Some(o) => o,
+                None if total <= max => break,
+                None => {
+                    let parents: std::collections::HashSet<&str> = objects
+                        .iter()
+                        .filter_map(|o| o.info.parent.as_deref())
+                        .collect();
+                    match objects.iter().find(|o| {
+                        !parents.contains(o.info.id.as_str()) && !skip.contains(&o.info.id)
+                    }) {
+                        Some(o) => o,
+                        None => break,
+                    }
+                }
             };
             let id = victim.info.id.clone();
-            let dir = self.objects().join(&id);
-            let Ok(file) = File::open(dir.join("info.json")) else {
-                skip.insert(id);
-                continue;
-            };
-            if !try_lock(&file, FlockOperation::NonBlockingLockExclusive) {
+            if self.discard(&id)? {
+                evicted.push(id);
+            } else {
                 skip.insert(id); // in use
-                continue;
             }
-            let grave = self.tmp().join(format!("evict-{id}"));
-            std::fs::rename(&dir, &grave).with_context(|| format!("evicting {id}"))?;
-            drop(file);
-            remove_tree(&grave)?;
-            evicted.push(id);
         }
         Ok(evicted)
     }

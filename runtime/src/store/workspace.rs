@@ -279,9 +279,9 @@ impl Workspace {
         let mut names = Vec::new();
         if let Some(out) = outputs {
             for e in std::fs::read_dir(out)?.flatten() {
-                names.push(e.file_name().to_string_lossy().into_owned());
+                names.push(super::OutputFile::of(&e.path())?);
             }
-            names.sort();
+            names.sort_by(|a, b| a.name.cmp(&b.name));
             std::fs::rename(out, staged.join("output")).context("moving the stage's outputs")?;
         }
         let info = match self.handoff {

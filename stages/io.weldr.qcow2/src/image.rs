@@ -321,6 +321,9 @@ impl Plan {
     fn build_raw(&self, raw: &Path, scratch: &Path) -> anyhow::Result<()> {
         let offset = PART_START * 512;
         let epoch = self.epoch.to_string();
+        // e2fsprogs reads a fake time of 0 as "not set" (and then stamps
+        // the real time): the file system's own times are 1 at the least.
+        let fake_time = self.epoch.max(1).to_string();
         println!(
             "image {} MiB, root file system {} ({}), {}",
             self.size >> 20,
@@ -366,7 +369,7 @@ impl Plan {
         println!("mkfs.ext4 -d (populating the file system from the tree)");
         run(Command::new("mkfs.ext4")
             .env("MKE2FS_CONFIG", &conf)
-            .env("E2FSPROGS_FAKE_TIME", &epoch)
+            .env("E2FSPROGS_FAKE_TIME", &fake_time)
             .env("LC_ALL", "C")
             .args(["-q", "-F", "-t", "ext4", "-T", "default", "-L", &self.label, "-U", &self.uuid])
             .args(["-O", "^metadata_csum_seed,^orphan_file"])
@@ -398,7 +401,7 @@ impl Plan {
         let cmd_file = scratch.join("debugfs.cmds");
         std::fs::write(&cmd_file, cmds)?;
         let log = run(Command::new("debugfs")
-            .env("E2FSPROGS_FAKE_TIME", &epoch)
+            .env("E2FSPROGS_FAKE_TIME", &fake_time)
             .arg("-w")
             .arg("-f")
             .arg(&cmd_file)
