@@ -22,7 +22,7 @@ def main():
         empty_p = tmp / "empty.json"
         empty.rename(empty_p)
         noop = pipeline_file([{"name": "test.noop", "options": {"n": i}} for i in range(20)], tmp)
-        base = ["--store", store, "--libdir", TEST_STAGES, "-q"]
+        base = ["--store", store, "--libdir", TEST_STAGES, "-q", "--no-cache"]
         run([OSBUILD, *base, noop])  # warm the component cache
         t0 = median_time([OSBUILD, *base, empty_p], 15)
         t20 = median_time([OSBUILD, *base, noop], 15)
