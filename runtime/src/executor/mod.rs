@@ -6,29 +6,31 @@
 //! together: a build either fails before it starts or starts with a
 //! pipeline that makes sense.
 
-use std::collections::HashMap;
+mod outputs;
+mod plan;
+mod run;
+
+pub use plan::{Ids, PlannedStage, Restore, find_restore, ids, plan, plan_stages};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::archive;
 use crate::error::{BuildError, InputError};
-use crate::native::{self, NativeError, NativeHost};
-use crate::output::StageOutput;
-use crate::pipeline::{Pipeline, StageCall};
+use crate::native::NativeHost;
+use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::progress::{Outcome, Reporter, StageInfo};
 use crate::signals;
-use crate::stage::metadata::option_values;
-use crate::stage::{Kind, Registry, Stage};
+use crate::stage::{Kind, Registry};
 use crate::store::workspace::{Handoff, Workspace, overlay_works};
-use crate::store::{self, Object, Store};
-use crate::validate;
-use crate::wasm::{Invocation, Limits, WasmError, WasmHost};
+use crate::store::{Object, Store};
+use crate::wasm::{Limits, WasmHost};
+use outputs::{place_output, place_outputs_of};
+use run::{Hosts, run_stage};
 
 /// Everything a build needs besides the pipeline.
 #[derive(Debug, Clone)]
@@ -47,47 +49,6 @@ pub struct BuildConfig {
     pub store: PathBuf,
     pub libdirs: Vec<PathBuf>,
     pub limits: Limits,
-}
-
-/// A stage of the pipeline, resolved and checked.
-#[derive(Debug, Clone)]
-pub struct PlannedStage {
-    pub index: usize,
-    pub stage: Arc<Stage>,
-    pub options_value: serde_json::Map<String, Value>,
-    /// The options as canonical JSON (keys sorted).
-    pub options: String,
-    /// Host paths the stage reads (from its `host-paths` options).
-    pub host_paths: Vec<PathBuf>,
-}
-
-/// The host paths named by a stage's `host-paths` options: `file://` URLs
-/// and absolute paths, which must exist.
-fn host_paths(stage: &Stage, options: &Value, at: &str) -> Result<Vec<PathBuf>, Vec<InputError>> {
-    let mut paths = Vec::new();
-    let mut errors = Vec::new();
-    for pattern in &stage.meta.capabilities.host_paths {
-        for (path, value) in option_values(options, pattern) {
-            let local = value.strip_prefix("file://").unwrap_or(value);
-            if !local.starts_with('/') {
-                continue; // a remote URL
-            }
-            let p = PathBuf::from(local);
-            if p.exists() {
-                paths.push(p);
-            } else {
-                errors.push(InputError::new(
-                    format!("{at}.{path}"),
-                    format!("{local}: no such file or directory on this machine"),
-                ));
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(paths)
-    } else {
-        Err(errors)
-    }
 }
 
 /// What a finished build did.
@@ -127,95 +88,6 @@ pub fn source_epoch(pipeline: &Pipeline) -> Result<i64, BuildError> {
     }
 }
 
-/// Resolves every stage and checks every option; all problems at once.
-///
-/// Besides each stage's options, checks what the stages may reach: a wasm
-/// stage that imports more than it declares, and anything the `policy`
-/// forbids, is refused here.
-pub fn plan(
-    pipeline: &Pipeline,
-    registry: &Registry,
-    policy: Option<&Policy>,
-) -> Result<Vec<PlannedStage>, BuildError> {
-    let (planned, mut errors) = plan_stages(pipeline, registry);
-    errors.extend(crate::audit::refusals(&crate::audit::audit(
-        &planned, policy,
-    )));
-    if errors.is_empty() {
-        Ok(planned)
-    } else {
-        Err(BuildError::Input(errors))
-    }
-}
-
-/// Finds every stage and checks its options; the stages it could plan,
-/// and the problems it found.
-pub fn plan_stages(
-    pipeline: &Pipeline,
-    registry: &Registry,
-) -> (Vec<PlannedStage>, Vec<InputError>) {
-    let mut errors = Vec::new();
-    let mut planned = Vec::new();
-    // A pipeline often runs one stage many times: load and check it once.
-    let mut found: HashMap<String, Result<Option<Arc<Stage>>, String>> = HashMap::new();
-    let mut validators = validate::Validators::default();
-    for (index, call) in pipeline.stages.iter().enumerate() {
-        let at = StageCall::json_path(index);
-        let lookup = found
-            .entry(call.name.clone())
-            .or_insert_with(|| registry.find(&call.name).map(|s| s.map(Arc::new)))
-            .clone();
-        let stage = match lookup {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                errors.push(InputError::new(
-                    format!("{at}.name"),
-                    format!(
-                        "unknown stage {:?}; known stages: {} (add a directory of stages with --libdir)",
-                        call.name,
-                        registry.names().join(", ")
-                    ),
-                ));
-                continue;
-            }
-            Err(e) => {
-                errors.push(InputError::new(format!("{at}.name"), e));
-                continue;
-            }
-        };
-        let options = Value::Object(call.options.clone());
-        let schema_errors = validators.check(&stage, &options, &format!("{at}.options"));
-        let paths = if schema_errors.is_empty() {
-            host_paths(&stage, &options, &format!("{at}.options")).unwrap_or_else(|e| {
-                errors.extend(e);
-                Vec::new()
-            })
-        } else {
-            Vec::new()
-        };
-        errors.extend(schema_errors);
-        planned.push(PlannedStage {
-            index,
-            stage,
-            options: options.to_string(),
-            options_value: call.options.clone(),
-            host_paths: paths,
-        });
-    }
-    (planned, errors)
-}
-
-/// The seed of a stage's random sources: its position, name and options.
-fn seed(p: &PlannedStage) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"osbuild random\0");
-    h.update((p.index as u64).to_le_bytes());
-    h.update(p.stage.name().as_bytes());
-    h.update([0]);
-    h.update(p.options.as_bytes());
-    h.finalize().into()
-}
-
 fn check_paths(config: &BuildConfig) -> Result<(), BuildError> {
     let mut errors = Vec::new();
     if let Some(from) = &config.from
@@ -243,89 +115,6 @@ fn check_paths(config: &BuildConfig) -> Result<(), BuildError> {
     } else {
         Err(BuildError::Input(errors))
     }
-}
-
-/// The ids of a pipeline's results: the `--from` archive's, then each stage's.
-pub struct Ids {
-    pub from: Option<String>,
-    pub stages: Vec<String>,
-}
-
-pub fn ids(planned: &[PlannedStage], from: Option<&Path>, epoch: i64) -> Result<Ids, BuildError> {
-    let from = match from {
-        Some(path) => {
-            let digest = store::ids::file_digest(path)
-                .map_err(|e| BuildError::input("--from", format!("{}: {e}", path.display())))?;
-            Some(store::ids::from_archive(&digest))
-        }
-        None => None,
-    };
-    let mut previous = from.clone();
-    let mut stages = Vec::new();
-    for p in planned {
-        let id = store::ids::stage(
-            previous.as_deref(),
-            p.stage.name(),
-            &Value::Object(p.options_value.clone()),
-            &p.stage.digest,
-            epoch,
-        );
-        previous = Some(id.clone());
-        stages.push(id);
-    }
-    Ok(Ids { from, stages })
-}
-
-/// Where a build can start from: the last result the store has.
-pub enum Restore {
-    /// Nothing: start from an empty tree.
-    Nothing,
-    /// The unpacked `--from` archive.
-    From(Vec<Object>),
-    /// Stages `0..=index` are done.
-    Stage(usize, Vec<Object>),
-}
-
-pub fn find_restore(store: &Store, ids: &Ids) -> anyhow::Result<Restore> {
-    for (i, id) in ids.stages.iter().enumerate().rev() {
-        if let Some(chain) = store.chain(id)? {
-            return Ok(Restore::Stage(i, chain));
-        }
-    }
-    if let Some(id) = &ids.from
-        && let Some(chain) = store.chain(id)?
-    {
-        return Ok(Restore::From(chain));
-    }
-    Ok(Restore::Nothing)
-}
-
-/// Copies `from` to `to` through a temporary file (never a half-written output).
-/// Puts `from` into `dir` under its name, replacing what is there, never
-/// half-written: a hard link where it can (no copy of a multi-GB image;
-/// the store notices if the file is changed later), else a copy.
-fn place_output(from: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = from.file_name().context("an output without a name")?;
-    let tmp = dir.join(format!(".{}.osbuild-partial", name.to_string_lossy()));
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(from, &tmp).is_err() {
-        std::fs::copy(from, &tmp)
-            .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
-    }
-    let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
-    Ok(dest)
-}
-
-fn place_outputs_of(objects: &[&Object], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    for o in objects {
-        for out in &o.info.outputs {
-            std::fs::create_dir_all(dir)?;
-            written.push(place_output(&o.output_dir().join(&out.name), dir)?);
-        }
-    }
-    Ok(written)
 }
 
 /// What a failed stage's `stage-finished` event says.
@@ -571,89 +360,4 @@ pub fn build(
             .context("evicting old objects from the store")?;
     }
     Ok(report)
-}
-
-struct Hosts<'a> {
-    wasm: &'a WasmHost,
-    native: &'a NativeHost,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_stage(
-    hosts: &Hosts<'_>,
-    p: &PlannedStage,
-    tree: &Path,
-    scratch: &Path,
-    outputs: &Path,
-    epoch: i64,
-    config: &BuildConfig,
-    reporter: Arc<dyn Reporter>,
-) -> Result<(), BuildError> {
-    let name = p.stage.name().to_string();
-    let output = StageOutput::start(reporter, p.index, &name)?;
-    let failure = |message: String, tail: Vec<String>| BuildError::Stage {
-        index: p.index,
-        name: name.clone(),
-        message,
-        tail,
-    };
-    match p.stage.kind() {
-        Kind::Wasm => {
-            let result = hosts.wasm.run(Invocation {
-                stage: &p.stage,
-                tree,
-                options: &p.options,
-                source_epoch: epoch,
-                seed: seed(p),
-                limits: config.limits,
-                stdout: output.writer()?,
-                stderr: output.writer()?,
-                scratch_parent: scratch,
-                interrupted: signals::interrupted,
-            });
-            let tail = output.finish();
-            result.map_err(|e| match e {
-                WasmError::Interrupted => BuildError::Interrupted,
-                WasmError::Failed {
-                    message,
-                    option: Some(option),
-                } => failure(
-                    format!(
-                        "{}.options.{option}: {message}",
-                        StageCall::json_path(p.index)
-                    ),
-                    tail,
-                ),
-                other => failure(other.to_string(), tail),
-            })
-        }
-        Kind::Native => {
-            let timeout = p
-                .stage
-                .meta
-                .capabilities
-                .timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or_default()
-                .max(config.limits.timeout);
-            let result = hosts.native.run(native::Invocation {
-                stage: &p.stage,
-                tree,
-                output_dir: outputs,
-                options: &p.options_value,
-                source_epoch: epoch,
-                timeout,
-                stdout: output.writer()?,
-                stderr: output.writer()?,
-                work: scratch,
-                host_paths: p.host_paths.clone(),
-                interrupted: signals::interrupted,
-            });
-            let tail = output.finish();
-            result.map_err(|e| match e {
-                NativeError::Interrupted => BuildError::Interrupted,
-                other => failure(other.to_string(), tail),
-            })
-        }
-    }
 }

@@ -1,0 +1,190 @@
+//! Planning a build: every stage found and its options checked, the ids
+//! of its results, and where in the store a build can start from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{BuildError, InputError};
+use crate::pipeline::{Pipeline, StageCall};
+use crate::policy::Policy;
+use crate::stage::metadata::option_values;
+use crate::stage::{Registry, Stage};
+use crate::store::{self, Object, Store};
+use crate::validate;
+
+/// A stage of the pipeline, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct PlannedStage {
+    pub index: usize,
+    pub stage: Arc<Stage>,
+    pub options_value: serde_json::Map<String, Value>,
+    /// The options as canonical JSON (keys sorted).
+    pub options: String,
+    /// Host paths the stage reads (from its `host-paths` options).
+    pub host_paths: Vec<PathBuf>,
+}
+
+/// The host paths named by a stage's `host-paths` options: `file://` URLs
+/// and absolute paths, which must exist.
+fn host_paths(stage: &Stage, options: &Value, at: &str) -> Result<Vec<PathBuf>, Vec<InputError>> {
+    let mut paths = Vec::new();
+    let mut errors = Vec::new();
+    for pattern in &stage.meta.capabilities.host_paths {
+        for (path, value) in option_values(options, pattern) {
+            let local = value.strip_prefix("file://").unwrap_or(value);
+            if !local.starts_with('/') {
+                continue; // a remote URL
+            }
+            let p = PathBuf::from(local);
+            if p.exists() {
+                paths.push(p);
+            } else {
+                errors.push(InputError::new(
+                    format!("{at}.{path}"),
+                    format!("{local}: no such file or directory on this machine"),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(paths)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Resolves every stage and checks every option; all problems at once.
+///
+/// Besides each stage's options, checks what the stages may reach: a wasm
+/// stage that imports more than it declares, and anything the `policy`
+/// forbids, is refused here.
+pub fn plan(
+    pipeline: &Pipeline,
+    registry: &Registry,
+    policy: Option<&Policy>,
+) -> Result<Vec<PlannedStage>, BuildError> {
+    let (planned, mut errors) = plan_stages(pipeline, registry);
+    errors.extend(crate::audit::refusals(&crate::audit::audit(
+        &planned, policy,
+    )));
+    if errors.is_empty() {
+        Ok(planned)
+    } else {
+        Err(BuildError::Input(errors))
+    }
+}
+
+/// Finds every stage and checks its options; the stages it could plan,
+/// and the problems it found.
+pub fn plan_stages(
+    pipeline: &Pipeline,
+    registry: &Registry,
+) -> (Vec<PlannedStage>, Vec<InputError>) {
+    let mut errors = Vec::new();
+    let mut planned = Vec::new();
+    // A pipeline often runs one stage many times: load and check it once.
+    let mut found: HashMap<String, Result<Option<Arc<Stage>>, String>> = HashMap::new();
+    let mut validators = validate::Validators::default();
+    for (index, call) in pipeline.stages.iter().enumerate() {
+        let at = StageCall::json_path(index);
+        let lookup = found
+            .entry(call.name.clone())
+            .or_insert_with(|| registry.find(&call.name).map(|s| s.map(Arc::new)))
+            .clone();
+        let stage = match lookup {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                errors.push(InputError::new(
+                    format!("{at}.name"),
+                    format!(
+                        "unknown stage {:?}; known stages: {} (add a directory of stages with --libdir)",
+                        call.name,
+                        registry.names().join(", ")
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(InputError::new(format!("{at}.name"), e));
+                continue;
+            }
+        };
+        let options = Value::Object(call.options.clone());
+        let schema_errors = validators.check(&stage, &options, &format!("{at}.options"));
+        let paths = if schema_errors.is_empty() {
+            host_paths(&stage, &options, &format!("{at}.options")).unwrap_or_else(|e| {
+                errors.extend(e);
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        errors.extend(schema_errors);
+        planned.push(PlannedStage {
+            index,
+            stage,
+            options: options.to_string(),
+            options_value: call.options.clone(),
+            host_paths: paths,
+        });
+    }
+    (planned, errors)
+}
+
+/// The ids of a pipeline's results: the `--from` archive's, then each stage's.
+pub struct Ids {
+    pub from: Option<String>,
+    pub stages: Vec<String>,
+}
+
+pub fn ids(planned: &[PlannedStage], from: Option<&Path>, epoch: i64) -> Result<Ids, BuildError> {
+    let from = match from {
+        Some(path) => {
+            let digest = store::ids::file_digest(path)
+                .map_err(|e| BuildError::input("--from", format!("{}: {e}", path.display())))?;
+            Some(store::ids::from_archive(&digest))
+        }
+        None => None,
+    };
+    let mut previous = from.clone();
+    let mut stages = Vec::new();
+    for p in planned {
+        let id = store::ids::stage(
+            previous.as_deref(),
+            p.stage.name(),
+            &Value::Object(p.options_value.clone()),
+            &p.stage.digest,
+            epoch,
+        );
+        previous = Some(id.clone());
+        stages.push(id);
+    }
+    Ok(Ids { from, stages })
+}
+
+/// Where a build can start from: the last result the store has.
+pub enum Restore {
+    /// Nothing: start from an empty tree.
+    Nothing,
+    /// The unpacked `--from` archive.
+    From(Vec<Object>),
+    /// Stages `0..=index` are done.
+    Stage(usize, Vec<Object>),
+}
+
+pub fn find_restore(store: &Store, ids: &Ids) -> anyhow::Result<Restore> {
+    for (i, id) in ids.stages.iter().enumerate().rev() {
+        if let Some(chain) = store.chain(id)? {
+            return Ok(Restore::Stage(i, chain));
+        }
+    }
+    if let Some(id) = &ids.from
+        && let Some(chain) = store.chain(id)?
+    {
+        return Ok(Restore::From(chain));
+    }
+    Ok(Restore::Nothing)
+}
