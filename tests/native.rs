@@ -288,22 +288,6 @@ fn a_native_stage_that_runs_too_long_is_stopped() {
     assert!(start.elapsed() < Duration::from_secs(60));
 }
 
-fn mounts() -> Vec<String> {
-    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .skip(3)
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    m.sort();
-    m
-}
-
 #[test]
 fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
     let dir = tempfile::tempdir().unwrap();

@@ -265,22 +265,6 @@ fn a_file_deleted_by_a_later_stage_is_gone_from_the_archive_and_the_image() {
     );
 }
 
-fn mounts() -> Vec<String> {
-    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .skip(3)
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    m.sort();
-    m
-}
-
 #[test]
 fn sigkill_in_the_middle_of_a_stage_leaves_nothing_a_later_build_would_use() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,20 @@ fn coarse_now() -> Mark {
     }
 }
 
+/// Timestamps that set the mtime and leave the atime alone.
+fn mtime_only(sec: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: sec,
+            tv_nsec: 0,
+        },
+    }
+}
+
 /// Marks the start of a run of stages. ctimes come from the coarse clock,
 /// which moves in ticks of a few milliseconds: wait for the next tick so
 /// that nothing written before the mark (an unpacked `--from` archive)
@@ -70,16 +84,7 @@ fn clamp_entry(path: &Path, since: Mark, epoch: i64, changed: &mut usize) -> any
     };
     let after_epoch = (st.st_mtime, st.st_mtime_nsec as i64) > (epoch, 0);
     if ctime >= since && after_epoch {
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: epoch,
-                tv_nsec: 0,
-            },
-        };
+        let times = mtime_only(epoch);
         rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
             .with_context(|| format!("setting the mtime of {}", path.display()))?;
         *changed += 1;
@@ -176,16 +181,7 @@ fn clamp_upper_entry(
     }
     if touched && (st.st_mtime, st.st_mtime_nsec as i64) > (epoch, 0) {
         let target = merged.join(rel);
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: epoch,
-                tv_nsec: 0,
-            },
-        };
+        let times = mtime_only(epoch);
         rustix::fs::utimensat(CWD, &target, &times, AtFlags::SYMLINK_NOFOLLOW)
             .with_context(|| format!("setting the mtime of {}", target.display()))?;
         *changed += 1;

@@ -323,3 +323,20 @@ pub fn diff_trees(a: &Path, b: &Path, ignore: &[&str]) -> Vec<String> {
     }
     out
 }
+
+/// The mounts this process sees (root and mount point of each), sorted.
+pub fn mounts() -> Vec<String> {
+    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    m.sort();
+    m
+}

@@ -26,14 +26,7 @@ pub enum Command {
 pub const DIR: &str = "/usr/lib/modprobe.d";
 
 /// A drop-in file name: `^[A-Za-z0-9_.-]{1,250}\.conf$` (osbuild's rule).
-pub fn filename_ok(name: &str) -> bool {
-    name.strip_suffix(".conf").is_some_and(|stem| {
-        (1..=250).contains(&stem.len())
-            && stem
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    })
-}
+pub use osbuild_stage::formats::dropin::valid_name as filename_ok;
 
 fn check_module(i: usize, name: &str) -> anyhow::Result<()> {
     if name.is_empty()
@@ -97,20 +90,8 @@ pub fn render(commands: &[Command]) -> anyhow::Result<String> {
 }
 
 pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
-    if !filename_ok(&options.filename) {
-        return Err(OptionError::new(
-            "filename",
-            format!(
-                "{:?} is not a drop-in name (letters, digits, '_', '.', '-', ending in .conf)",
-                options.filename
-            ),
-        )
-        .into());
-    }
     let text = render(&options.commands)?;
-    tree.create_dir_all(DIR)?;
-    tree.write_str(format!("{DIR}/{}", options.filename), text)?;
-    Ok(())
+    osbuild_stage::formats::dropin::write(tree, DIR, &options.filename, &text)
 }
 
 osbuild_stage::stage!(run);

@@ -23,14 +23,7 @@ pub struct Parameter {
 pub const DIR: &str = "/usr/lib/sysctl.d";
 
 /// A drop-in file name: `^[A-Za-z0-9_.-]{1,250}\.conf$` (osbuild's rule).
-pub fn filename_ok(name: &str) -> bool {
-    name.strip_suffix(".conf").is_some_and(|stem| {
-        (1..=250).contains(&stem.len())
-            && stem
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    })
-}
+pub use osbuild_stage::formats::dropin::valid_name as filename_ok;
 
 fn line(i: usize, p: &Parameter) -> anyhow::Result<String> {
     let key = p.key.as_str();
@@ -71,31 +64,12 @@ fn line(i: usize, p: &Parameter) -> anyhow::Result<String> {
 }
 
 pub fn render(config: &[Parameter]) -> anyhow::Result<String> {
-    if config.is_empty() {
-        return Err(OptionError::new("config", "needs at least one parameter").into());
-    }
-    let mut out = String::new();
-    for (i, p) in config.iter().enumerate() {
-        out.push_str(&line(i, p)?);
-    }
-    Ok(out)
+    osbuild_stage::formats::dropin::render(config, "config", "parameter", line)
 }
 
 pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
-    if !filename_ok(&options.filename) {
-        return Err(OptionError::new(
-            "filename",
-            format!(
-                "{:?} is not a drop-in name (letters, digits, '_', '.', '-', ending in .conf)",
-                options.filename
-            ),
-        )
-        .into());
-    }
     let text = render(&options.config)?;
-    tree.create_dir_all(DIR)?;
-    tree.write_str(format!("{DIR}/{}", options.filename), text)?;
-    Ok(())
+    osbuild_stage::formats::dropin::write(tree, DIR, &options.filename, &text)
 }
 
 osbuild_stage::stage!(run);

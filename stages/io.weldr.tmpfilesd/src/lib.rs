@@ -29,14 +29,7 @@ pub struct Directive {
 pub const DIR: &str = "/usr/lib/tmpfiles.d";
 
 /// A drop-in file name: `^[A-Za-z0-9_.-]{1,250}\.conf$` (osbuild's rule).
-pub fn filename_ok(name: &str) -> bool {
-    name.strip_suffix(".conf").is_some_and(|stem| {
-        (1..=250).contains(&stem.len())
-            && stem
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    })
-}
+pub use osbuild_stage::formats::dropin::valid_name as filename_ok;
 
 /// The line types of tmpfiles.d(5): a letter, `+` where the type takes it,
 /// then the `!`, `-`, `=`, `~` and `^` modifiers.
@@ -145,31 +138,12 @@ fn line(i: usize, d: &Directive) -> anyhow::Result<String> {
 }
 
 pub fn render(config: &[Directive]) -> anyhow::Result<String> {
-    if config.is_empty() {
-        return Err(OptionError::new("config", "needs at least one directive").into());
-    }
-    let mut out = String::new();
-    for (i, d) in config.iter().enumerate() {
-        out.push_str(&line(i, d)?);
-    }
-    Ok(out)
+    osbuild_stage::formats::dropin::render(config, "config", "directive", line)
 }
 
 pub fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
-    if !filename_ok(&options.filename) {
-        return Err(OptionError::new(
-            "filename",
-            format!(
-                "{:?} is not a drop-in name (letters, digits, '_', '.', '-', ending in .conf)",
-                options.filename
-            ),
-        )
-        .into());
-    }
     let text = render(&options.config)?;
-    tree.create_dir_all(DIR)?;
-    tree.write_str(format!("{DIR}/{}", options.filename), text)?;
-    Ok(())
+    osbuild_stage::formats::dropin::write(tree, DIR, &options.filename, &text)
 }
 
 osbuild_stage::stage!(run);
