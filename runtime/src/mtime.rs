@@ -19,6 +19,13 @@ pub struct Mark {
     nsec: i64,
 }
 
+impl Mark {
+    /// Now, on the ctime clock (no waiting for its next tick: see [`mark`]).
+    pub fn now() -> Mark {
+        coarse_now()
+    }
+}
+
 fn coarse_now() -> Mark {
     let t = clock_gettime(ClockId::RealtimeCoarse);
     Mark {

@@ -26,7 +26,7 @@ use crate::policy::Policy;
 use crate::progress::{Outcome, Reporter, StageInfo};
 use crate::signals;
 use crate::stage::{Kind, Registry};
-use crate::store::workspace::{Handoff, Workspace, overlay_works};
+use crate::store::workspace::{Handoff, Workspace};
 use crate::store::{Object, Store};
 use crate::wasm::{Limits, WasmHost};
 use outputs::{place_output, place_outputs_of};
@@ -180,6 +180,25 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
         .collect())
 }
 
+/// `OSBUILD_TRACE=1` prints when each phase of a build ends (for
+/// performance work).
+struct Trace(Option<Instant>);
+
+impl Trace {
+    fn new() -> Trace {
+        Trace(std::env::var_os("OSBUILD_TRACE").map(|_| Instant::now()))
+    }
+
+    fn at(&self, phase: &str) {
+        if let Some(start) = self.0 {
+            eprintln!(
+                "osbuild: trace: {:>8.3} ms {phase}",
+                start.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+}
+
 /// Runs a pipeline.
 pub fn build(
     pipeline: &Pipeline,
@@ -189,19 +208,22 @@ pub fn build(
     let epoch = source_epoch(pipeline)?;
     check_paths(config)?;
     let registry = Registry::new(config.libdirs.clone());
+    let trace = Trace::new();
     let store = Store::open(&config.store)?;
+    trace.at("store opened");
     let host = WasmHost::new(Some(store.root().join("components")))?;
     let native = NativeHost::new(store.root().join("native-stages"));
     let planned = plan(pipeline, &registry, config.policy.as_ref())?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
+    trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 
     let build_dir = store.build_dir()?;
-    let handoff = match (config.cache, config.handoff) {
-        (false, _) => Handoff::Copy,
-        (true, Some(h)) => h,
-        (true, None) if overlay_works(build_dir.path()) => Handoff::Overlay,
-        (true, None) => Handoff::Copy,
+    // Without the cache, nothing is layered or stored: a plain tree.
+    let handoff = if config.cache {
+        config.handoff
+    } else {
+        Some(Handoff::Copy)
     };
     let restore = if config.cache {
         find_restore(&store, &ids)?
@@ -224,7 +246,9 @@ pub fn build(
         let oldest_first: Vec<&Object> = chain.iter().rev().collect();
         place_outputs_of(&oldest_first, &config.output_dir)?
     };
+    trace.at("restore point found");
     let mut ws = Workspace::new(build_dir.path(), handoff, chain)?;
+    trace.at("tree ready");
     let scratch = build_dir.path().join("scratch");
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;
 
@@ -336,6 +360,7 @@ pub fn build(
             cached: false,
         });
     }
+    trace.at("stages done");
     if !checkpointed {
         ws.clamp(epoch)?;
     }
@@ -353,11 +378,13 @@ pub fn build(
     outputs_written.sort();
     outputs_written.dedup();
     report.outputs = outputs_written;
+    trace.at("saved");
     drop(ws);
     if config.cache {
         store
             .evict(config.cache_max_size)
             .context("evicting old objects from the store")?;
     }
+    trace.at("evicted");
     Ok(report)
 }

@@ -88,29 +88,17 @@ fn mount_overlay(
     Ok(())
 }
 
+/// Detaches the tree's mount. Lazily: a synchronous unmount waits for the
+/// kernel's RCU grace period (10-30 ms here), and nothing uses the tree by
+/// then (every stage has ended), so its layers can be moved right away.
 fn unmount(path: &Path) -> anyhow::Result<()> {
     let target = cstr(path)?;
     // SAFETY: plain syscall with a valid C string.
-    if unsafe { libc::umount2(target.as_ptr(), 0) } != 0 {
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("unmounting {}", path.display()));
     }
     Ok(())
-}
-
-/// Whether overlayfs works in `dir` (mount privileges, a file system that
-/// can be an upper layer, the kernel module).
-pub fn overlay_works(dir: &Path) -> bool {
-    let probe = dir.join("overlay-probe");
-    let dirs: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
-        .iter()
-        .map(|d| probe.join(d))
-        .collect();
-    let ok = dirs.iter().all(|d| std::fs::create_dir_all(d).is_ok())
-        && mount_overlay(&dirs[3], &dirs[..1], &dirs[1], &dirs[2]).is_ok()
-        && unmount(&dirs[3]).is_ok();
-    let _ = super::remove_tree(&probe);
-    ok
 }
 
 /// Copies the attributes of `from` (a directory) onto `to`.
@@ -169,10 +157,16 @@ pub struct Workspace {
 
 impl Workspace {
     /// A tree in the build directory `dir`, holding what `chain` (an object
-    /// and the ones below it, top first) holds, or nothing.
-    pub fn new(dir: &Path, handoff: Handoff, chain: Vec<Object>) -> anyhow::Result<Workspace> {
+    /// and the ones below it, top first) holds, or nothing. Without a
+    /// `handoff`, overlayfs where it works here, else copies.
+    pub fn new(
+        dir: &Path,
+        handoff: Option<Handoff>,
+        chain: Vec<Object>,
+    ) -> anyhow::Result<Workspace> {
+        let layered = chain.iter().any(|o| o.info.layer == Layer::Overlay);
         let mut ws = Workspace {
-            handoff,
+            handoff: handoff.unwrap_or(Handoff::Overlay),
             dir: dir.to_path_buf(),
             tree: dir.join("tree"),
             upper: PathBuf::new(),
@@ -182,35 +176,44 @@ impl Workspace {
             pinned: chain,
             generation: 0,
             mounted: false,
-            since: mtime::mark(),
+            since: mtime::Mark::now(),
         };
         std::fs::create_dir(&ws.tree).context("creating the tree")?;
-        match handoff {
-            Handoff::Overlay => {
-                if ws.lowers.is_empty() {
-                    let empty = dir.join("empty");
-                    std::fs::create_dir(&empty)?;
-                    std::fs::set_permissions(
-                        &empty,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-                    )?;
-                    ws.lowers.push(empty);
-                }
-                ws.mount_next()?;
+        if ws.handoff == Handoff::Overlay {
+            if ws.lowers.is_empty() {
+                let empty = dir.join("empty");
+                std::fs::create_dir(&empty)?;
+                std::fs::set_permissions(
+                    &empty,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )?;
+                ws.lowers.push(empty);
             }
-            Handoff::Copy => {
-                if let Some(top) = ws.pinned.first() {
-                    std::fs::remove_dir(&ws.tree)?;
-                    copy_tree(&top.tree(), &ws.tree)?;
-                } else {
-                    std::fs::set_permissions(
-                        &ws.tree,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-                    )?;
+            match ws.mount_next() {
+                Ok(()) => return Ok(ws),
+                Err(e) if handoff.is_some() || layered => {
+                    return Err(e.context(
+                        "the store holds overlay layers, and overlayfs does not work here",
+                    ));
                 }
-                ws.since = mtime::mark();
+                // No overlayfs here (no privileges, a file system that cannot
+                // be an upper layer): plain copies instead.
+                Err(_) => {
+                    ws.handoff = Handoff::Copy;
+                    ws.lowers.retain(|l| !l.ends_with("empty"));
+                }
             }
         }
+        if let Some(top) = ws.pinned.first() {
+            std::fs::remove_dir(&ws.tree)?;
+            copy_tree(&top.tree(), &ws.tree)?;
+        } else {
+            std::fs::set_permissions(
+                &ws.tree,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+        }
+        ws.since = mtime::mark();
         Ok(ws)
     }
 
