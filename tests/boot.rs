@@ -376,6 +376,12 @@ fn debian_example_is_reproducible_and_boots() {
         "QEMU did not exit cleanly after poweroff; last lines:\n{}",
         con.tail()
     );
+    drop(con);
+    assert_eq!(
+        sha256(&image_a),
+        sum_a,
+        "booting changed the image (osbuild boot runs QEMU with -snapshot)"
+    );
 }
 
 #[test]
