@@ -190,6 +190,52 @@ impl NativeHost {
         NativeHost { stage_dir }
     }
 
+    /// The runner is this osbuild binary. It runs from a copy in the store,
+    /// made once per osbuild binary: the file osbuild started from may be
+    /// replaced while it runs (a rebuild, an upgrade), and nspawn cannot
+    /// bind /proc/self/exe.
+    fn runner(&self) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let exe = Path::new("/proc/self/exe");
+        let m = std::fs::metadata(exe).context("finding the osbuild executable")?;
+        let name = format!(
+            "runner-{}-{}-{}.{}",
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        let path = self.stage_dir.join(&name);
+        if path.is_file() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&self.stage_dir)
+            .with_context(|| format!("creating {}", self.stage_dir.display()))?;
+        // Copies made by older osbuild binaries are of no further use.
+        for e in std::fs::read_dir(&self.stage_dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("runner-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        // A hard link where the store shares the binary's file system.
+        let tmp_path = self.stage_dir.join(format!(".{name}.partial"));
+        let _ = std::fs::remove_file(&tmp_path);
+        let linked = rustix::fs::linkat(
+            rustix::fs::CWD,
+            exe,
+            rustix::fs::CWD,
+            &tmp_path,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        );
+        if linked.is_err() {
+            let mut out = std::fs::File::create(&tmp_path)?;
+            std::io::copy(&mut std::fs::File::open(exe)?, &mut out)?;
+            out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::rename(&tmp_path, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// The stage's executable on disk, writing a built-in one out first.
     fn executable(&self, stage: &Stage) -> anyhow::Result<PathBuf> {
         let Code::Native(bytes, path) = &stage.code else {
@@ -216,7 +262,7 @@ impl NativeHost {
     pub fn run(&self, inv: Invocation<'_>) -> Result<(), NativeError> {
         let nspawn = find_nspawn().ok_or(NativeError::NoNspawn)?;
         let exe = self.executable(inv.stage)?;
-        let runner = std::env::current_exe().context("finding the osbuild executable")?;
+        let runner = self.runner()?;
         let caps = &inv.stage.meta.capabilities;
         let status_dir = tempfile::Builder::new()
             .prefix("status-")

@@ -217,8 +217,15 @@ impl UnitName {
             None => (stem, None),
         };
         // systemd's unit name alphabet (VALID_CHARS), and its length limit.
-        let valid = |part: &str| part.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\".contains(c));
-        if prefix.is_empty() || name.len() > 255 || !valid(prefix) || !instance.as_deref().is_none_or(valid) {
+        let valid = |part: &str| {
+            part.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":-_.\\".contains(c))
+        };
+        if prefix.is_empty()
+            || name.len() > 255
+            || !valid(prefix)
+            || !instance.as_deref().is_none_or(valid)
+        {
             return None;
         }
         Some(UnitName {
