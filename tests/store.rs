@@ -536,3 +536,68 @@ fn an_output_changed_in_the_output_directory_is_not_reused() {
     );
     assert_eq!(sha256(&image), original);
 }
+
+/// Where overlayfs is not available, results are full copies: the same
+/// behaviour, more disk.
+#[test]
+fn the_copy_handoff_caches_and_deletes_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = base(dir.path());
+    let b = Build {
+        dir: dir.path(),
+        store: dir.path().join("store"),
+    };
+    let pipeline = json!({"pipeline": [
+        probe("write-tree"),
+        {"name": "io.weldr.files", "options": {"remove": ["/etc/native-was-here", "/usr/share/doc/readme"]}},
+        hostname("copied")
+    ]});
+    let mut sums = Vec::new();
+    for round in 0..2 {
+        let save = dir.path().join(format!("tree{round}.tar"));
+        let run = b.run(
+            pipeline.clone(),
+            &[
+                "--handoff",
+                "copy",
+                "--from",
+                archive.to_str().unwrap(),
+                "--save",
+                save.to_str().unwrap(),
+            ],
+        );
+        run.ok();
+        let what: Vec<String> = outcomes(&run.stderr).into_iter().map(|(_, w)| w).collect();
+        assert_eq!(
+            what,
+            if round == 0 {
+                ["done"; 3]
+            } else {
+                ["cached"; 3]
+            },
+            "{}",
+            run.stderr
+        );
+        let listing = sh(&format!("tar tf {}", save.display()));
+        assert!(
+            listing.contains("./etc/hostname")
+                && !listing.contains("readme")
+                && !listing.contains("native-was-here"),
+            "{listing}"
+        );
+        sums.push(sha256(&save));
+    }
+    assert_eq!(sums[0], sums[1]);
+    let list: Value = serde_json::from_str(&sh(&format!(
+        "{OSBUILD} --store {} store list --json",
+        b.store.display()
+    )))
+    .unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["layer"] == "full"),
+        "{list}"
+    );
+}

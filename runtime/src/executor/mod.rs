@@ -247,7 +247,8 @@ pub fn build(
         place_outputs_of(&oldest_first, &config.output_dir)?
     };
     trace.at("restore point found");
-    let mut ws = Workspace::new(build_dir.path(), handoff, chain)?;
+    let everything_cached = done.is_some_and(|d| d + 1 == planned.len());
+    let mut ws = Workspace::new(build_dir.path(), handoff, chain, !everything_cached)?;
     trace.at("tree ready");
     let scratch = build_dir.path().join("scratch");
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;

@@ -158,11 +158,13 @@ pub struct Workspace {
 impl Workspace {
     /// A tree in the build directory `dir`, holding what `chain` (an object
     /// and the ones below it, top first) holds, or nothing. Without a
-    /// `handoff`, overlayfs where it works here, else copies.
+    /// `handoff`, overlayfs where it works here, else copies. A tree that
+    /// no stage will change (`writable` false) costs no copy.
     pub fn new(
         dir: &Path,
         handoff: Option<Handoff>,
         chain: Vec<Object>,
+        writable: bool,
     ) -> anyhow::Result<Workspace> {
         let layered = chain.iter().any(|o| o.info.layer == Layer::Overlay);
         let mut ws = Workspace {
@@ -206,6 +208,11 @@ impl Workspace {
         }
         if let Some(top) = ws.pinned.first() {
             std::fs::remove_dir(&ws.tree)?;
+            if !writable {
+                // Nothing will change it: read the stored tree in place.
+                ws.tree = top.tree();
+                return Ok(ws);
+            }
             copy_tree(&top.tree(), &ws.tree)?;
         } else {
             std::fs::set_permissions(
