@@ -80,8 +80,9 @@ fn a_second_run_runs_nothing_and_gives_the_same_bytes() {
         {"name": "io.weldr.qcow2", "options": {"target": "disk.qcow2", "bootloader": "none"}}
     ]});
     let mut sums = Vec::new();
-    for round in 0..2 {
-        let out = dir.path().join(format!("out{round}"));
+    // The third round writes the output directory of the first again.
+    for round in 0..3 {
+        let out = dir.path().join(format!("out{}", round % 2));
         let save = dir.path().join(format!("tree{round}.tar.gz"));
         let run = b.run(
             pipeline.clone(),
@@ -105,6 +106,15 @@ fn a_second_run_runs_nothing_and_gives_the_same_bytes() {
         sums.push((sha256(&save), sha256(&out.join("disk.qcow2"))));
     }
     assert_eq!(sums[0], sums[1]);
+    assert_eq!(sums[0], sums[2]);
+    // Regression: putting an output over the same stored file left the
+    // temporary link behind.
+    let mut left: Vec<_> = std::fs::read_dir(dir.path().join("out0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["disk.qcow2"]);
 }
 
 #[test]

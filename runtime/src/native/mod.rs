@@ -211,28 +211,37 @@ impl NativeHost {
         }
         std::fs::create_dir_all(&self.stage_dir)
             .with_context(|| format!("creating {}", self.stage_dir.display()))?;
-        // Copies made by older osbuild binaries are of no further use.
-        for e in std::fs::read_dir(&self.stage_dir)?.flatten() {
-            if e.file_name().to_string_lossy().starts_with("runner-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        remove_stale_runners(&self.stage_dir, &name);
+        // Concurrent builds may each make the copy: each writes its own
+        // temporary file and the last rename wins with identical content.
+        let tmp = tempfile::Builder::new()
+            .prefix(".runner")
+            .tempfile_in(&self.stage_dir)
+            .with_context(|| format!("creating a file in {}", self.stage_dir.display()))?;
+        let tmp_path = tmp.into_temp_path();
         // A hard link where the store shares the binary's file system.
-        let tmp_path = self.stage_dir.join(format!(".{name}.partial"));
-        let _ = std::fs::remove_file(&tmp_path);
+        std::fs::remove_file(&tmp_path).ok();
         let linked = rustix::fs::linkat(
             rustix::fs::CWD,
             exe,
             rustix::fs::CWD,
-            &tmp_path,
+            &*tmp_path,
             rustix::fs::AtFlags::SYMLINK_FOLLOW,
         );
         if linked.is_err() {
-            let mut out = std::fs::File::create(&tmp_path)?;
-            std::io::copy(&mut std::fs::File::open(exe)?, &mut out)?;
+            let mut out = std::fs::File::create(&tmp_path)
+                .with_context(|| format!("creating {}", tmp_path.display()))?;
+            std::io::copy(&mut std::fs::File::open(exe)?, &mut out)
+                .with_context(|| format!("copying the osbuild executable to {}", path.display()))?;
             out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
         }
-        std::fs::rename(&tmp_path, &path).with_context(|| format!("writing {}", path.display()))?;
+        let tmp_name = tmp_path.to_path_buf();
+        tmp_path
+            .persist(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        // rename(2) does nothing when both names are links to one file,
+        // which happens when another build linked the same binary first.
+        let _ = std::fs::remove_file(&tmp_name);
         Ok(path)
     }
 
@@ -428,5 +437,75 @@ impl NativeHost {
                 "systemd-nspawn could not run the stage ({status}); its messages are above"
             ))),
         }
+    }
+}
+
+/// Removes copies made by other osbuild binaries. A copy changed within the
+/// last hour may belong to a build still running from another binary, so it
+/// stays until a later build.
+fn remove_stale_runners(dir: &Path, current: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let file_name = file_name.to_string_lossy();
+        let ours = file_name.starts_with("runner-") || file_name.starts_with(".runner");
+        if !ours || file_name == current {
+            continue;
+        }
+        if let Ok(m) = e.metadata()
+            && now - m.ctime() > 3600
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: two builds sharing a store both made the runner copy
+    /// through one temporary name, and the slower one failed its rename.
+    #[test]
+    fn concurrent_builds_each_get_the_runner() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage_dir = dir.path().join("native-stages");
+        let start = std::sync::Barrier::new(8);
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        NativeHost::new(stage_dir.clone()).runner().unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(paths.windows(2).all(|w| w[0] == w[1]));
+        let m = std::fs::metadata(&paths[0]).unwrap();
+        assert_eq!(m.permissions().mode() & 0o111, 0o111);
+        let left: Vec<_> = std::fs::read_dir(&stage_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    #[test]
+    fn a_recent_runner_of_another_binary_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("runner-1-2-3.4"), b"").unwrap();
+        std::fs::write(dir.path().join("runner-5-6-7.8"), b"").unwrap();
+        remove_stale_runners(dir.path(), "runner-5-6-7.8");
+        assert!(dir.path().join("runner-1-2-3.4").exists());
+        assert!(dir.path().join("runner-5-6-7.8").exists());
     }
 }
