@@ -269,6 +269,28 @@ fn a_native_stage_gets_source_date_epoch_and_its_options() {
     );
 }
 
+/// Regression: nspawn, in a pid namespace whose /proc was the host's, looked
+/// its parent up under the wrong pid when tearing down the container's
+/// network namespace, and printed "Failed to open parent network namespace"
+/// into the stage's output after a stage that ran for a second or more.
+#[test]
+fn a_native_stage_shows_only_its_own_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"pipeline": [{"name": "test.native-probe", "options": {"action": "sleep", "seconds": 2}}]}),
+    );
+    let run = osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]);
+    run.ok();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("test.native-probe:"))
+        .collect();
+    assert_eq!(lines, ["test.native-probe: sleeping"], "{}", run.stderr);
+}
+
 #[test]
 fn a_native_stage_that_runs_too_long_is_stopped() {
     let dir = tempfile::tempdir().unwrap();

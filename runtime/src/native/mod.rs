@@ -367,6 +367,10 @@ impl NativeHost {
             "--mount",
             "--propagation",
             "private",
+            // A /proc of the new pid namespace: nspawn looks itself up
+            // there (by its pid in that namespace) when it tears down the
+            // container's network namespace.
+            "--mount-proc",
             "--",
         ])
         .arg("/bin/sh")
