@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use osbuild_stage::{OptionError, Tree, anyhow};
 use sha2::{Digest, Sha256};
@@ -300,11 +301,18 @@ impl Plan {
         let result = self.build_raw(&raw, &scratch).and_then(|()| {
             if self.qcow2 {
                 println!("converting to qcow2");
+                let started = Instant::now();
                 run(Command::new("qemu-img")
                     .args(["convert", "-f", "raw", "-O", "qcow2"])
                     .arg(&raw)
                     .arg(&partial))?;
+                let converted = started.elapsed();
                 std::fs::remove_file(&raw)?;
+                println!(
+                    "converted in {:.1}s, raw image removed in {:.1}s",
+                    converted.as_secs_f64(),
+                    (started.elapsed() - converted).as_secs_f64()
+                );
             } else {
                 std::fs::rename(&raw, &partial)?;
             }
@@ -367,6 +375,7 @@ impl Plan {
         let seed = derived_uuid(&format!("hash_seed:{}", self.uuid));
         let fs_kib = (self.size - offset) / 1024;
         println!("mkfs.ext4 -d (populating the file system from the tree)");
+        let started = Instant::now();
         run(Command::new("mkfs.ext4")
             .env("MKE2FS_CONFIG", &conf)
             .env("E2FSPROGS_FAKE_TIME", &fake_time)
@@ -415,7 +424,8 @@ impl Plan {
         }
         run(Command::new("e2fsck").arg("-fn").arg(&fs))?;
         println!(
-            "timestamps of {} inodes set to {epoch}; e2fsck clean",
+            "file system written in {:.1}s; timestamps of {} inodes set to {epoch}; e2fsck clean",
+            started.elapsed().as_secs_f64(),
             inodes.len()
         );
 
