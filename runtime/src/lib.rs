@@ -24,6 +24,7 @@ pub mod mtime;
 pub mod native;
 pub mod output;
 pub mod pipeline;
+pub mod place;
 pub mod policy;
 pub mod progress;
 pub mod signals;

@@ -212,36 +212,10 @@ impl NativeHost {
         std::fs::create_dir_all(&self.stage_dir)
             .with_context(|| format!("creating {}", self.stage_dir.display()))?;
         remove_stale_runners(&self.stage_dir, &name);
-        // Concurrent builds may each make the copy: each writes its own
-        // temporary file and the last rename wins with identical content.
-        let tmp = tempfile::Builder::new()
-            .prefix(".runner")
-            .tempfile_in(&self.stage_dir)
-            .with_context(|| format!("creating a file in {}", self.stage_dir.display()))?;
-        let tmp_path = tmp.into_temp_path();
-        // A hard link where the store shares the binary's file system.
-        std::fs::remove_file(&tmp_path).ok();
-        let linked = rustix::fs::linkat(
-            rustix::fs::CWD,
-            exe,
-            rustix::fs::CWD,
-            &*tmp_path,
-            rustix::fs::AtFlags::SYMLINK_FOLLOW,
-        );
-        if linked.is_err() {
-            let mut out = std::fs::File::create(&tmp_path)
-                .with_context(|| format!("creating {}", tmp_path.display()))?;
-            std::io::copy(&mut std::fs::File::open(exe)?, &mut out)
-                .with_context(|| format!("copying the osbuild executable to {}", path.display()))?;
-            out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
-        }
-        let tmp_name = tmp_path.to_path_buf();
-        tmp_path
-            .persist(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        // rename(2) does nothing when both names are links to one file,
-        // which happens when another build linked the same binary first.
-        let _ = std::fs::remove_file(&tmp_name);
+        // Concurrent builds may each make the copy; the last one in wins,
+        // with the same content.
+        crate::place::link_or_copy(exe, &path)
+            .context("copying the osbuild executable into the store")?;
         Ok(path)
     }
 
