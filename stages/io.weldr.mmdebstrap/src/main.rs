@@ -28,55 +28,6 @@ fn default_variant() -> String {
 
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
-/// The Debian mirror this machine's apt uses: the first `URIs:` (deb822)
-/// or `deb URI` (one-line) entry that is not a security or backports-only
-/// archive. The host's /etc is visible read-only inside the stage.
-fn host_mirror(sources: &[(String, String)]) -> Option<String> {
-    let mut found = Vec::new();
-    for (name, text) in sources {
-        let deb822 = name.ends_with(".sources");
-        for line in text.lines() {
-            let line = line.trim();
-            if line.starts_with('#') {
-                continue;
-            }
-            let uri = if deb822 {
-                line.strip_prefix("URIs:")
-                    .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
-            } else {
-                let mut parts = line.split_whitespace();
-                (parts.next() == Some("deb"))
-                    .then(|| parts.find(|p| !p.starts_with('[')))
-                    .flatten()
-                    .map(str::to_string)
-            };
-            if let Some(uri) = uri.filter(|u| !u.is_empty()) {
-                found.push(uri);
-            }
-        }
-    }
-    found
-        .into_iter()
-        .find(|u| u.contains("debian") && !u.contains("security"))
-}
-
-fn read_sources() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
-        out.push(("sources.list".to_string(), t));
-    }
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut entries: Vec<_> = dir.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for p in entries {
-            if let Ok(t) = std::fs::read_to_string(&p) {
-                out.push((p.file_name().unwrap().to_string_lossy().into_owned(), t));
-            }
-        }
-    }
-    out
-}
-
 fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     let target = tree.host_path();
     let existing: Vec<String> = tree
@@ -96,12 +47,14 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
         );
     }
     let mirrors = if o.mirrors.is_empty() {
-        vec![host_mirror(&read_sources()).ok_or_else(|| {
-            OptionError::new(
-                "mirrors",
-                "not given, and no Debian mirror found in /etc/apt/sources.list{,.d}",
-            )
-        })?]
+        // The host's /etc is visible read-only inside the stage.
+        let root = Path::new("/");
+        let sources = osbuild_apt_sources::read(root)?;
+        let host = osbuild_apt_sources::codename(root);
+        vec![
+            osbuild_apt_sources::mirror(&sources, &o.suite, host.as_deref())
+                .map_err(|e| OptionError::new("mirrors", format!("not given, and {e}")))?,
+        ]
     } else {
         o.mirrors.clone()
     };
@@ -133,28 +86,3 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
 }
 
 osbuild_stage::native_stage!(run);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_hosts_debian_mirror() {
-        let sources = vec![
-            ("debian.sources".into(), "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n".into()),
-            ("other.sources".into(), "Types: deb\n# comment\nURIs: http://mirror.example/debian\nSuites: bookworm\n".into()),
-        ];
-        assert_eq!(
-            host_mirror(&sources).as_deref(),
-            Some("http://mirror.example/debian")
-        );
-        let one_line = vec![(
-            "sources.list".into(),
-            "deb [arch=amd64] http://ftp.de.debian.org/debian bookworm main\n".into(),
-        )];
-        assert_eq!(
-            host_mirror(&one_line).as_deref(),
-            Some("http://ftp.de.debian.org/debian")
-        );
-    }
-}
