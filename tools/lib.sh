@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by every script in tools/ and .ci/: strict mode, and no silent
 # exit. Any command that fails (outside an `if` or `||`) prints the script,
 # the line and the command, then the script exits with that command's status.
@@ -10,11 +11,17 @@ shopt -s inherit_errexit
 script=${0##*/}
 
 on_error() {
-    local status=$1 line=$2 command=$3
-    echo "$script: line $line: '$command' failed (exit $status)" >&2
+    local status=$1 line=$2 command=$3 file=$4 text
+    # The whole source line: BASH_COMMAND names only the last command of a
+    # failed pipeline.
+    text=$(sed -n "${line}{s/^[[:space:]]*//;p}" "$file" 2>/dev/null || true)
+    [[ -n $text && $text == *"${command%% *}"* ]] && command=$text
+    local where="line $line"
+    [[ ${file##*/} == "$script" ]] || where="${file#"$PWD"/}, line $line"
+    echo "$script: $where: '$command' failed (exit $status)" >&2
     exit "$status"
 }
-trap 'on_error $? "$LINENO" "$BASH_COMMAND"' ERR
+trap 'on_error $? "$LINENO" "$BASH_COMMAND" "${BASH_SOURCE[0]}"' ERR
 
 say() { echo "$script: $*" >&2; }
 
@@ -54,10 +61,20 @@ dpkg_lock_holder() {
         awk '$3 == "/var/lib/dpkg/lock-frontend" || $3 == "/var/lib/dpkg/lock" { print "pid " $1 " (" $2 ")"; exit }'
 }
 
+# OSBUILD_SETUP_SIMULATE=1: apt-get install only simulates (-s) and
+# apt-get update is skipped: what would be installed, from where.
+apt_simulate=${OSBUILD_SETUP_SIMULATE:-0}
+
 # apt-get with its output shown and kept: on failure, the last lines and a
 # one-line reason (the lock, the network, the mirror), never a bare exit.
 apt_get() {
     local log holder status=0
+    if [[ $apt_simulate == 1 ]]; then
+        case $1 in
+            update) say "simulating: skipped apt-get update"; return ;;
+            install) set -- install -s "${@:2}" ;;
+        esac
+    fi
     log=$(mktemp /tmp/osbuild-apt.XXXXXX)
     holder=$(dpkg_lock_holder)
     if [[ -n $holder ]]; then

@@ -42,10 +42,11 @@ impl Source {
     /// The first URI apt can fetch from over the network or from a local
     /// directory (mmdebstrap takes the same schemes).
     fn fetchable_uri(&self) -> Option<&str> {
-        self.uris
-            .iter()
-            .map(String::as_str)
-            .find(|u| ["http://", "https://", "file:/"].iter().any(|s| u.starts_with(s)))
+        self.uris.iter().map(String::as_str).find(|u| {
+            ["http://", "https://", "file:/"]
+                .iter()
+                .any(|s| u.starts_with(s))
+        })
     }
 }
 
@@ -155,10 +156,10 @@ pub fn parse_one_line(file: &str, text: &str) -> Vec<Source> {
                 continue; // apt rejects it too
             };
             for option in after[..end].split_whitespace() {
-                if let Some((key, value)) = option.split_once('=') {
-                    if key.eq_ignore_ascii_case("signed-by") {
-                        signed_by = Some(value.to_string());
-                    }
+                if let Some((key, value)) = option.split_once('=')
+                    && key.eq_ignore_ascii_case("signed-by")
+                {
+                    signed_by = Some(value.to_string());
                 }
             }
             rest = after[end + 1..].trim_start();
@@ -219,14 +220,16 @@ pub fn read(root: &Path) -> io::Result<Vec<Source>> {
 
 /// The release codename in `root`'s os-release (`bookworm`).
 pub fn codename(root: &Path) -> Option<String> {
-    ["etc/os-release", "usr/lib/os-release"].iter().find_map(|p| {
-        let text = fs::read_to_string(root.join(p)).ok()?;
-        text.lines().find_map(|l| {
-            l.strip_prefix("VERSION_CODENAME=")
-                .map(|v| v.trim_matches(['"', '\'']).to_string())
-                .filter(|v| !v.is_empty())
+    ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| {
+            let text = fs::read_to_string(root.join(p)).ok()?;
+            text.lines().find_map(|l| {
+                l.strip_prefix("VERSION_CODENAME=")
+                    .map(|v| v.trim_matches(['"', '\'']).to_string())
+                    .filter(|v| !v.is_empty())
+            })
         })
-    })
 }
 
 /// The suite without an archive suffix: `bookworm-updates` -> `bookworm`.

@@ -61,9 +61,8 @@ fn run(root: &std::path::Path, args: &[String]) -> Result<Option<String>, Error>
             ))
         })
     };
-    let sources = || {
-        apt::read(root).map_err(|e| Error::Failed(format!("reading apt's sources: {e}")))
-    };
+    let sources =
+        || apt::read(root).map_err(|e| Error::Failed(format!("reading apt's sources: {e}")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["codename"] => host_codename().map(Some),

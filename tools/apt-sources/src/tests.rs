@@ -45,7 +45,10 @@ fn deb822_only_as_on_this_machine_image() {
     );
     assert!(!has_suite(&s, "bookworm-backports"));
     let added = backports_source(&s, "bookworm").unwrap().unwrap();
-    assert!(added.contains("\nURIs: http://deb.debian.org/debian\n"), "{added}");
+    assert!(
+        added.contains("\nURIs: http://deb.debian.org/debian\n"),
+        "{added}"
+    );
     assert!(added.contains("\nSuites: bookworm-backports\n"), "{added}");
     assert!(
         added.contains("\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"),
@@ -113,9 +116,18 @@ fn both_files_and_third_party_repositories() {
     // No Debian archive at all: an error that lists what it saw and the fix.
     let err = mirror(&s[..2], "bookworm", None).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("no Debian archive serving bookworm"), "{text}");
-    assert!(text.contains("deb.nodesource.com/node_20.x nodistro"), "{text}");
-    assert!(text.contains("URIs: http://deb.debian.org/debian"), "{text}");
+    assert!(
+        text.contains("no Debian archive serving bookworm"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deb.nodesource.com/node_20.x nodistro"),
+        "{text}"
+    );
+    assert!(
+        text.contains("URIs: http://deb.debian.org/debian"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -178,7 +190,10 @@ fn deb822_details() {
     );
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].uris.len(), 2);
-    assert_eq!(mirror(&s, "bookworm", None).unwrap(), "http://a.example/debian");
+    assert_eq!(
+        mirror(&s, "bookworm", None).unwrap(),
+        "http://a.example/debian"
+    );
     let added = backports_source(&s, "bookworm").unwrap().unwrap();
     assert!(
         added.contains("Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n mQINBF\n"),
@@ -189,7 +204,9 @@ fn deb822_details() {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].suites, ["bookworm-backports"]);
     // deb-src only, or a stanza without URIs, is no binary archive.
-    let src = deb822("Types: deb-src\nURIs: http://a.example/debian\nSuites: bookworm\n\nTypes: deb\nSuites: bookworm\n");
+    let src = deb822(
+        "Types: deb-src\nURIs: http://a.example/debian\nSuites: bookworm\n\nTypes: deb\nSuites: bookworm\n",
+    );
     assert!(mirror(&src, "bookworm", None).is_err());
 }
 
@@ -209,11 +226,26 @@ fn reads_files_the_way_apt_does() {
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("debian.sources"), MACHINE).unwrap();
     fs::write(d.join("nodesource.sources.disabled-by-farm"), NODESOURCE).unwrap();
-    fs::write(d.join("other.list"), "deb http://o.example/debian bookworm-backports main\n").unwrap();
-    fs::write(d.join("notes.txt"), "deb http://t.example/debian bookworm main\n").unwrap();
-    fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_CODENAME=bookworm\n").unwrap();
+    fs::write(
+        d.join("other.list"),
+        "deb http://o.example/debian bookworm-backports main\n",
+    )
+    .unwrap();
+    fs::write(
+        d.join("notes.txt"),
+        "deb http://t.example/debian bookworm main\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_CODENAME=bookworm\n",
+    )
+    .unwrap();
     let s = read(&root).unwrap();
-    let files: Vec<&str> = s.iter().map(|s| s.file.rsplit('/').next().unwrap()).collect();
+    let files: Vec<&str> = s
+        .iter()
+        .map(|s| s.file.rsplit('/').next().unwrap())
+        .collect();
     assert_eq!(files, ["debian.sources", "debian.sources", "other.list"]);
     assert_eq!(codename(&root).as_deref(), Some("bookworm"));
     assert_eq!(backports_source(&s, "bookworm").unwrap(), None);
