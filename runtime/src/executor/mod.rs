@@ -211,7 +211,7 @@ pub fn build(
     let trace = Trace::new();
     let store = Store::open(&config.store)?;
     trace.at("store opened");
-    let host = WasmHost::new(Some(store.root().join("components")))?;
+    let host = Arc::new(WasmHost::new(Some(store.root().join("components")))?);
     let native = NativeHost::new(store.root().join("native-stages"));
     let planned = plan(pipeline, &registry, config.policy.as_ref())?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
@@ -278,6 +278,19 @@ pub fn build(
         }
     }
     let first = done.map_or(0, |d| d + 1);
+    // Compile what will run while the first stages run (the first build on
+    // a machine compiles every component: seconds, under mmdebstrap's wait).
+    let mut to_compile: Vec<Arc<crate::stage::Stage>> = Vec::new();
+    for p in &planned[first..] {
+        if p.stage.kind() == Kind::Wasm && !to_compile.iter().any(|s| s.digest == p.stage.digest) {
+            to_compile.push(Arc::clone(&p.stage));
+        }
+    }
+    // OSBUILD_PREFETCH=0 turns it off (benches/components.py measures it).
+    if std::env::var_os("OSBUILD_PREFETCH").is_some_and(|v| v == "0") {
+        to_compile.clear();
+    }
+    let _prefetch = host.prefetch(to_compile, signals::interrupted);
     for p in &planned[..first] {
         reporter.stage_started(info(p, total, &ids));
         reporter.stage_finished(info(p, total, &ids), Duration::ZERO, Outcome::Cached, None);

@@ -26,7 +26,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -219,12 +220,23 @@ pub fn import_allowed(caps: &Capabilities, import: &str) -> Result<(), String> {
     }
 }
 
+/// Stops a [`WasmHost::prefetch`] when dropped.
+pub struct Prefetch(Arc<AtomicBool>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 pub struct WasmHost {
     engine: Engine,
     engine_key: String,
     cache_dir: Option<PathBuf>,
     linkers: [OnceLock<Linker<State>>; 2],
-    loaded: Mutex<HashMap<String, Component>>,
+    /// Compiled components by key; a slot's lock is held while it is being
+    /// loaded, so a stage the prefetcher is compiling is compiled once.
+    loaded: Mutex<HashMap<String, Arc<Mutex<Option<Component>>>>>,
     /// Import checks already made, by stage digest and capabilities.
     checked: Mutex<HashMap<String, Result<(), String>>>,
 }
@@ -277,9 +289,17 @@ impl WasmHost {
             anyhow::bail!("{} is not a wasm stage", stage.name());
         };
         let key = format!("{}-{}", stage.digest, self.engine_key);
-        if let Some(c) = self.loaded.lock().unwrap().get(&key) {
+        let slot = Arc::clone(self.loaded.lock().unwrap().entry(key.clone()).or_default());
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &*slot {
             return Ok(c.clone());
         }
+        let component = self.load_or_compile(stage, bytes, &key)?;
+        *slot = Some(component.clone());
+        Ok(component)
+    }
+
+    fn load_or_compile(&self, stage: &Stage, bytes: &[u8], key: &str) -> anyhow::Result<Component> {
         let cached = self
             .cache_dir
             .as_ref()
@@ -290,10 +310,7 @@ impl WasmHost {
             // SAFETY: files in the cache are written only by this code,
             // from `Component::serialize`, and renamed into place whole.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(c) => {
-                    self.loaded.lock().unwrap().insert(key, c.clone());
-                    return Ok(c);
-                }
+                Ok(c) => return Ok(c),
                 Err(_) => {
                     let _ = std::fs::remove_file(path);
                 }
@@ -310,10 +327,33 @@ impl WasmHost {
                 path.display()
             );
         }
-        self.loaded.lock().unwrap().insert(key, component.clone());
         Ok(component)
     }
 
+    /// Loads or compiles, in a thread of its own and in pipeline order, the
+    /// components of `stages`, so that a first build compiles them while
+    /// earlier stages (mmdebstrap, say) run. Errors are left for the run to
+    /// report. Dropping the guard stops it after the component at hand.
+    pub fn prefetch(self: &Arc<Self>, stages: Vec<Arc<Stage>>, interrupted: fn() -> bool) -> Prefetch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = Arc::clone(self);
+        let flag = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("component prefetch".into())
+            .spawn(move || {
+                for stage in stages {
+                    if flag.load(Ordering::Relaxed) || interrupted() {
+                        break;
+                    }
+                    if host.check_imports(&stage).is_ok() {
+                        let _ = host.component(&stage);
+                    }
+                }
+            });
+        // Without the thread, each stage compiles when it runs, as before.
+        drop(spawned);
+        Prefetch(stop)
+    }
     /// Refuses a stage whose component imports more than it declares.
     pub fn check_imports(&self, stage: &Stage) -> Result<(), WasmError> {
         let Code::Wasm(bytes) = &stage.code else {

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""First build on a fresh machine: what compiling the wasm components costs.
+
+Each wasm stage's component is compiled on its first use and cached in the
+store (`components/`). osbuild compiles the pipeline's components in a
+background thread while the first stages run. This measures, in one run:
+
+- examples/debian.json from an empty object store (--no-cache), with an
+  empty component cache, against a warm one (target: under 1 s apart: the
+  compiles overlap mmdebstrap), and with an empty cache and the prefetch
+  off (OSBUILD_PREFETCH=0), what compiling each stage as it runs costs;
+- examples/debian-config.json (wasm stages only) --from a Debian tree,
+  cold against warm component cache, with and without the prefetch.
+
+    benches/components.py [RUNS]      # default 1 for debian.json, 5 for the config pipeline
+
+Needs root and the Debian mirror (tools/setup)."""
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from common import OSBUILD, ROOT, build_release, debian_tarball, log, run
+
+EXAMPLE = ROOT / "examples" / "debian.json"
+CONFIG = ROOT / "examples" / "debian-config.json"
+
+
+def build(pipeline, store, out, extra=(), prefetch=True):
+    env = {**os.environ}
+    if not prefetch:
+        env["OSBUILD_PREFETCH"] = "0"
+    secs, _ = run([OSBUILD, "--store", store, "--no-cache", "--output-directory", out, *extra, pipeline], env=env)
+    return secs
+
+
+def case(pipeline, extra, runs, work):
+    """Returns {label: median seconds} for cold, cold without prefetch, warm."""
+    warm_store = work / "warm"
+    build(pipeline, warm_store, work / "out", extra)  # fills its components/
+    times = {"cold": [], "cold, no prefetch": [], "warm": []}
+    for _ in range(runs):
+        for label in times:
+            if label == "warm":
+                store = warm_store
+            else:
+                store = work / "cold"
+                shutil.rmtree(store, ignore_errors=True)
+            t = build(pipeline, store, work / "out", extra, prefetch=(label != "cold, no prefetch"))
+            times[label].append(t)
+            log(f"  {pipeline.name} {label}: {t:.2f} s")
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main():
+    build_release()
+    config_runs = int(sys.argv[1]) * 5 if len(sys.argv) > 1 else 5
+    example_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    tree = debian_tarball(kernel=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "target") as d:
+        work = Path(d)
+        (work / "out").mkdir()
+        log(f"examples/debian-config.json --from {tree.name}, median of {config_runs}")
+        c = case(CONFIG, ["--from", str(tree)], config_runs, work)
+        shutil.rmtree(work / "warm")
+        log(f"examples/debian.json, median of {example_runs}")
+        e = case(EXAMPLE, [], example_runs, work)
+    for name, r in (("debian-config.json", c), ("debian.json", e)):
+        print(f"{name}: warm {r['warm']:.2f} s, cold {r['cold']:.2f} s "
+              f"(+{r['cold'] - r['warm']:.2f} s, {r['cold'] / r['warm']:.2f}x), "
+              f"cold without prefetch {r['cold, no prefetch']:.2f} s "
+              f"(+{r['cold, no prefetch'] - r['warm']:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
