@@ -23,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import OSBUILD, ROOT, build_release, debian_tarball, log, run
+from common import OSBUILD, ROOT, build_release, log, run
+from library_config import config_tarball
 
 EXAMPLE = ROOT / "examples" / "debian.json"
 CONFIG = ROOT / "examples" / "debian-config.json"
@@ -59,7 +60,7 @@ def main():
     build_release()
     config_runs = int(sys.argv[1]) * 5 if len(sys.argv) > 1 else 5
     example_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    tree = debian_tarball(kernel=True)
+    tree = config_tarball()
     with tempfile.TemporaryDirectory(dir=ROOT / "target") as d:
         work = Path(d)
         (work / "out").mkdir()

@@ -52,6 +52,9 @@ pub fn describe(caps: &Capabilities) -> Vec<String> {
     if !caps.devices.is_empty() {
         v.push(format!("devices {}", caps.devices.join(" ")));
     }
+    if caps.device_nodes {
+        v.push("device-nodes".into());
+    }
     if !caps.host_tools.is_empty() {
         v.push(format!("host-tools {}", caps.host_tools.join(" ")));
     }
@@ -81,6 +84,12 @@ fn sandbox(kind: Kind, caps: &Capabilities) -> Vec<String> {
                 "sockets linked"
             } else {
                 "no sockets"
+            }
+            .into(),
+            if caps.device_nodes {
+                "may create any device node in the tree (never opened by osbuild)"
+            } else {
+                "device nodes: only null, zero, full, random, urandom, tty, console, ptmx"
             }
             .into(),
         ],

@@ -208,18 +208,35 @@ fn report(err: &BuildError) {
     }
 }
 
+/// Whether osbuild has a mount namespace of its own (see `main`); a build
+/// refuses to start without one.
+static PRIVATE_MOUNTS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
 fn enter_private_mount_namespace() {
-    // SAFETY: plain syscalls; no other thread exists yet.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) == 0 {
-            libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            );
-        }
+    // SAFETY: called first thing in main, before any other thread exists,
+    // and CLONE_NEWNS shares nothing a thread could rely on.
+    let result = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
+        .and_then(|()| {
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::REC
+                    | rustix::mount::MountPropagationFlags::PRIVATE,
+            )
+            .map_err(|e| format!("making / private in it: {e}"))
+        });
+    let _ = PRIVATE_MOUNTS.set(result);
+}
+
+/// Fails unless osbuild has a private mount namespace: without one, the
+/// tree's mounts would land in the host's and outlive a killed osbuild.
+fn require_private_mounts() -> Result<(), BuildError> {
+    match PRIVATE_MOUNTS.get() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(BuildError::Other(anyhow::anyhow!(
+            "cannot make a private mount namespace ({e}): osbuild builds as root (or with CAP_SYS_ADMIN)"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -354,7 +371,8 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
         return Ok(());
     }
-    let outcome = executor::build(&pipeline, &config, Arc::clone(&reporter));
+    let outcome = require_private_mounts()
+        .and_then(|()| executor::build(&pipeline, &config, Arc::clone(&reporter)));
     if want_result {
         let result = result_json(
             pipeline.name.as_deref(),

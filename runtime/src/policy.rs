@@ -6,11 +6,14 @@
 //!   "network": ["io.weldr.mmdebstrap"],
 //!   "privileged": [],
 //!   "devices": [],
+//!   "device-nodes": [],
 //!   "digests": { "io.weldr.hostname": ["sha256:…"] }
 //! }
 //! ```
 //!
-//! Every key is optional; a missing key allows what it would restrict.
+//! Every key is optional; a missing key allows what it would restrict,
+//! except `from-device-nodes` (archives with device nodes other than
+//! null, zero, ...), which is off unless set to `true`.
 //! `network`, `privileged` and `devices` name the stages that may have that
 //! capability; `digests` pins stages to exact code (any stage named there
 //! must have one of the digests listed).
@@ -34,6 +37,14 @@ pub struct Policy {
     pub privileged: Option<Vec<String>>,
     /// Stages allowed device nodes.
     pub devices: Option<Vec<String>>,
+    /// Stages allowed to create device nodes beyond the harmless ones.
+    #[serde(rename = "device-nodes")]
+    pub device_nodes: Option<Vec<String>>,
+    /// `--from` archives may carry any device node (default: only the
+    /// harmless ones, such as `/dev/null`). Unlike the other keys, missing
+    /// means no.
+    #[serde(rename = "from-device-nodes", default)]
+    pub from_device_nodes: bool,
     /// Allowed code digests per stage name (`sha256:HEX`).
     pub digests: Option<BTreeMap<String, Vec<String>>>,
 }
@@ -86,6 +97,9 @@ impl Policy {
                 "needs devices ({}); the policy does not allow it",
                 caps.devices.join(", ")
             ));
+        }
+        if caps.device_nodes && !named(&self.device_nodes) {
+            refuse("creates device nodes (device-nodes); the policy does not allow it".into());
         }
         if let Some(pins) = self.digests.as_ref().and_then(|d| d.get(name)) {
             let digest = format!("sha256:{}", stage.digest);

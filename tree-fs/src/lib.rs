@@ -137,6 +137,7 @@ fn invalid(msg: String) -> io::Error {
 /// Splits `path` into its parent (relative to the root) and final name.
 /// `None` for the root itself.
 fn split(path: &Path) -> io::Result<Option<(PathBuf, OsString)>> {
+    check_no_nul(path)?;
     let mut parts: Vec<&OsStr> = Vec::new();
     for c in path.components() {
         match c {
@@ -160,6 +161,70 @@ fn split(path: &Path) -> io::Result<Option<(PathBuf, OsString)>> {
     let mut parent = PathBuf::from(".");
     parent.extend(parts);
     Ok(Some((parent, last.to_owned())))
+}
+
+/// A path with a NUL byte names nothing the kernel could open.
+fn check_no_nul(path: &Path) -> io::Result<()> {
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(invalid(format!(
+            "{}: a path with a NUL byte",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The device nodes an OS tree needs in `/dev` before udev or devtmpfs
+/// runs, and that reach no hardware: `(name, block?, major, minor)`.
+/// Creating any other device node is a capability.
+pub const HARMLESS_DEVICES: [(&str, bool, u32, u32); 8] = [
+    ("null", false, 1, 3),
+    ("zero", false, 1, 5),
+    ("full", false, 1, 7),
+    ("random", false, 1, 8),
+    ("urandom", false, 1, 9),
+    ("tty", false, 5, 0),
+    ("console", false, 5, 1),
+    ("ptmx", false, 5, 2),
+];
+
+/// The name of a harmless device (see [`HARMLESS_DEVICES`]), if it is one.
+pub fn harmless_device(kind: NodeKind, major: u32, minor: u32) -> Option<&'static str> {
+    let block = match kind {
+        NodeKind::BlockDevice => true,
+        NodeKind::CharDevice => false,
+        NodeKind::Fifo => return None,
+    };
+    HARMLESS_DEVICES
+        .iter()
+        .find(|(_, b, ma, mi)| *b == block && *ma == major && *mi == minor)
+        .map(|(name, ..)| *name)
+}
+
+/// What a special file is, for the error that refuses to open it.
+fn special_kind(st: &rustix::fs::Stat) -> Option<String> {
+    let dev = || {
+        format!(
+            "{}:{}",
+            rustix::fs::major(st.st_rdev),
+            rustix::fs::minor(st.st_rdev)
+        )
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::BlockDevice => Some(format!("a block device ({})", dev())),
+        FileType::CharacterDevice => Some(format!("a character device ({})", dev())),
+        FileType::Fifo => Some("a FIFO".into()),
+        FileType::Socket => Some("a socket".into()),
+        _ => None,
+    }
+}
+
+/// The error for opening a special file: the host side never does.
+pub fn refused_special(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("is {what}: osbuild never opens device nodes, FIFOs or sockets in a tree"),
+    )
 }
 
 fn relative(path: &Path) -> &Path {
@@ -214,6 +279,7 @@ impl Root {
     }
 
     fn open_in_root(&self, path: &Path, flags: OFlags, m: Mode) -> io::Result<OwnedFd> {
+        check_no_nul(path)?;
         let rel = relative(path);
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
@@ -332,24 +398,64 @@ impl Root {
         Ok(File::from(fd))
     }
 
-    /// Opens a file for reading, following symlinks inside the root.
+    /// Opens a regular file for reading, following symlinks inside the
+    /// root. Anything else (a device node, FIFO or socket) is refused before
+    /// it is opened: the entry is looked up as an `O_PATH` descriptor, which
+    /// opens nothing, checked, and only then reopened.
     pub fn open_file(&self, path: &Path) -> io::Result<File> {
-        Ok(File::from(self.open_in_root(
-            path,
-            OFlags::RDONLY,
-            Mode::empty(),
-        )?))
+        let fd = self.open_in_root(path, OFlags::PATH, Mode::empty())?;
+        self.reopen_regular(&fd, OFlags::RDONLY)
     }
 
-    /// Writes `contents` to `path`, creating it with `mode_bits` or truncating it.
+    /// Reopens an `O_PATH` descriptor with `flags` if it is a regular file.
+    fn reopen_regular(&self, fd: &OwnedFd, flags: OFlags) -> io::Result<File> {
+        let st = rustix::fs::fstat(fd).map_err(errno)?;
+        if let Some(what) = special_kind(&st) {
+            return Err(refused_special(&what));
+        }
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
+        }
+        let reopened = rustix::fs::open(
+            Self::proc_fd(fd).as_c_str(),
+            flags | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        Ok(File::from(reopened))
+    }
+
+    /// Writes `contents` to `path`, creating it with `mode_bits` or
+    /// truncating it. An existing entry must be a regular file (a symlink
+    /// to one inside the root is followed); special files are refused
+    /// unopened, as in [`Root::open_file`].
     pub fn write(&self, path: &Path, contents: &[u8], mode_bits: u32) -> io::Result<()> {
         use std::io::Write;
-        let fd = self.open_in_root(
-            path,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-            mode(mode_bits),
-        )?;
-        File::from(fd).write_all(contents)
+        let mut file = match self.open_in_root(path, OFlags::PATH, Mode::empty()) {
+            Ok(fd) => self.reopen_regular(&fd, OFlags::WRONLY | OFlags::TRUNC)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Nothing there (or a dangling symlink, whose target inside
+                // the root is created). Non-blocking and checked after, in
+                // case something else was put there in between.
+                let fd = self.open_in_root(
+                    path,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::NONBLOCK | OFlags::NOCTTY,
+                    mode(mode_bits),
+                )?;
+                let st = rustix::fs::fstat(&fd).map_err(errno)?;
+                if let Some(what) = special_kind(&st) {
+                    return Err(refused_special(&what));
+                }
+                let file = File::from(fd);
+                rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(errno)?;
+                file
+            }
+            Err(e) => return Err(e),
+        };
+        file.write_all(contents)
     }
 
     /// Reads the whole file at `path`.

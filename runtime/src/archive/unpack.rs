@@ -207,10 +207,26 @@ fn io_refusal(raw: &[u8], e: io::Error) -> UnpackError {
     )
 }
 
+/// Whether an archive (or a stage) may set the extended attribute `name`:
+/// `trusted.*` is the kernel's and overlayfs's own (`trusted.overlay.*`
+/// would rewrite what the tree's layers mean), and `security.*` other than
+/// file capabilities and SELinux labels (which images need) belong to the
+/// build host's security modules.
+pub fn xattr_allowed(name: &str) -> bool {
+    name.starts_with("user.")
+        || name.starts_with("system.posix_acl_")
+        || name == "security.capability"
+        || name == "security.selinux"
+}
+
 /// Unpacks `archive` into the directory `tree`. Returns the number of entries.
+///
+/// Device nodes other than the harmless ones (`/dev/null` and the like) are
+/// refused unless `allow_devices`: the policy's `"from-device-nodes": true`.
 pub fn unpack(
     archive: &Path,
     tree: &Path,
+    allow_devices: bool,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<u64, UnpackError> {
     let reader = open(archive)?;
@@ -313,6 +329,24 @@ pub fn unpack(
                 };
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                if node != NodeKind::Fifo
+                    && !allow_devices
+                    && osbuild_tree_fs::harmless_device(node, major, minor).is_none()
+                {
+                    let what = if node == NodeKind::BlockDevice {
+                        "block"
+                    } else {
+                        "character"
+                    };
+                    return Err(refused(
+                        &raw,
+                        format!(
+                            "is a {what} device ({major}:{minor}); archives may carry only null, zero, full, \
+                             random, urandom, tty, console and ptmx unless the policy allows \
+                             \"from-device-nodes\": true"
+                        ),
+                    ));
+                }
                 root.make_node(&rel, node, mode, major, minor)
                     .map_err(|e| io_refusal(&raw, e))?;
             }
@@ -327,6 +361,18 @@ pub fn unpack(
             .map_err(|e| io_refusal(&raw, e))?;
         if !is_symlink {
             root.set_mode(&rel, mode).map_err(|e| io_refusal(&raw, e))?;
+        }
+        for (name, _) in &extra.xattrs {
+            if !xattr_allowed(name) {
+                return Err(refused(
+                    &raw,
+                    format!(
+                        "carries the extended attribute {name}; from archives osbuild takes user.*, \
+                         security.capability and security.selinux (and system.* ACLs), never other \
+                         trusted.* or security.* attributes"
+                    ),
+                ));
+            }
         }
         for (name, value) in &extra.xattrs {
             root.set_xattr(&rel, name, value, false)

@@ -125,8 +125,9 @@ fn short_error(e: &BuildError) -> String {
     }
 }
 
-fn unpack_from(from: &Path, tree: &Path) -> Result<(), BuildError> {
-    archive::unpack::unpack(from, tree, &signals::interrupted)
+fn unpack_from(from: &Path, tree: &Path, policy: Option<&Policy>) -> Result<(), BuildError> {
+    let allow_devices = policy.is_some_and(|p| p.from_device_nodes);
+    archive::unpack::unpack(from, tree, allow_devices, &signals::interrupted)
         .map(|_| ())
         .map_err(|e| match e {
             archive::unpack::UnpackError::Refused { entry, reason } => BuildError::input(
@@ -254,7 +255,7 @@ pub fn build(
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;
 
     if let (Some(from), false) = (&config.from, from_restored) {
-        unpack_from(from, ws.path())?;
+        unpack_from(from, ws.path(), config.policy.as_ref())?;
         if config.cache {
             let id = ids.from.as_deref().expect("an id for --from");
             ws.checkpoint(&store, id, "--from", None, None)?;

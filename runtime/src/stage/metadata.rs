@@ -76,6 +76,13 @@ pub struct Capabilities {
     /// Device nodes it needs, e.g. `loop`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Creates block and character device nodes in the tree other than the
+    /// harmless ones (null, zero, full, random, urandom, tty, console,
+    /// ptmx), which any stage may make. The host never opens a node in a
+    /// tree (trees are mounted `nodev`), but an image booted from the tree
+    /// would: a node for a disk is a way to that disk.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub device_nodes: bool,
     /// Host programs a native stage runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_tools: Vec<String>,

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context as _;
+use rustix::mount::{MountFlags, UnmountFlags};
 
 use super::{Layer, Object, ObjectInfo, Store};
 use crate::mtime;
@@ -35,10 +36,6 @@ impl std::fmt::Display for Handoff {
             Handoff::Copy => "copy",
         })
     }
-}
-
-fn cstr(p: &Path) -> anyhow::Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes()).context("a path with a NUL byte")
 }
 
 fn mount_overlay(
@@ -71,19 +68,61 @@ fn mount_overlay(
             lowers.len()
         );
     }
-    let (src, target, fstype, data) = (c"overlay", cstr(merged)?, c"overlay", CString::new(data)?);
-    // SAFETY: plain syscall with valid C strings.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("mounting the tree (overlayfs)");
+    // nodev, nosuid: a device node or setuid file in the tree is inert for
+    // the host, whoever made it (the kernel enforces it; binds inherit it).
+    rustix::mount::mount(
+        "overlay",
+        merged,
+        "overlay",
+        MountFlags::NODEV | MountFlags::NOSUID,
+        CString::new(data)?.as_c_str(),
+    )
+    .map_err(std::io::Error::from)
+    .context("mounting the tree (overlayfs)")?;
+    Ok(())
+}
+
+/// Mounts `lowers` (two or more) read-only, as one merged view.
+fn mount_lowers(view: &Path, lowers: &[PathBuf]) -> anyhow::Result<()> {
+    let lower = lowers
+        .iter()
+        .map(|p| {
+            let s = p.to_string_lossy().into_owned();
+            if s.contains([':', ',', '\\']) {
+                anyhow::bail!("{s}: overlayfs cannot take a path with ':', ',' or '\\\\'");
+            }
+            Ok(s)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(":");
+    let data = CString::new(format!(
+        "lowerdir={lower},redirect_dir=off,metacopy=off,index=off"
+    ))?;
+    rustix::mount::mount(
+        "overlay",
+        view,
+        "overlay",
+        MountFlags::NODEV | MountFlags::NOSUID | MountFlags::RDONLY,
+        data.as_c_str(),
+    )
+    .map_err(std::io::Error::from)
+    .context("mounting the stored layers to copy them (overlayfs); use --handoff overlay")
+}
+
+/// Binds `dir` onto `at` with `nodev,nosuid` (and read-only if asked): the
+/// copy handoff's tree, made as inert as an overlay.
+fn bind_inert(dir: &Path, at: &Path, read_only: bool) -> anyhow::Result<()> {
+    rustix::mount::mount_bind(dir, at)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("binding {} to {}", dir.display(), at.display()))?;
+    let mut flags = MountFlags::BIND | MountFlags::NODEV | MountFlags::NOSUID;
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    if let Err(e) = rustix::mount::mount_remount(at, flags, c"") {
+        let _ = unmount(at);
+        return Err(std::io::Error::from(e))
+            .with_context(|| format!("making {} nodev,nosuid", at.display()));
     }
     Ok(())
 }
@@ -92,13 +131,9 @@ fn mount_overlay(
 /// kernel's RCU grace period (10-30 ms here), and nothing uses the tree by
 /// then (every stage has ended), so its layers can be moved right away.
 fn unmount(path: &Path) -> anyhow::Result<()> {
-    let target = cstr(path)?;
-    // SAFETY: plain syscall with a valid C string.
-    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("unmounting {}", path.display()));
-    }
-    Ok(())
+    rustix::mount::unmount(path, UnmountFlags::DETACH)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("unmounting {}", path.display()))
 }
 
 /// Copies the attributes of `from` (a directory) onto `to`.
@@ -207,19 +242,34 @@ impl Workspace {
             }
         }
         if let Some(top) = ws.pinned.first() {
-            std::fs::remove_dir(&ws.tree)?;
             if !writable {
                 // Nothing will change it: read the stored tree in place.
-                ws.tree = top.tree();
+                bind_inert(&top.tree(), &ws.tree, true)?;
+                ws.mounted = true;
                 return Ok(ws);
             }
-            copy_tree(&top.tree(), &ws.tree)?;
+            std::fs::remove_dir(&ws.tree)?;
+            if ws.lowers.len() > 1 && layered {
+                // The stored tree is a stack of overlay layers (built with
+                // the overlay handoff): copy what they show together, never
+                // one layer with its whiteouts.
+                let view = dir.join("layers");
+                std::fs::create_dir(&view)?;
+                mount_lowers(&view, &ws.lowers)?;
+                let copied = copy_tree(&view, &ws.tree);
+                unmount(&view)?;
+                copied?;
+            } else {
+                copy_tree(&top.tree(), &ws.tree)?;
+            }
         } else {
             std::fs::set_permissions(
                 &ws.tree,
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )?;
         }
+        bind_inert(&ws.tree, &ws.tree, false)?;
+        ws.mounted = true;
         ws.since = mtime::mark();
         Ok(ws)
     }

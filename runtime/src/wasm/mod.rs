@@ -104,6 +104,8 @@ struct State {
     table: ResourceTable,
     limiter: MemoryLimiter,
     tree: tree::TreeHost,
+    /// The stage's stderr, for what the host says about it (a refusal).
+    notes: Option<File>,
 }
 
 impl WasiView for State {
@@ -334,7 +336,11 @@ impl WasmHost {
     /// components of `stages`, so that a first build compiles them while
     /// earlier stages (mmdebstrap, say) run. Errors are left for the run to
     /// report. Dropping the guard stops it after the component at hand.
-    pub fn prefetch(self: &Arc<Self>, stages: Vec<Arc<Stage>>, interrupted: fn() -> bool) -> Prefetch {
+    pub fn prefetch(
+        self: &Arc<Self>,
+        stages: Vec<Arc<Stage>>,
+        interrupted: fn() -> bool,
+    ) -> Prefetch {
         let stop = Arc::new(AtomicBool::new(false));
         let host = Arc::clone(self);
         let flag = Arc::clone(&stop);
@@ -399,6 +405,7 @@ impl WasmHost {
         wasi.preopened_dir(scratch.path(), "/tmp", FsPerms::ReadWrite)
             .map_err(anyhow::Error::from)
             .context("opening the stage's /tmp")?;
+        let notes = inv.stderr.try_clone().ok();
         wasi.stdout(OutputFile::new(inv.stdout));
         wasi.stderr(OutputFile::new(inv.stderr));
         wasi.wall_clock(FixedClock(Duration::from_secs(
@@ -434,7 +441,8 @@ impl WasmHost {
                 limit: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
                 hit: false,
             },
-            tree: tree::TreeHost::new(root, writable),
+            tree: tree::TreeHost::new(root, writable, caps.device_nodes),
+            notes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -541,5 +549,88 @@ fn build_linker(engine: &Engine, network: bool) -> wasmtime::Result<Linker<State
         sync::sockets::udp_create_socket::add_to_linker::<State, WasiSockets>(l, get)?;
     }
     bindings::Stage::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+    guard_open_at(l)?;
     Ok(linker)
+}
+
+/// The `wasi:filesystem` version wasmtime-wasi implements; guests built
+/// for any earlier 0.2 release link to it.
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces `descriptor.open-at` with one that refuses, before opening,
+/// anything but regular files, directories and symlinks: opening a FIFO
+/// would block the stage in the host where no timeout reaches it, and a
+/// device node in the tree must never become the host's device (the tree
+/// is mounted `nodev` too; this says why instead of `EACCES`).
+fn guard_open_at(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::bindings::sync::filesystem::types as fs;
+    linker.allow_shadowing(true);
+    linker.instance(WASI_FILESYSTEM_TYPES)?.func_wrap(
+        "[method]descriptor.open-at",
+        |mut store: wasmtime::StoreContextMut<'_, State>,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<fs::Descriptor>,
+            fs::PathFlags,
+            String,
+            fs::OpenFlags,
+            fs::DescriptorFlags,
+        )| {
+            let state = store.data_mut();
+            let follow = path_flags.contains(fs::PathFlags::SYMLINK_FOLLOW);
+            if let Some(what) = special_file(&state.table, &fd, &path, follow) {
+                if let Some(notes) = state.notes.as_mut() {
+                    let _ = std::io::Write::write_all(
+                        notes,
+                        format!("osbuild: refused to open {path}: it is {what}; osbuild never opens device nodes, FIFOs or sockets in a tree\n").as_bytes(),
+                    );
+                }
+                return Ok((Err(fs::ErrorCode::NotPermitted),));
+            }
+            let mut view = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            match fs::HostDescriptor::open_at(&mut view, fd, path_flags, path, oflags, flags) {
+                Ok(opened) => Ok((Ok(opened),)),
+                Err(e) => Ok((Err(fs::Host::convert_error_code(&mut view, e)?),)),
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// What the entry at `path` under the directory descriptor `fd` is, if it
+/// is a device node, FIFO or socket. It is looked up the way cap-std will
+/// open it (beneath the directory, no magic links) as an `O_PATH`
+/// descriptor, which opens nothing. Anything that fails here is left for
+/// the real open to report.
+fn special_file(
+    table: &ResourceTable,
+    fd: &wasmtime::component::Resource<wasmtime_wasi::filesystem::Descriptor>,
+    path: &str,
+    follow: bool,
+) -> Option<&'static str> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let wasmtime_wasi::filesystem::Descriptor::Dir(dir) = table.get(fd).ok()? else {
+        return None;
+    };
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let found = rustix::fs::openat2(
+        &*dir.dir,
+        path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&found).ok()?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::BlockDevice => Some("a block device"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Socket => Some("a socket"),
+        _ => None,
+    }
 }

@@ -14,11 +14,18 @@ use super::bindings::osbuild::stage::tree::{
 pub struct TreeHost {
     root: Root,
     writable: bool,
+    /// The stage declares `device-nodes`: any device node, not only the
+    /// harmless ones.
+    device_nodes: bool,
 }
 
 impl TreeHost {
-    pub fn new(root: Root, writable: bool) -> TreeHost {
-        TreeHost { root, writable }
+    pub fn new(root: Root, writable: bool, device_nodes: bool) -> TreeHost {
+        TreeHost {
+            root,
+            writable,
+            device_nodes,
+        }
     }
 
     fn check_writable(&self, path: &str) -> Result<(), TreeError> {
@@ -144,6 +151,24 @@ impl wit::Host for TreeHost {
             NodeKind::CharDevice => osbuild_tree_fs::NodeKind::CharDevice,
             NodeKind::Fifo => osbuild_tree_fs::NodeKind::Fifo,
         };
+        if kind != osbuild_tree_fs::NodeKind::Fifo
+            && !self.device_nodes
+            && osbuild_tree_fs::harmless_device(kind, major, minor).is_none()
+        {
+            let what = if kind == osbuild_tree_fs::NodeKind::BlockDevice {
+                "block"
+            } else {
+                "character"
+            };
+            return Err(TreeError {
+                kind: ErrorKind::PermissionDenied,
+                message: format!(
+                    "{path}: making {what} device {major}:{minor} needs the `device-nodes` capability, \
+                     which the stage does not declare (without it: only null, zero, full, random, \
+                     urandom, tty, console and ptmx)"
+                ),
+            });
+        }
         self.root
             .make_node(Path::new(&path), kind, mode, major, minor)
             .map_err(|e| error(&path, e))
@@ -163,6 +188,15 @@ impl wit::Host for TreeHost {
 
     fn set_xattr(&mut self, path: String, name: String, value: Vec<u8>, follow: bool) -> R<()> {
         self.check_writable(&path)?;
+        if !crate::archive::unpack::xattr_allowed(&name) {
+            return Err(TreeError {
+                kind: ErrorKind::PermissionDenied,
+                message: format!(
+                    "{path}: a stage may set user.*, security.capability and security.selinux \
+                     attributes (and ACLs), not {name}"
+                ),
+            });
+        }
         self.root
             .set_xattr(Path::new(&path), &name, &value, follow)
             .map_err(|e| error(&path, e))

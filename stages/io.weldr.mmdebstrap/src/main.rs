@@ -82,6 +82,64 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     if !status.success() {
         anyhow::bail!("mmdebstrap failed ({status})");
     }
+    populate_dev(tree)
+}
+
+/// mmdebstrap's own `/dev` entries (its `@devfiles`): name, mode, and a
+/// character device's numbers, a symlink's target, or a directory.
+enum Dev {
+    Char(u32, u32),
+    Link(&'static str),
+    Dir,
+}
+
+const DEVFILES: [(&str, u32, Dev); 14] = [
+    ("console", 0o666, Dev::Char(5, 1)),
+    ("fd", 0o777, Dev::Link("/proc/self/fd")),
+    ("full", 0o666, Dev::Char(1, 7)),
+    ("null", 0o666, Dev::Char(1, 3)),
+    ("ptmx", 0o666, Dev::Char(5, 2)),
+    ("pts", 0o755, Dev::Dir),
+    ("random", 0o666, Dev::Char(1, 8)),
+    ("shm", 0o755, Dev::Dir),
+    ("stderr", 0o777, Dev::Link("/proc/self/fd/2")),
+    ("stdin", 0o777, Dev::Link("/proc/self/fd/0")),
+    ("stdout", 0o777, Dev::Link("/proc/self/fd/1")),
+    ("tty", 0o666, Dev::Char(5, 0)),
+    ("urandom", 0o666, Dev::Char(1, 9)),
+    ("zero", 0o666, Dev::Char(1, 5)),
+];
+
+/// The tree is mounted `nodev`, so mmdebstrap's check for working device
+/// nodes fails and it bind-mounts the container's `/dev` entries for the
+/// chroot instead, leaving `/dev` empty. Trees and images then differ from
+/// what mmdebstrap makes elsewhere; this puts back exactly what it would
+/// have left (all of it harmless: no node here reaches hardware).
+fn populate_dev(tree: &Tree) -> anyhow::Result<()> {
+    if !tree.exists("/dev")? {
+        return Ok(());
+    }
+    for (name, mode, what) in DEVFILES {
+        let path = format!("/dev/{name}");
+        if tree.exists(&path)? {
+            continue;
+        }
+        match what {
+            Dev::Char(major, minor) => tree.make_node(
+                &path,
+                osbuild_stage::NodeKind::CharDevice,
+                mode,
+                major,
+                minor,
+            )?,
+            Dev::Link(target) => tree.symlink(target, &path)?,
+            Dev::Dir => tree.create_dir(&path, mode)?,
+        }
+        tree.set_owner(&path, 0, 0)?;
+        if !matches!(what, Dev::Link(_)) {
+            tree.set_mode(&path, mode)?;
+        }
+    }
     Ok(())
 }
 

@@ -49,6 +49,24 @@ fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.message))
                 .and_then(|p| tree.read_to_string(&p).map_err(Into::into))
         }
+        // Device nodes without the `device-nodes` capability: a loop device
+        // (7:N, N from `marker`) and /dev/mem.
+        "mknod-block" => {
+            let minor: u32 = marker.parse().unwrap_or(0);
+            host::make_node("/disk", host::NodeKind::BlockDevice, 0o600, 7, minor)
+                .map_err(|e| anyhow::anyhow!(e.message))
+                .and_then(|()| Ok(std::fs::write("/disk", b"PWNED")?))
+                .map(|()| "ESCAPED: made and wrote a block device".to_string())
+        }
+        "mknod-mem" => host::make_node("/mem", host::NodeKind::CharDevice, 0o600, 1, 1)
+            .map(|()| "ESCAPED: made /dev/mem".to_string())
+            .map_err(|e| anyhow::anyhow!(e.message)),
+        "set-trusted-xattr" => host::set_xattr("/", "trusted.overlay.opaque", b"y", false)
+            .map(|()| "ESCAPED: set trusted.overlay.opaque".to_string())
+            .map_err(|e| anyhow::anyhow!(e.message)),
+        "tree-nul" => host::set_mode("/etc\0/../x", 0o777)
+            .map(|()| "ESCAPED: a path with a NUL byte worked".to_string())
+            .map_err(|e| anyhow::anyhow!(e.message)),
         other => anyhow::bail!("unknown attempt {other}"),
     };
     match result {
