@@ -77,6 +77,11 @@ fn mixed_pipeline_mmdebstrap_wasm_stages_qcow2() {
     ));
     assert!(sb.contains("6e1b7c3a-2f0d-4e5b-9a61-3c8d0f2b7a14"), "{sb}");
     assert!(debugfs(&image, "cat /etc/debian_version").starts_with("12."));
+    // The tree was nodev, so mmdebstrap bind-mounted /dev for its chroot;
+    // the stage put back the nodes mmdebstrap leaves elsewhere.
+    let null = debugfs(&image, "stat /dev/null");
+    assert!(null.contains("Type: character special"), "{null}");
+    assert!(null.contains("Device major/minor number: 01:03"), "{null}");
 }
 
 #[test]
