@@ -352,3 +352,325 @@ fn the_device_nodes_capability_is_audited_and_refusable() {
     ])
     .fails_with(2, "creates device nodes (device-nodes)");
 }
+
+/// A native stage in a `--libdir` of its own: a shell script and its
+/// metadata (`capabilities`, and an options schema with `properties`).
+fn shell_stage(
+    dir: &Path,
+    name: &str,
+    capabilities: serde_json::Value,
+    properties: serde_json::Value,
+    script: &str,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let libdir = dir.join(format!("libdir-{name}"));
+    std::fs::create_dir_all(&libdir).unwrap();
+    let exe = libdir.join(name);
+    std::fs::write(&exe, format!("#!/bin/sh\n{script}")).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let meta = json!({
+        "name": name, "kind": "native", "summary": "a hostile test stage",
+        "capabilities": capabilities,
+        "schema": {"type": "object", "additionalProperties": false, "properties": properties}
+    });
+    std::fs::write(
+        libdir.join(format!("{name}.json")),
+        serde_json::to_string(&meta).unwrap(),
+    )
+    .unwrap();
+    libdir
+}
+
+/// C2: `devices` binds the device's nodes and nothing else: no
+/// CAP_SYS_ADMIN, no CAP_MKNOD, no remounting the host root.
+#[test]
+fn a_stage_with_devices_gets_the_nodes_and_no_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = Path::new("/etc/osbuild-hostile-c2-marker");
+    let libdir = shell_stage(
+        dir.path(),
+        "test.devices",
+        json!({"tree": "read", "devices": ["loop"]}),
+        json!({}),
+        r#"cap=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+[ $((0x$cap & 0x200000)) -eq 0 ] && echo "no CAP_SYS_ADMIN"
+[ $((0x$cap & 0x8000000)) -eq 0 ] && echo "no CAP_MKNOD"
+[ -c /dev/loop-control ] && echo "has /dev/loop-control"
+if mount -o remount,rw / 2>/dev/null; then
+  echo PWNED > /etc/osbuild-hostile-c2-marker
+  echo "REMOUNTED the host root"
+else
+  echo "remount refused"
+fi
+"#,
+    );
+    let p = one_stage(dir.path(), "test.devices", json!({}));
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"privileged": []}"#).unwrap();
+    let run = osbuild_within(
+        120,
+        &[
+            "--libdir",
+            libdir.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ],
+    );
+    run.ok();
+    for want in [
+        "no CAP_SYS_ADMIN",
+        "no CAP_MKNOD",
+        "has /dev/loop-control",
+        "remount refused",
+    ] {
+        assert!(run.stderr.contains(want), "{want}:\n{}", run.stderr);
+    }
+    assert!(!marker.exists(), "the stage wrote the host's /etc");
+
+    let audit = osbuild(&[
+        "--libdir",
+        libdir.to_str().unwrap(),
+        "audit",
+        p.to_str().unwrap(),
+    ]);
+    audit.ok();
+    assert!(
+        audit
+            .stdout
+            .contains("/dev/loop-control and /dev/loop[0-9]* bound in (no capability with it)"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        audit.stdout.contains("no CAP_SYS_ADMIN, CAP_MKNOD"),
+        "{}",
+        audit.stdout
+    );
+
+    // The policy decides on devices by themselves.
+    std::fs::write(&policy, r#"{"devices": []}"#).unwrap();
+    osbuild(&[
+        "--libdir",
+        libdir.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .fails_with(
+        2,
+        "pipeline[0].name: stage test.devices refused: policy: stage test.devices: needs devices (loop); the policy does not allow it",
+    );
+}
+
+/// C2: device names come from a closed list.
+#[test]
+fn an_unknown_device_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let libdir = shell_stage(
+        dir.path(),
+        "test.sda",
+        json!({"devices": ["sda"]}),
+        json!({}),
+        "exit 0\n",
+    );
+    let p = one_stage(dir.path(), "test.sda", json!({}));
+    osbuild(&["--libdir", libdir.to_str().unwrap(), p.to_str().unwrap()]).fails_with(
+        2,
+        "invalid metadata: unknown variant `sda`, expected one of `loop`, `fuse`, `kvm`",
+    );
+}
+
+/// The review's C3 repository entry: a key "file" that is /dev, and a
+/// repository outside anything the operator allowed.
+fn dnf_pipeline(dir: &Path, baseurl: &str, gpgkey: &str) -> PathBuf {
+    one_stage(
+        dir,
+        "io.weldr.dnf",
+        json!({"packages": ["x"], "repos": [{"baseurl": baseurl, "gpgkey": gpgkey}], "releasever": "40"}),
+    )
+}
+
+/// C3: no host path is bound unless the operator allows its directory,
+/// and /, /dev, /proc, /sys, /run and the store never are.
+#[test]
+fn host_paths_are_bound_only_from_allowed_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let url = format!("file://{}", repo.display());
+    let p = dnf_pipeline(dir.path(), &url, "file:///dev");
+    for extra in [&[][..], &["--allow-host-path", "/"][..]] {
+        let mut args = extra.to_vec();
+        args.extend(["audit", p.to_str().unwrap()]);
+        let run = osbuild(&args);
+        run.fails_with(
+            2,
+            "pipeline[0].options.repos[0].gpgkey: stage io.weldr.dnf: host path /dev: resolves to /dev, which osbuild never binds into a stage",
+        );
+        if extra.is_empty() {
+            run.fails_with(
+                2,
+                &format!(
+                    "pipeline[0].options.repos[0].baseurl: stage io.weldr.dnf: host path {}: is not in a directory the operator allows; allow it with --allow-host-path DIR",
+                    repo.display()
+                ),
+            );
+        }
+    }
+    // The store, by a symlink inside an allowed directory.
+    std::os::unix::fs::symlink(shared_store(), dir.path().join("store-link")).unwrap();
+    let p = dnf_pipeline(
+        dir.path(),
+        &url,
+        &format!("file://{}/store-link/objects", dir.path().display()),
+    );
+    osbuild(&[
+        "--allow-host-path",
+        dir.path().to_str().unwrap(),
+        "--allow-host-path",
+        "/",
+        "audit",
+        p.to_str().unwrap(),
+    ])
+    .fails_with(2, "which osbuild never binds into a stage");
+    // A colon would split nspawn's --bind argument.
+    let colon = dir.path().join("a:b");
+    std::fs::create_dir(&colon).unwrap();
+    let p = dnf_pipeline(
+        dir.path(),
+        &format!("file://{}", colon.display()),
+        "https://k/k",
+    );
+    osbuild(&[
+        "--allow-host-path",
+        dir.path().to_str().unwrap(),
+        "audit",
+        p.to_str().unwrap(),
+    ])
+    .fails_with(2, "holds a control character, ':' or ','");
+    // The policy allows as the command line does.
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::to_string(&json!({"host-paths": [dir.path()]})).unwrap(),
+    )
+    .unwrap();
+    let p = dnf_pipeline(dir.path(), &url, "https://k/k");
+    let audit = osbuild(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "audit",
+        p.to_str().unwrap(),
+    ]);
+    audit.ok();
+    let real = std::fs::canonicalize(&repo).unwrap();
+    assert!(
+        audit.stdout.contains(&format!(
+            "host paths bound read-only, nodev, nosuid, noexec: {}",
+            real.display()
+        )),
+        "{}",
+        audit.stdout
+    );
+}
+
+/// C3: under an allowed directory, a device node, a setuid program and a
+/// socket stay inert: the bind is read-only, nodev, nosuid, noexec.
+#[test]
+fn an_allowed_host_path_is_bound_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = ScratchDisk::new(dir.path());
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    sh(&format!(
+        "mknod {0}/disk b 7 {1} && chmod 666 {0}/disk && cp /bin/sh {0}/suid-sh && chmod 4755 {0}/suid-sh",
+        shared.display(),
+        disk.minor
+    ));
+    let libdir = shell_stage(
+        dir.path(),
+        "test.host-path",
+        json!({"tree": "read", "host-paths": ["path"]}),
+        json!({"path": {"type": "string"}}),
+        r#"dir=$(sed -n 's/.*"path":"\([^"]*\)".*/\1/p')
+awk -v d="$dir" '$5 == d {print "mount options: " $6}' /proc/self/mountinfo
+if printf PWNED | dd of="$dir/disk" conv=notrunc 2>/dev/null; then echo "WROTE the device"; else echo "device write refused"; fi
+if "$dir/suid-sh" -c true 2>/dev/null; then echo "EXECUTED from the host path"; else echo "exec refused"; fi
+if touch "$dir/new" 2>/dev/null; then echo "CREATED a file"; else echo "create refused"; fi
+"#,
+    );
+    let p = one_stage(
+        dir.path(),
+        "test.host-path",
+        json!({"path": shared.to_str().unwrap()}),
+    );
+    let run = osbuild_within(
+        120,
+        &[
+            "--libdir",
+            libdir.to_str().unwrap(),
+            "--allow-host-path",
+            shared.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ],
+    );
+    run.ok();
+    let options = run
+        .stderr
+        .lines()
+        .find_map(|l| l.split_once("mount options: ").map(|(_, o)| o.to_string()))
+        .unwrap_or_else(|| panic!("no mount of the host path:\n{}", run.stderr));
+    for flag in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(
+            options.split(',').any(|o| o == flag),
+            "{flag} missing from {options}"
+        );
+    }
+    for want in ["device write refused", "exec refused", "create refused"] {
+        assert!(run.stderr.contains(want), "{want}:\n{}", run.stderr);
+    }
+    disk.assert_unchanged();
+    assert!(!shared.join("new").exists());
+}
+
+/// H4: a newline in a mirror (a second sources line, `[trusted=yes]`) or
+/// in any other option of a native stage is refused before anything runs.
+#[test]
+fn a_newline_in_a_native_stages_option_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = one_stage(
+        dir.path(),
+        "io.weldr.mmdebstrap",
+        json!({"suite": "bookworm", "mirrors": ["http://deb.debian.org/debian\ndeb [trusted=yes] http://127.0.0.1:1/ bookworm main"]}),
+    );
+    let run = osbuild(&["--inspect", p.to_str().unwrap()]);
+    run.fails_with(
+        2,
+        "pipeline[0].options.mirrors[0]: stage io.weldr.mmdebstrap: holds the control character U+000A",
+    );
+    // And a space, which would make the rest of the value words of the line.
+    let p = one_stage(
+        dir.path(),
+        "io.weldr.mmdebstrap",
+        json!({"suite": "bookworm", "mirrors": ["http://deb.debian.org/debian [trusted=yes]"]}),
+    );
+    osbuild(&["--inspect", p.to_str().unwrap()]).fails_with(2, "pipeline[0].options.mirrors[0]");
+    // A keyring outside the system's keyring directories.
+    let p = one_stage(
+        dir.path(),
+        "io.weldr.mmdebstrap",
+        json!({"suite": "bookworm", "keyring": "/etc/shadow"}),
+    );
+    osbuild_within(120, &[p.to_str().unwrap()]).fails_with(
+        1,
+        "keyring: \"/etc/shadow\" resolves to /etc/shadow, outside /usr/share/keyrings, /etc/apt/trusted.gpg.d, /etc/apt/keyrings",
+    );
+    // dnf: a package that would be an option.
+    let p = one_stage(
+        dir.path(),
+        "io.weldr.dnf",
+        json!({"packages": ["--setopt=reposdir=/etc/yum.repos.d"], "repos": [{"baseurl": "https://example.org/r"}], "releasever": "40"}),
+    );
+    osbuild(&["--inspect", p.to_str().unwrap()]).fails_with(2, "pipeline[0].options.packages[0]");
+}

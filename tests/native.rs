@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,13 +84,25 @@ fn mixed_pipeline_mmdebstrap_wasm_stages_qcow2() {
     assert!(null.contains("Device major/minor number: 01:03"), "{null}");
 }
 
-#[test]
-fn dnf_installs_a_local_rpm() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
+/// A local repository of one rpm, signed with a key made for the test:
+/// (repository dir, the public key's file).
+fn signed_repo(d: &Path) -> (PathBuf, PathBuf) {
+    let d = d.display();
     sh(&format!(
         r#"
-        mkdir -p {d}/rpm/SPECS {d}/repo
+        export GNUPGHOME={d}/gnupg HOME={d}
+        mkdir -m 700 {d}/gnupg
+        mkdir -p {d}/rpm/SPECS {d}/repo {d}/keys
+        gpg --batch --quiet --gen-key <<'KEY'
+%no-protection
+Key-Type: RSA
+Key-Length: 2048
+Name-Real: osbuild test
+Name-Email: test@osbuild.invalid
+Expire-Date: 0
+%commit
+KEY
+        gpg --armor --export test@osbuild.invalid > {d}/keys/test.asc
         cat > {d}/rpm/SPECS/hello.spec <<'SPEC'
 Name:           osbuild-test-hello
 Version:        1.2
@@ -106,19 +118,39 @@ echo "hello from an rpm" > %{{buildroot}}/usr/share/osbuild-test-hello/hello.txt
 %files
 /usr/share/osbuild-test-hello/hello.txt
 SPEC
-        HOME={d} rpmbuild --quiet --define "_topdir {d}/rpm" -bb {d}/rpm/SPECS/hello.spec
+        rpmbuild --quiet --define "_topdir {d}/rpm" -bb {d}/rpm/SPECS/hello.spec
         cp {d}/rpm/RPMS/noarch/*.rpm {d}/repo/
+        rpmsign --define "_gpg_name test@osbuild.invalid" --define "__gpg /usr/bin/gpg" --addsign {d}/repo/*.rpm </dev/null 2>/dev/null
         createrepo_c --quiet {d}/repo
         "#
     ));
-    let repo = format!("file://{d}/repo");
+    (
+        PathBuf::from(format!("{d}/repo")),
+        PathBuf::from(format!("{d}/keys/test.asc")),
+    )
+}
+
+#[test]
+fn dnf_installs_a_signed_local_rpm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = signed_repo(dir.path());
+    let repo = format!("file://{}", repo.display());
+    let key = format!("file://{}", key.display());
+    let allow = dir.path().to_str().unwrap();
     let p = write_pipeline(
         dir.path(),
         "p.json",
-        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo}], "releasever": "40"}}]}),
+        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo, "gpgkey": key}], "releasever": "40"}}]}),
     );
     let saved = dir.path().join("tree.tar");
-    osbuild(&["--save", saved.to_str().unwrap(), p.to_str().unwrap()]).ok();
+    osbuild(&[
+        "--allow-host-path",
+        allow,
+        "--save",
+        saved.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .ok();
     let tree = dir.path().join("tree");
     extract(&saved, &tree);
     assert_eq!(
@@ -145,11 +177,61 @@ SPEC
     let p = write_pipeline(
         dir.path(),
         "missing.json",
-        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["no-such-package"], "repos": [{"id": "local", "baseurl": repo}], "releasever": "40"}}]}),
+        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["no-such-package"], "repos": [{"id": "local", "baseurl": repo, "gpgkey": key}], "releasever": "40"}}]}),
     );
-    osbuild(&[p.to_str().unwrap()])
+    osbuild(&["--allow-host-path", allow, p.to_str().unwrap()])
         .fails_with(1, "stage 0 (io.weldr.dnf) failed: exited with status 1")
         .fails_with(1, "Unable to find a match: no-such-package");
+}
+
+/// C3: signatures are checked by default; an unsigned package is refused
+/// unless the pipeline says `gpgcheck: false`, which audit flags.
+#[test]
+fn dnf_refuses_an_unsigned_rpm_unless_told_and_audit_flags_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = signed_repo(dir.path());
+    // Strip the signature: the package as an unsigned mirror would serve it.
+    sh(&format!(
+        "rpmsign --delsign {0}/*.rpm >/dev/null && createrepo_c --quiet {0}",
+        repo.display()
+    ));
+    let repo = format!("file://{}", repo.display());
+    let key = format!("file://{}", key.display());
+    let allow = dir.path().to_str().unwrap();
+    let signed = write_pipeline(
+        dir.path(),
+        "signed.json",
+        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo, "gpgkey": key}], "releasever": "40"}}]}),
+    );
+    let run = osbuild(&["--allow-host-path", allow, signed.to_str().unwrap()]);
+    run.fails_with(1, "stage 0 (io.weldr.dnf) failed");
+    assert!(
+        run.stdout.contains("is not signed") || run.stderr.contains("is not signed"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+
+    let unsigned = write_pipeline(
+        dir.path(),
+        "unsigned.json",
+        json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo, "gpgcheck": false}], "releasever": "40"}}]}),
+    );
+    let audit = osbuild(&[
+        "--allow-host-path",
+        allow,
+        "audit",
+        unsigned.to_str().unwrap(),
+    ]);
+    audit.ok();
+    assert!(
+        audit.stdout.contains(
+            "INSECURE: options.repos[0].gpgcheck is false: packages from this repository are installed without checking their signatures"
+        ),
+        "{}",
+        audit.stdout
+    );
+    osbuild(&["--allow-host-path", allow, unsigned.to_str().unwrap()]).ok();
 }
 
 #[test]

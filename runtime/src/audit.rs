@@ -50,7 +50,8 @@ pub fn describe(caps: &Capabilities) -> Vec<String> {
         v.push("privileged".into());
     }
     if !caps.devices.is_empty() {
-        v.push(format!("devices {}", caps.devices.join(" ")));
+        let names: Vec<&str> = caps.devices.iter().map(|d| d.as_str()).collect();
+        v.push(format!("devices {}", names.join(" ")));
     }
     if caps.device_nodes {
         v.push("device-nodes".into());
@@ -70,7 +71,7 @@ pub fn describe(caps: &Capabilities) -> Vec<String> {
     v
 }
 
-fn sandbox(kind: Kind, caps: &Capabilities) -> Vec<String> {
+fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -> Vec<String> {
     let tree = if caps.tree == TreeAccess::Read {
         "read-only"
     } else {
@@ -98,18 +99,25 @@ fn sandbox(kind: Kind, caps: &Capabilities) -> Vec<String> {
                 format!("systemd-nspawn; the build machine's / read-only; the tree {tree}"),
                 if caps.output { "the output directory writable" } else { "no output directory" }.into(),
                 if caps.network { "the host's network" } else { "a private network (loopback only)" }.into(),
-                if caps.privileged || !caps.devices.is_empty() {
+                if caps.privileged {
                     "all of nspawn's capabilities: it can mount, so it could make the build machine's root writable"
                 } else {
                     "no CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_BOOT, CAP_SYS_RESOURCE, CAP_SYS_TTY_CONFIG, CAP_LINUX_IMMUTABLE"
                 }
                 .into(),
             ];
-            if caps.devices.iter().any(|d| d == "loop") {
-                v.push("/dev/loop-control and /dev/loop* bound in".into());
+            for d in &caps.devices {
+                v.push(format!("{} bound in (no capability with it)", d.nodes()));
             }
-            if !caps.host_paths.is_empty() {
-                v.push("host paths named by its options bound read-only".into());
+            if !host_paths.is_empty() {
+                let paths: Vec<String> =
+                    host_paths.iter().map(|p| p.display().to_string()).collect();
+                v.push(format!(
+                    "host paths bound read-only, nodev, nosuid, noexec: {}",
+                    paths.join(", ")
+                ));
+            } else if !caps.host_paths.is_empty() {
+                v.push("no host path (its options name none)".into());
             }
             v
         }
@@ -166,6 +174,15 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                     None
                 }
             };
+            for weak in &stage.meta.insecure_options {
+                let options = serde_json::Value::Object(p.options_value.clone());
+                for at in weak.found_in(&options) {
+                    notes.push(format!(
+                        "INSECURE: options.{at} is {}: {}",
+                        weak.value, weak.means
+                    ));
+                }
+            }
             if let Some(policy) = policy {
                 refused.extend(
                     policy
@@ -183,7 +200,7 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                 summary: stage.meta.summary.clone(),
                 capabilities: caps.clone(),
                 imports,
-                sandbox: sandbox(stage.kind(), caps),
+                sandbox: sandbox(stage.kind(), caps, &p.host_paths),
                 refused,
                 notes,
             }

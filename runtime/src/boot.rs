@@ -89,7 +89,9 @@ fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// The image's format from its first bytes: qcow2 or raw.
+/// The image's format from its first bytes: qcow2 or raw. A qcow2 image
+/// that names another file (a backing file, an external data file) is
+/// refused: QEMU, as root, would open whatever host file its header names.
 fn image_format(image: &Path) -> anyhow::Result<&'static str> {
     use std::io::Read as _;
     let mut f =
@@ -97,13 +99,45 @@ fn image_format(image: &Path) -> anyhow::Result<&'static str> {
     if !f.metadata()?.is_file() {
         bail!("{} is not a file", image.display());
     }
-    let mut magic = [0u8; 4];
-    let n = f.read(&mut magic)?;
-    Ok(if n == 4 && magic == *b"QFI\xfb" {
-        "qcow2"
-    } else {
-        "raw"
-    })
+    let mut header = [0u8; 80];
+    let mut n = 0;
+    while n < header.len() {
+        match f.read(&mut header[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if n < 4 || header[..4] != *b"QFI\xfb" {
+        return Ok("raw");
+    }
+    if let Some(why) = qcow2_names_another_file(&header[..n]) {
+        bail!(
+            "{}: {why}; osbuild boot runs only self-contained images (make one with qemu-img convert -O qcow2 IMAGE NEW.qcow2)",
+            image.display()
+        );
+    }
+    Ok("qcow2")
+}
+
+/// Why a qcow2 header (its first 80 bytes) makes QEMU open another file.
+fn qcow2_names_another_file(header: &[u8]) -> Option<&'static str> {
+    let be64 = |at: usize| {
+        header
+            .get(at..at + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+    };
+    let version = header
+        .get(4..8)
+        .map(|b| u32::from_be_bytes(b.try_into().unwrap()));
+    if be64(8).is_none_or(|offset| offset != 0) {
+        return Some("its header names a backing file");
+    }
+    // Version 3's incompatible feature bit 2: the data lives in an
+    // external file named by a header extension.
+    if version.is_some_and(|v| v >= 3) && be64(72).is_none_or(|f| f & (1 << 2) != 0) {
+        return Some("its data is in an external data file");
+    }
+    None
 }
 
 /// The QEMU command line for `opts` (without the binary).
@@ -225,6 +259,49 @@ pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qcow2_images_that_name_other_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let top = dir.path().join("top.qcow2");
+        let qemu_img = |args: &[&str]| {
+            let s = std::process::Command::new("qemu-img").args(args).output();
+            s.is_ok_and(|o| o.status.success())
+        };
+        assert!(
+            qemu_img(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "1M"]),
+            "qemu-img failed or is missing (tools/setup installs qemu-utils)"
+        );
+        assert_eq!(image_format(&base).unwrap(), "qcow2");
+        assert!(qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            "/etc/shadow",
+            top.to_str().unwrap(),
+            "1M"
+        ]));
+        let e = image_format(&top).unwrap_err().to_string();
+        assert!(e.contains("its header names a backing file"), "{e}");
+        let ext = dir.path().join("ext.qcow2");
+        assert!(qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("data_file={}", dir.path().join("data.raw").display()),
+            ext.to_str().unwrap(),
+            "1M"
+        ]));
+        let e = image_format(&ext).unwrap_err().to_string();
+        assert!(e.contains("external data file"), "{e}");
+    }
 
     #[test]
     fn command_line() {

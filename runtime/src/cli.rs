@@ -46,12 +46,16 @@ pub struct BuildArgs {
     pub output_directory: PathBuf,
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Per-stage time limit in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub timeout: u64,
-    /// Per-stage memory limit for wasm stages, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    pub memory: u64,
+    /// Per-stage time limit in seconds [default: 600]. Given, it is also the
+    /// most a stage's metadata can ask for (else the policy's
+    /// "max-timeout-secs", else 4 hours).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Per-stage memory limit for wasm stages, in MiB [default: 1024].
+    /// Given, it is also the most a stage's metadata can ask for (else the
+    /// policy's "max-memory-mib", else 8192).
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
     /// Build without reading or writing the store's cached results.
     #[arg(long)]
     pub no_cache: bool,
@@ -92,6 +96,11 @@ pub struct CommonArgs {
     /// privileges, devices, pinned stage digests. See the README.
     #[arg(long, value_name = "FILE", global = true)]
     pub policy: Option<PathBuf>,
+    /// A host directory whose contents stages' options may name
+    /// (`file:///srv/repo`), bound read-only into native stages; none is
+    /// unless allowed here or in the policy's "host-paths" (repeatable).
+    #[arg(long = "allow-host-path", value_name = "DIR", global = true)]
+    pub allowed_host_paths: Vec<PathBuf>,
 }
 
 impl CommonArgs {
@@ -183,6 +192,30 @@ fn parse_handoff(s: &str) -> Result<Handoff, String> {
         "overlay" => Ok(Handoff::Overlay),
         "copy" => Ok(Handoff::Copy),
         _ => Err(format!("{s:?}: use overlay or copy")),
+    }
+}
+
+/// The limits of a build: the command line's, which cap what stages ask
+/// for; without them, defaults capped by the policy or built-in maxima.
+fn limits(
+    memory_mib: Option<u64>,
+    timeout_secs: Option<u64>,
+    policy: Option<&crate::policy::Policy>,
+) -> Limits {
+    const MIB: u64 = 1024 * 1024;
+    let max_memory = memory_mib
+        .or_else(|| policy.and_then(|p| p.max_memory_mib))
+        .unwrap_or(Limits::MAX_MEMORY_MIB);
+    let max_timeout = timeout_secs
+        .or_else(|| policy.and_then(|p| p.max_timeout_secs))
+        .unwrap_or(Limits::MAX_TIMEOUT_SECS);
+    let memory = memory_mib.unwrap_or(1024).min(max_memory);
+    let timeout = timeout_secs.unwrap_or(600).min(max_timeout);
+    Limits {
+        memory_bytes: memory.saturating_mul(MIB),
+        timeout: Duration::from_secs(timeout),
+        max_memory_bytes: max_memory.saturating_mul(MIB),
+        max_timeout: Duration::from_secs(max_timeout),
     }
 }
 
@@ -344,8 +377,10 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
             return Err(e);
         }
     };
+    let policy = args.common.policy()?;
     let config = BuildConfig {
-        policy: args.common.policy()?,
+        limits: limits(args.memory, args.timeout, policy.as_ref()),
+        policy,
         cache: !args.no_cache,
         cache_max_size: args.cache_max_size,
         handoff: args.handoff,
@@ -354,10 +389,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         output_dir: args.output_directory,
         store: args.common.store.unwrap_or_else(default_store),
         libdirs: args.common.libdirs,
-        limits: Limits {
-            memory_bytes: args.memory * 1024 * 1024,
-            timeout: Duration::from_secs(args.timeout),
-        },
+        allowed_host_paths: args.common.allowed_host_paths,
     };
     if args.inspect {
         for s in executor::inspect(&pipeline, &config)? {
@@ -540,7 +572,13 @@ fn audit(common: &CommonArgs, path: &std::path::Path, json: bool) -> Result<(), 
     let pipeline = load_pipeline(Some(path))?;
     let policy = common.policy()?;
     let registry = Registry::new(common.libdirs.clone());
-    let (planned, errors) = executor::plan_stages(&pipeline, &registry);
+    let store = common.store.clone().unwrap_or_else(default_store);
+    let rules = crate::reach::host_paths::HostPathRules::for_build(
+        &common.allowed_host_paths,
+        policy.as_ref(),
+        &store,
+    )?;
+    let (planned, errors) = executor::plan_stages(&pipeline, &registry, &rules);
     if !errors.is_empty() {
         return Err(BuildError::Input(errors));
     }

@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod place;
 pub mod policy;
 pub mod progress;
+pub mod reach;
 pub mod signals;
 pub mod stage;
 pub mod store;

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -17,6 +17,10 @@ use crate::progress::Reporter;
 
 /// How many lines of a failed stage's output the error shows.
 pub const TAIL_LINES: usize = 20;
+
+/// The longest line shown: longer ones are split. A stage that writes
+/// without newlines costs osbuild this much memory, not all it writes.
+pub const MAX_LINE: usize = 16 * 1024;
 
 /// Collects one stage's output while it runs.
 pub struct StageOutput {
@@ -44,7 +48,11 @@ impl StageOutput {
                 let mut buf = Vec::new();
                 loop {
                     buf.clear();
-                    match reader.read_until(b'\n', &mut buf) {
+                    match reader
+                        .by_ref()
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut buf)
+                    {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }

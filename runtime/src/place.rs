@@ -23,16 +23,17 @@ pub fn link_or_copy(from: &Path, dest: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating a file in {}", dir.display()))?
         .into_temp_path();
     std::fs::remove_file(&tmp).ok();
-    // SYMLINK_FOLLOW: `from` may be a link such as /proc/self/exe.
+    // Never through a symlink: `from` is a stage's output, checked to be a
+    // regular file; a link planted since must not lead anywhere.
     let linked = rustix::fs::linkat(
         rustix::fs::CWD,
         from,
         rustix::fs::CWD,
         &*tmp,
-        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        rustix::fs::AtFlags::empty(),
     );
     if linked.is_err() {
-        std::fs::copy(from, &tmp)
+        copy_nofollow(from, &tmp)
             .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
     }
     let tmp_name = tmp.to_path_buf();
@@ -41,6 +42,46 @@ pub fn link_or_copy(from: &Path, dest: &Path) -> anyhow::Result<()> {
     // rename(2) does nothing when both names are links to one file (the
     // same stored output placed again, or another process was first).
     let _ = std::fs::remove_file(&tmp_name);
+    Ok(())
+}
+
+/// Copies a regular file, opened without following a symlink, keeping
+/// its permission bits (not setuid, setgid or sticky).
+fn copy_nofollow(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(from)?;
+    let meta = src.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut dst = std::fs::File::create(to)?;
+    std::io::copy(&mut src, &mut dst)?;
+    dst.set_permissions(std::fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o777,
+    ))?;
+    Ok(())
+}
+
+/// Copies an executable (`/proc/self/exe`, which is a magic link) to `to`,
+/// mode 0755, whole or not at all.
+pub fn copy_exe(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = to
+        .parent()
+        .with_context(|| format!("{} has no parent directory", to.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut src =
+        std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    std::io::copy(&mut src, tmp.as_file_mut())
+        .with_context(|| format!("copying {}", from.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    tmp.persist(to)
+        .with_context(|| format!("writing {}", to.display()))?;
     Ok(())
 }
 

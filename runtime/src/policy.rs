@@ -13,7 +13,8 @@
 //!
 //! Every key is optional; a missing key allows what it would restrict,
 //! except `from-device-nodes` (archives with device nodes other than
-//! null, zero, ...), which is off unless set to `true`.
+//! null, zero, ...), which is off unless set to `true`, and `host-paths`
+//! (host directories stages may read), which allows none unless listed.
 //! `network`, `privileged` and `devices` name the stages that may have that
 //! capability; `digests` pins stages to exact code (any stage named there
 //! must have one of the digests listed).
@@ -45,6 +46,19 @@ pub struct Policy {
     /// means no.
     #[serde(rename = "from-device-nodes", default)]
     pub from_device_nodes: bool,
+    /// Host directories whose files and subdirectories stages' options may
+    /// name (`file:///srv/repo`), bound read-only into native stages.
+    /// Missing means none (like `--allow-host-path`, which adds to it).
+    #[serde(rename = "host-paths", default)]
+    pub host_paths: Vec<std::path::PathBuf>,
+    /// The most memory (MiB) a wasm stage's metadata can ask for, unless
+    /// `--memory` says otherwise (built-in: 8192).
+    #[serde(rename = "max-memory-mib")]
+    pub max_memory_mib: Option<u64>,
+    /// The longest time limit (seconds) a stage's metadata can ask for,
+    /// unless `--timeout` says otherwise (built-in: 4 hours).
+    #[serde(rename = "max-timeout-secs")]
+    pub max_timeout_secs: Option<u64>,
     /// Allowed code digests per stage name (`sha256:HEX`).
     pub digests: Option<BTreeMap<String, Vec<String>>>,
 }
@@ -95,7 +109,11 @@ impl Policy {
         if !caps.devices.is_empty() && !named(&self.devices) {
             refuse(format!(
                 "needs devices ({}); the policy does not allow it",
-                caps.devices.join(", ")
+                caps.devices
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if caps.device_nodes && !named(&self.device_nodes) {

@@ -74,6 +74,7 @@ mod tests {
                 summary: String::new(),
                 description: String::new(),
                 capabilities: Default::default(),
+                insecure_options: Vec::new(),
                 schema,
             },
             code: Code::Wasm(Vec::new().into()),

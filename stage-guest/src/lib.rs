@@ -37,6 +37,8 @@ pub use anyhow;
 pub use serde;
 pub use serde_json;
 
+#[cfg(not(target_family = "wasm"))]
+pub mod checks;
 mod error;
 pub mod formats;
 mod tree;

@@ -24,6 +24,7 @@ use crate::native::NativeHost;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::progress::{Outcome, Reporter, StageInfo};
+use crate::reach::host_paths::HostPathRules;
 use crate::signals;
 use crate::stage::{Kind, Registry};
 use crate::store::workspace::{Handoff, Workspace};
@@ -49,6 +50,17 @@ pub struct BuildConfig {
     pub store: PathBuf,
     pub libdirs: Vec<PathBuf>,
     pub limits: Limits,
+    /// Host directories stages may bind (`--allow-host-path`), besides the
+    /// policy's `host-paths`.
+    pub allowed_host_paths: Vec<PathBuf>,
+}
+
+impl BuildConfig {
+    /// The operator's host-path allowances: the command line's and the
+    /// policy's.
+    pub fn host_path_rules(&self) -> Result<HostPathRules, BuildError> {
+        HostPathRules::for_build(&self.allowed_host_paths, self.policy.as_ref(), &self.store)
+    }
 }
 
 /// What a finished build did.
@@ -158,9 +170,15 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
     let epoch = source_epoch(pipeline)?;
     check_paths(config)?;
     let registry = Registry::new(config.libdirs.clone());
-    let planned = plan(pipeline, &registry, config.policy.as_ref())?;
+    let planned = plan(
+        pipeline,
+        &registry,
+        config.policy.as_ref(),
+        &config.host_path_rules()?,
+    )?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
     let done = if config.cache {
+        crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
         let store = Store::open(&config.store)?;
         match find_restore(&store, &ids)? {
             Restore::Stage(i, _) => Some(i),
@@ -210,16 +228,22 @@ pub fn build(
     check_paths(config)?;
     let registry = Registry::new(config.libdirs.clone());
     let trace = Trace::new();
+    crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
     let store = Store::open(&config.store)?;
     trace.at("store opened");
     let host = Arc::new(WasmHost::new(Some(store.root().join("components")))?);
-    let native = NativeHost::new(store.root().join("native-stages"));
-    let planned = plan(pipeline, &registry, config.policy.as_ref())?;
+    let planned = plan(
+        pipeline,
+        &registry,
+        config.policy.as_ref(),
+        &config.host_path_rules()?,
+    )?;
     let ids = ids(&planned, config.from.as_deref(), epoch)?;
     trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 
     let build_dir = store.build_dir()?;
+    let native = NativeHost::new(build_dir.path().join("native"));
     // Without the cache, nothing is layered or stored: a plain tree.
     let handoff = if config.cache {
         config.handoff
@@ -243,9 +267,16 @@ pub fn build(
             config.output_dir.display()
         )
     })?;
+    // Resolved once: a symlink swapped in later does not move the outputs.
+    let output_dir = std::fs::canonicalize(&config.output_dir).with_context(|| {
+        format!(
+            "resolving the output directory {}",
+            config.output_dir.display()
+        )
+    })?;
     let mut outputs_written = {
         let oldest_first: Vec<&Object> = chain.iter().rev().collect();
-        place_outputs_of(&oldest_first, &config.output_dir)?
+        place_outputs_of(&oldest_first, &output_dir)?
     };
     trace.at("restore point found");
     let everything_cached = done.is_some_and(|d| d + 1 == planned.len());
@@ -331,7 +362,15 @@ pub fn build(
             epoch,
             config,
             Arc::clone(&reporter),
-        );
+        )
+        .and_then(|()| {
+            outputs::take(&outputs).map_err(|message| BuildError::Stage {
+                index: p.index,
+                name: p.stage.name().to_string(),
+                message,
+                tail: Vec::new(),
+            })
+        });
         if result.is_ok() {
             let last = p.index + 1 == total;
             if config.cache && (native_stage || last) {
@@ -346,14 +385,14 @@ pub fn build(
                     has_outputs.then_some(outputs.as_path()),
                     Some(epoch),
                 )?;
-                outputs_written.extend(place_outputs_of(&[object], &config.output_dir)?);
+                outputs_written.extend(place_outputs_of(&[object], &output_dir)?);
                 checkpointed = true;
             } else {
                 for e in std::fs::read_dir(&outputs)
                     .context("reading the stage's outputs")?
                     .flatten()
                 {
-                    outputs_written.push(place_output(&e.path(), &config.output_dir)?);
+                    outputs_written.push(place_output(&e.path(), &output_dir)?);
                 }
                 checkpointed = false;
             }

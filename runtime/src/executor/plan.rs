@@ -10,8 +10,9 @@ use serde_json::Value;
 use crate::error::{BuildError, InputError};
 use crate::pipeline::{Pipeline, StageCall};
 use crate::policy::Policy;
+use crate::reach::host_paths::HostPathRules;
 use crate::stage::metadata::option_values;
-use crate::stage::{Registry, Stage};
+use crate::stage::{Kind, Registry, Stage};
 use crate::store::{self, Object, Store};
 use crate::validate;
 
@@ -23,29 +24,34 @@ pub struct PlannedStage {
     pub options_value: serde_json::Map<String, Value>,
     /// The options as canonical JSON (keys sorted).
     pub options: String,
-    /// Host paths the stage reads (from its `host-paths` options).
+    /// Host paths the stage reads (from its `host-paths` options),
+    /// resolved and allowed by the operator.
     pub host_paths: Vec<PathBuf>,
 }
 
-/// The host paths named by a stage's `host-paths` options: `file://` URLs
-/// and absolute paths, which must exist.
-fn host_paths(stage: &Stage, options: &Value, at: &str) -> Result<Vec<PathBuf>, Vec<InputError>> {
+/// The host paths named by a stage's `host-paths` options, each resolved
+/// and allowed by `rules`.
+fn host_paths(
+    stage: &Stage,
+    options: &Value,
+    at: &str,
+    rules: &HostPathRules,
+) -> Result<Vec<PathBuf>, Vec<InputError>> {
     let mut paths = Vec::new();
     let mut errors = Vec::new();
     for pattern in &stage.meta.capabilities.host_paths {
         for (path, value) in option_values(options, pattern) {
-            let local = value.strip_prefix("file://").unwrap_or(value);
-            if !local.starts_with('/') {
-                continue; // a remote URL
-            }
-            let p = PathBuf::from(local);
-            if p.exists() {
-                paths.push(p);
-            } else {
-                errors.push(InputError::new(
+            match rules.check(value) {
+                Ok(Some(p)) => {
+                    if !paths.contains(&p) {
+                        paths.push(p);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(InputError::new(
                     format!("{at}.{path}"),
-                    format!("{local}: no such file or directory on this machine"),
-                ));
+                    format!("stage {}: host path {e}", stage.name()),
+                )),
             }
         }
     }
@@ -54,6 +60,55 @@ fn host_paths(stage: &Stage, options: &Value, at: &str) -> Result<Vec<PathBuf>, 
     } else {
         Err(errors)
     }
+}
+
+/// Control characters in a native stage's options: its options end up on
+/// command lines and in configuration files (a mirror in a sources list),
+/// where a newline adds a line of the attacker's choosing.
+fn control_characters(stage: &Stage, options: &Value, at: &str) -> Vec<InputError> {
+    fn walk(v: &Value, at: String, out: &mut Vec<(String, char)>) {
+        let bad = |s: &str| s.chars().find(|c| c.is_control());
+        match v {
+            Value::String(s) => {
+                if let Some(c) = bad(s) {
+                    out.push((at, c));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{at}[{i}]"), out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let here = format!("{at}.{k}");
+                    if let Some(c) = bad(k) {
+                        out.push((here.clone(), c));
+                    }
+                    walk(item, here, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    if stage.kind() != Kind::Native {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    walk(options, at.to_string(), &mut found);
+    found
+        .into_iter()
+        .map(|(path, c)| {
+            InputError::new(
+                path,
+                format!(
+                    "stage {}: holds the control character U+{:04X}; a native stage's options reach command lines and configuration files, where it could start a line of its own",
+                    stage.name(),
+                    c as u32
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Resolves every stage and checks every option; all problems at once.
@@ -65,8 +120,9 @@ pub fn plan(
     pipeline: &Pipeline,
     registry: &Registry,
     policy: Option<&Policy>,
+    rules: &HostPathRules,
 ) -> Result<Vec<PlannedStage>, BuildError> {
-    let (planned, mut errors) = plan_stages(pipeline, registry);
+    let (planned, mut errors) = plan_stages(pipeline, registry, rules);
     errors.extend(crate::audit::refusals(&crate::audit::audit(
         &planned, policy,
     )));
@@ -82,6 +138,7 @@ pub fn plan(
 pub fn plan_stages(
     pipeline: &Pipeline,
     registry: &Registry,
+    rules: &HostPathRules,
 ) -> (Vec<PlannedStage>, Vec<InputError>) {
     let mut errors = Vec::new();
     let mut planned = Vec::new();
@@ -113,9 +170,14 @@ pub fn plan_stages(
             }
         };
         let options = Value::Object(call.options.clone());
-        let schema_errors = validators.check(&stage, &options, &format!("{at}.options"));
+        let mut schema_errors = validators.check(&stage, &options, &format!("{at}.options"));
+        schema_errors.extend(control_characters(
+            &stage,
+            &options,
+            &format!("{at}.options"),
+        ));
         let paths = if schema_errors.is_empty() {
-            host_paths(&stage, &options, &format!("{at}.options")).unwrap_or_else(|e| {
+            host_paths(&stage, &options, &format!("{at}.options"), rules).unwrap_or_else(|e| {
                 errors.extend(e);
                 Vec::new()
             })

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -82,14 +81,7 @@ pub fn run_stage(
             })
         }
         Kind::Native => {
-            let timeout = p
-                .stage
-                .meta
-                .capabilities
-                .timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or_default()
-                .max(config.limits.timeout);
+            let (_, timeout) = config.limits.for_stage(&p.stage.meta.capabilities);
             let result = hosts.native.run(native::Invocation {
                 stage: &p.stage,
                 tree,

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::stage::{Code, Stage, TreeAccess};
+use crate::stage::{Code, Device, Stage, TreeAccess};
+
+mod host_binds;
 
 /// Where a native stage sees things.
 pub const TREE: &str = "/run/osbuild/tree";
@@ -156,14 +158,17 @@ pub struct Invocation<'a> {
     pub stderr: File,
     /// A directory of the build this run may use (the root mount point).
     pub work: &'a Path,
-    /// Host paths the stage reads, bound read-only at the same place.
+    /// Host paths the stage reads (resolved and allowed), bound read-only,
+    /// nodev, nosuid, noexec at the same place.
     pub host_paths: Vec<PathBuf>,
     pub interrupted: fn() -> bool,
 }
 
 pub struct NativeHost {
-    /// Where built-in stages' executables are written out to be run.
-    stage_dir: PathBuf,
+    /// A directory of this build's alone, where the runner and the stages'
+    /// executables are written before they run.
+    private: PathBuf,
+    runner: std::sync::OnceLock<PathBuf>,
 }
 
 fn find_nspawn() -> Option<PathBuf> {
@@ -186,48 +191,40 @@ fn signal_name(sig: i32) -> String {
 }
 
 impl NativeHost {
-    pub fn new(stage_dir: PathBuf) -> NativeHost {
-        NativeHost { stage_dir }
-    }
-
-    /// The runner is this osbuild binary. It runs from a copy in the store,
-    /// made once per osbuild binary: the file osbuild started from may be
-    /// replaced while it runs (a rebuild, an upgrade), and nspawn cannot
-    /// bind /proc/self/exe.
-    fn runner(&self) -> anyhow::Result<PathBuf> {
-        use std::os::unix::fs::MetadataExt;
-        let exe = Path::new("/proc/self/exe");
-        let m = std::fs::metadata(exe).context("finding the osbuild executable")?;
-        let name = format!(
-            "runner-{}-{}-{}.{}",
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec()
-        );
-        let path = self.stage_dir.join(&name);
-        if path.is_file() {
-            return Ok(path);
+    /// `private` is a directory of the build's own (in the store, which is
+    /// its owner's alone); it is created when a native stage first runs.
+    pub fn new(private: PathBuf) -> NativeHost {
+        NativeHost {
+            private,
+            runner: std::sync::OnceLock::new(),
         }
-        std::fs::create_dir_all(&self.stage_dir)
-            .with_context(|| format!("creating {}", self.stage_dir.display()))?;
-        remove_stale_runners(&self.stage_dir, &name);
-        // Concurrent builds may each make the copy; the last one in wins,
-        // with the same content.
-        crate::place::link_or_copy(exe, &path)
-            .context("copying the osbuild executable into the store")?;
-        Ok(path)
     }
 
-    /// The stage's executable on disk, writing a built-in one out first.
-    fn executable(&self, stage: &Stage) -> anyhow::Result<PathBuf> {
-        let Code::Native(bytes, path) = &stage.code else {
-            anyhow::bail!("{} is not a native stage", stage.name());
-        };
-        if let Some(p) = path {
+    /// The runner is this osbuild binary, copied once per build into the
+    /// build's private directory: the file osbuild started from may be
+    /// replaced while it runs (a rebuild, an upgrade), nspawn cannot bind
+    /// /proc/self/exe, and a copy shared between builds would be code that
+    /// every later native stage runs, trusted on its name alone.
+    fn runner(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = self.runner.get() {
             return Ok(p.clone());
         }
-        let dir = self.stage_dir.join(&stage.digest);
+        std::fs::create_dir_all(&self.private)
+            .with_context(|| format!("creating {}", self.private.display()))?;
+        let path = self.private.join("runner");
+        crate::place::copy_exe(Path::new("/proc/self/exe"), &path)
+            .context("copying the osbuild executable for the stage runner")?;
+        Ok(self.runner.get_or_init(|| path).clone())
+    }
+
+    /// The stage's executable, written from the bytes its digest was taken
+    /// of (for a `--libdir` stage too: the file there may change after it
+    /// was hashed) into the build's private directory.
+    fn executable(&self, stage: &Stage) -> anyhow::Result<PathBuf> {
+        let Code::Native(bytes, _) = &stage.code else {
+            anyhow::bail!("{} is not a native stage", stage.name());
+        };
+        let dir = self.private.join(&stage.digest);
         let exe = dir.join(stage.name());
         if exe.is_file() {
             return Ok(exe);
@@ -300,32 +297,31 @@ impl NativeHost {
             // /etc/resolv.conf may point there (systemd-resolved hosts).
             args.push("--bind-ro=/run/systemd/resolve".into());
         }
-        if caps.privileged || !caps.devices.is_empty() {
+        if caps.privileged {
             // gpg (apt) wants to lock its memory.
             args.push("--capability=CAP_IPC_LOCK".into());
         } else {
             // With CAP_SYS_ADMIN a stage could remount the (read-only) host
             // root writable; with CAP_MKNOD make device nodes for the host's
-            // disks. Only stages that declare `privileged` keep them.
+            // disks. Only stages that declare `privileged` keep them: a
+            // device grants its node, never a capability.
             args.push(format!(
                 "--drop-capability={}",
                 DROPPED_CAPABILITIES.join(",")
             ));
         }
-        if caps.devices.iter().any(|d| d == "loop") {
-            args.push("--bind=/dev/loop-control".into());
-            for entry in std::fs::read_dir("/dev").context("listing /dev")?.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.len() > 4
-                    && name.starts_with("loop")
-                    && name[4..].chars().all(|c| c.is_ascii_digit())
-                {
-                    args.push(format!("--bind=/dev/{name}"));
-                }
+        for device in &caps.devices {
+            for node in device_nodes(*device)? {
+                args.push(format!("--bind={node}"));
             }
         }
-        for p in &inv.host_paths {
-            args.push(format!("--bind-ro={}", p.display()));
+        let (_host_binds, pairs) = host_binds::HostBinds::new(&inv.host_paths, inv.work)?;
+        for (bound, seen_at) in &pairs {
+            args.push(format!(
+                "--bind-ro={}:{}",
+                bound.display(),
+                seen_at.display()
+            ));
         }
         args.extend([RUNNER.into(), RUNNER_COMMAND.into(), EXECUTABLE.into()]);
 
@@ -406,7 +402,7 @@ impl NativeHost {
         if let Some(why) = stopped {
             return Err(why);
         }
-        let result = std::fs::read_to_string(status_dir.path().join("result")).ok();
+        let result = read_status(&status_dir.path().join("result"));
         match result.as_deref().map(RunnerResult::parse) {
             Some(Some(RunnerResult::Exited(0))) => Ok(()),
             Some(Some(RunnerResult::Exited(c))) => Err(NativeError::Failed(c)),
@@ -418,29 +414,51 @@ impl NativeHost {
     }
 }
 
-/// Removes copies made by other osbuild binaries. A copy changed within the
-/// last hour may belong to a build still running from another binary, so it
-/// stays until a later build.
-fn remove_stale_runners(dir: &Path, current: &str) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    for e in entries.flatten() {
-        let file_name = e.file_name();
-        let file_name = file_name.to_string_lossy();
-        let ours = file_name.starts_with("runner-") || file_name.starts_with(".runner");
-        if !ours || file_name == current {
-            continue;
+/// The runner's status file. The stage could have replaced it (the status
+/// directory is writable inside the container) with a symlink to
+/// `/dev/zero`, a FIFO or a huge file: opened without following links or
+/// blocking, only a regular file is read, and only its first bytes.
+fn read_status(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(64).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The host nodes bound in for `device` (those that exist here).
+fn device_nodes(device: Device) -> anyhow::Result<Vec<String>> {
+    let fixed = |path: &str| {
+        if Path::new(path).exists() {
+            Ok(vec![path.to_string()])
+        } else {
+            anyhow::bail!("the stage needs {path}, which this machine does not have")
         }
-        if let Ok(m) = e.metadata()
-            && now - m.ctime() > 3600
-        {
-            let _ = std::fs::remove_file(e.path());
+    };
+    match device {
+        Device::Fuse => fixed("/dev/fuse"),
+        Device::Kvm => fixed("/dev/kvm"),
+        Device::Loop => {
+            let mut nodes = fixed("/dev/loop-control")?;
+            for entry in std::fs::read_dir("/dev").context("listing /dev")?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.len() > 4
+                    && name.starts_with("loop")
+                    && name[4..].chars().all(|c| c.is_ascii_digit())
+                {
+                    nodes.push(format!("/dev/{name}"));
+                }
+            }
+            nodes.sort();
+            Ok(nodes)
         }
     }
 }
@@ -449,41 +467,33 @@ fn remove_stale_runners(dir: &Path, current: &str) {
 mod tests {
     use super::*;
 
-    /// Regression: two builds sharing a store both made the runner copy
-    /// through one temporary name, and the slower one failed its rename.
     #[test]
-    fn concurrent_builds_each_get_the_runner() {
+    fn the_runner_is_a_private_copy_of_osbuild() {
         let dir = tempfile::tempdir().unwrap();
-        let stage_dir = dir.path().join("native-stages");
-        let start = std::sync::Barrier::new(8);
-        let paths: Vec<PathBuf> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    s.spawn(|| {
-                        start.wait();
-                        NativeHost::new(stage_dir.clone()).runner().unwrap()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(paths.windows(2).all(|w| w[0] == w[1]));
-        let m = std::fs::metadata(&paths[0]).unwrap();
-        assert_eq!(m.permissions().mode() & 0o111, 0o111);
-        let left: Vec<_> = std::fs::read_dir(&stage_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left.len(), 1, "{left:?}");
+        let host = NativeHost::new(dir.path().join("native"));
+        let runner = host.runner().unwrap();
+        assert!(runner.starts_with(dir.path()));
+        assert_eq!(host.runner().unwrap(), runner);
+        assert!(std::fs::read(&runner).unwrap() == std::fs::read("/proc/self/exe").unwrap());
+        let m = std::fs::metadata(&runner).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o755);
     }
 
     #[test]
-    fn a_recent_runner_of_another_binary_is_kept() {
+    fn a_libdir_stage_runs_from_the_bytes_that_were_hashed() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("runner-1-2-3.4"), b"").unwrap();
-        std::fs::write(dir.path().join("runner-5-6-7.8"), b"").unwrap();
-        remove_stale_runners(dir.path(), "runner-5-6-7.8");
-        assert!(dir.path().join("runner-1-2-3.4").exists());
-        assert!(dir.path().join("runner-5-6-7.8").exists());
+        let file = dir.path().join("test.x");
+        std::fs::write(&file, b"#!/bin/sh\necho hashed\n").unwrap();
+        std::fs::write(
+            dir.path().join("test.x.json"),
+            r#"{"name": "test.x", "kind": "native", "summary": "x"}"#,
+        )
+        .unwrap();
+        let stage = Stage::load_file(&file).unwrap();
+        // Swapped after it was hashed (M4).
+        std::fs::write(&file, b"#!/bin/sh\necho swapped\n").unwrap();
+        let host = NativeHost::new(dir.path().join("native"));
+        let exe = host.executable(&stage).unwrap();
+        assert_eq!(std::fs::read(exe).unwrap(), b"#!/bin/sh\necho hashed\n");
     }
 }

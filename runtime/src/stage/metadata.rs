@@ -38,9 +38,40 @@ pub struct StageMeta {
     pub description: String,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Option values that turn off a check the stage makes by default
+    /// (`gpgcheck: false`): allowed, and flagged by `audit`.
+    #[serde(
+        default,
+        rename = "insecure-options",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub insecure_options: Vec<InsecureOption>,
     /// JSON Schema of the stage's options.
     #[serde(default = "empty_schema")]
     pub schema: Value,
+}
+
+/// An option value that weakens what the stage checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsecureOption {
+    /// Where, as an option pattern (`repos[].gpgcheck`).
+    pub option: String,
+    /// The value that weakens it.
+    pub value: Value,
+    /// What it means, for the audit (`packages are installed unsigned`).
+    pub means: String,
+}
+
+impl InsecureOption {
+    /// The JSON paths in `options` where this weakening is asked for.
+    pub fn found_in(&self, options: &Value) -> Vec<String> {
+        option_matches(options, &self.option)
+            .into_iter()
+            .filter(|(_, v)| **v == self.value)
+            .map(|(path, _)| path)
+            .collect()
+    }
 }
 
 fn empty_schema() -> Value {
@@ -73,9 +104,10 @@ pub struct Capabilities {
     /// tools that mount inside the tree (mmdebstrap). Audits flag it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub privileged: bool,
-    /// Device nodes it needs, e.g. `loop`.
+    /// Host device nodes it needs bound in (native stages). Grants the
+    /// nodes and nothing else: no capability comes with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<String>,
+    pub devices: Vec<Device>,
     /// Creates block and character device nodes in the tree other than the
     /// harmless ones (null, zero, full, random, urandom, tty, console,
     /// ptmx), which any stage may make. The host never opens a node in a
@@ -97,6 +129,46 @@ pub struct Capabilities {
     /// Time it needs beyond the default limit, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+}
+
+/// A host device a native stage may have bound in: a closed list, so a
+/// stage cannot name `sda` or `mem`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// `/dev/loop-control` and every `/dev/loopN`: loop devices over image
+    /// files. The stage can attach any file it can open; it cannot mount
+    /// (that needs `privileged`).
+    Loop,
+    /// `/dev/fuse`: user-space file systems (mounting one needs `privileged`).
+    Fuse,
+    /// `/dev/kvm`: hardware virtualisation, e.g. to boot the image.
+    Kvm,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Loop => "loop",
+            Device::Fuse => "fuse",
+            Device::Kvm => "kvm",
+        }
+    }
+
+    /// The host nodes it grants, as shown by `audit`.
+    pub fn nodes(self) -> &'static str {
+        match self {
+            Device::Loop => "/dev/loop-control and /dev/loop[0-9]*",
+            Device::Fuse => "/dev/fuse",
+            Device::Kvm => "/dev/kvm",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -158,14 +230,20 @@ pub fn wasm_imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
     Ok(imports)
 }
 
-/// The values of the options at `pattern` (`a.b`, `a[].b` for every array
-/// element), as `(json path, string)` pairs.
+/// The string values of the options at `pattern` (`a.b`, `a[].b` for
+/// every array element), as `(json path, string)` pairs.
 pub fn option_values<'a>(options: &'a Value, pattern: &str) -> Vec<(String, &'a str)> {
-    fn walk<'a>(v: &'a Value, parts: &[&str], at: String, out: &mut Vec<(String, &'a str)>) {
+    option_matches(options, pattern)
+        .into_iter()
+        .filter_map(|(at, v)| v.as_str().map(|s| (at, s)))
+        .collect()
+}
+
+/// The values of the options at `pattern`, as `(json path, value)` pairs.
+pub fn option_matches<'a>(options: &'a Value, pattern: &str) -> Vec<(String, &'a Value)> {
+    fn walk<'a>(v: &'a Value, parts: &[&str], at: String, out: &mut Vec<(String, &'a Value)>) {
         let Some((first, rest)) = parts.split_first() else {
-            if let Value::String(s) = v {
-                out.push((at, s));
-            }
+            out.push((at, v));
             return;
         };
         let (key, each) = match first.strip_suffix("[]") {
@@ -212,5 +290,15 @@ mod tests {
         );
         assert_eq!(option_values(&v, "x.y"), vec![("x.y".to_string(), "z")]);
         assert!(option_values(&v, "nope[].x").is_empty());
+    }
+
+    #[test]
+    fn finds_insecure_option_values() {
+        let o: InsecureOption = serde_json::from_value(serde_json::json!(
+            {"option": "repos[].gpgcheck", "value": false, "means": "unsigned"}
+        ))
+        .unwrap();
+        let v = serde_json::json!({"repos": [{"gpgcheck": true}, {}, {"gpgcheck": false}]});
+        assert_eq!(o.found_in(&v), vec!["repos[2].gpgcheck".to_string()]);
     }
 }

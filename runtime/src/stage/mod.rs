@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use metadata::{Capabilities, Kind, StageMeta, TreeAccess};
+pub use metadata::{Capabilities, Device, Kind, StageMeta, TreeAccess};
 
 /// A stage's code.
 #[derive(Debug, Clone)]

@@ -30,6 +30,69 @@ use anyhow::Context as _;
 use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 
+/// Makes sure the store is its owner's alone, creating it `0700` if it is
+/// missing. Stored trees hold setuid programs and device nodes, compiled
+/// stages are native code osbuild runs: a store another user can read lets
+/// them run the first, one they can write lets them replace the second.
+/// An existing store of ours that others can read is tightened to `0700`;
+/// one that belongs to someone else, or that others can write, is refused.
+pub fn secure_root(root: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let euid = rustix::process::geteuid().as_raw();
+    match std::fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: creating it: {e}", parent.display()))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(root)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| format!("{}: creating the store: {e}", root.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(format!("{}: {e}", root.display())),
+        Ok(m) if !m.is_dir() => Err(format!("{}: not a directory", root.display())),
+        Ok(m) if m.uid() != euid => Err(format!(
+            "{}: the store belongs to user {}, not to the user running osbuild ({euid}); stored trees and compiled stages must be yours alone: use a store of your own (--store DIR) or chown -R {euid} {}",
+            root.display(),
+            m.uid(),
+            root.display()
+        )),
+        Ok(m) if m.mode() & 0o022 != 0 => Err(format!(
+            "{}: the store is writable by {} (mode {:o}), who could replace what osbuild runs; chmod 700 {} (and check nothing in it was changed)",
+            root.display(),
+            if m.mode() & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            m.mode() & 0o7777,
+            root.display()
+        )),
+        Ok(m) => {
+            if m.mode() & 0o077 != 0 {
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(
+                    |e| {
+                        format!(
+                            "{}: making the store private (chmod 700): {e}",
+                            root.display()
+                        )
+                    },
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// How an object's `tree/` relates to its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +243,7 @@ impl Drop for BuildDir {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> anyhow::Result<Store> {
+        secure_root(root).map_err(|e| anyhow::anyhow!("{e}"))?;
         for sub in ["objects", "tmp"] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store at {}", root.display()))?;

@@ -45,8 +45,37 @@ const TICK: Duration = Duration::from_millis(50);
 /// Resource limits for one stage run.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// What a stage gets unless its metadata asks for more.
     pub memory_bytes: u64,
     pub timeout: Duration,
+    /// The most a stage's metadata can get: the operator's `--memory` and
+    /// `--timeout` when given, else the policy's or built-in maxima.
+    pub max_memory_bytes: u64,
+    pub max_timeout: Duration,
+}
+
+impl Limits {
+    /// The built-in ceilings on what a stage's metadata can ask for.
+    pub const MAX_MEMORY_MIB: u64 = 8192;
+    pub const MAX_TIMEOUT_SECS: u64 = 4 * 3600;
+
+    /// A stage's memory and time: the defaults, raised by what its
+    /// metadata asks for, never beyond the ceilings.
+    pub fn for_stage(&self, caps: &crate::stage::Capabilities) -> (u64, Duration) {
+        let memory = caps
+            .memory_mib
+            .map(|m| m.saturating_mul(1024 * 1024))
+            .unwrap_or(0)
+            .max(self.memory_bytes)
+            .min(self.max_memory_bytes.max(self.memory_bytes));
+        let timeout = caps
+            .timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or_default()
+            .max(self.timeout)
+            .min(self.max_timeout.max(self.timeout));
+        (memory, timeout)
+    }
 }
 
 /// Why a wasm stage did not succeed.
@@ -424,16 +453,7 @@ impl WasmHost {
         let root = osbuild_tree_fs::Root::open(inv.tree)
             .with_context(|| format!("opening the tree {}", inv.tree.display()))?;
 
-        let memory_bytes = caps
-            .memory_mib
-            .map(|m| m * 1024 * 1024)
-            .unwrap_or(0)
-            .max(inv.limits.memory_bytes);
-        let timeout = caps
-            .timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or_default()
-            .max(inv.limits.timeout);
+        let (memory_bytes, timeout) = inv.limits.for_stage(caps);
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),

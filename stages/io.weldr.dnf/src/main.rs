@@ -12,7 +12,7 @@ use serde::Deserialize;
 struct Repo {
     id: Option<String>,
     baseurl: String,
-    #[serde(default)]
+    #[serde(default = "yes")]
     gpgcheck: bool,
     gpgkey: Option<String>,
 }
@@ -30,6 +30,10 @@ struct Options {
     /// Where the rpm database lives in the tree.
     #[serde(default = "default_dbpath")]
     dbpath: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_dbpath() -> String {
@@ -70,7 +74,34 @@ fn command(o: &Options, tree: &str, home: &str) -> Command {
     cmd
 }
 
+/// Every option that reaches dnf's command line or rpm's macros, parsed:
+/// `--repofrompath=ID,URL` splits at commas, a package that starts with
+/// `-` would be an option, a newline in the dbpath a macro of its own.
+fn check(o: &Options) -> Result<(), OptionError> {
+    use osbuild_stage::checks;
+    for (i, r) in o.repos.iter().enumerate() {
+        checks::url(
+            &format!("repos[{i}].baseurl"),
+            &r.baseurl,
+            &["http", "https", "ftp", "file"],
+        )?;
+        if let Some(k) = &r.gpgkey {
+            checks::url(&format!("repos[{i}].gpgkey"), k, &["http", "https", "file"])?;
+        }
+    }
+    for (i, p) in o.packages.iter().enumerate() {
+        checks::word(&format!("packages[{i}]"), p)?;
+    }
+    for (i, e) in o.exclude.iter().enumerate() {
+        checks::word(&format!("exclude[{i}]"), e)?;
+    }
+    checks::word("releasever", &o.releasever)?;
+    checks::word("dbpath", &o.dbpath)?;
+    Ok(())
+}
+
 fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
+    check(&o)?;
     if o.packages.is_empty() {
         return Err(OptionError::new("packages", "nothing to install").into());
     }
@@ -116,7 +147,7 @@ mod tests {
     fn uses_only_the_given_repositories() {
         let o: Options = serde_json::from_value(serde_json::json!({
             "packages": ["@core", "httpd"],
-            "repos": [{"id": "local", "baseurl": "file:///srv/repo"}, {"baseurl": "https://x/y", "gpgcheck": true, "gpgkey": "file:///k"}],
+            "repos": [{"id": "local", "baseurl": "file:///srv/repo", "gpgcheck": false}, {"baseurl": "https://x/y", "gpgkey": "file:///k"}],
             "releasever": "40",
             "exclude": ["kernel"]
         }))
@@ -143,5 +174,47 @@ mod tests {
             );
         }
         assert_eq!(&args[args.len() - 3..], ["install", "@core", "httpd"]);
+        check(&o).unwrap();
+    }
+
+    #[test]
+    fn signatures_are_checked_unless_turned_off() {
+        let o: Options = serde_json::from_value(serde_json::json!({
+            "packages": ["httpd"], "repos": [{"baseurl": "https://x/y"}], "releasever": "40"
+        }))
+        .unwrap();
+        let args: Vec<String> = command(&o, "/t", "/h")
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.iter().any(|a| a == "--setopt=repo0.gpgcheck=true"),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn options_that_would_reach_dnf_as_something_else_are_refused() {
+        for (options, at) in [
+            (
+                serde_json::json!({"packages": ["--setopt=reposdir=/etc/yum.repos.d"], "repos": [{"baseurl": "https://x/y"}], "releasever": "40"}),
+                "packages[0]",
+            ),
+            (
+                serde_json::json!({"packages": ["a"], "repos": [{"baseurl": "https://x/y,file:///etc"}], "releasever": "40"}),
+                "repos[0].baseurl",
+            ),
+            (
+                serde_json::json!({"packages": ["a"], "repos": [{"baseurl": "https://x/y", "gpgkey": "file:///k https://evil/k"}], "releasever": "40"}),
+                "repos[0].gpgkey",
+            ),
+            (
+                serde_json::json!({"packages": ["a"], "repos": [{"baseurl": "https://x/y"}], "releasever": "40", "dbpath": "/var/lib/rpm\n%__os_install_post /bin/sh"}),
+                "dbpath",
+            ),
+        ] {
+            let o: Options = serde_json::from_value(options).unwrap();
+            assert_eq!(check(&o).unwrap_err().option, at);
+        }
     }
 }

@@ -28,7 +28,37 @@ fn default_variant() -> String {
 
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
+/// Where a keyring may come from: the system's keyring directories, which
+/// only root writes (a keyring elsewhere could be anyone's).
+const KEYRING_DIRS: &[&str] = &[
+    "/usr/share/keyrings",
+    "/etc/apt/trusted.gpg.d",
+    "/etc/apt/keyrings",
+];
+
+/// Every option that reaches mmdebstrap's command line, parsed: a mirror
+/// is one URL (mmdebstrap turns each into a sources line, so a space or a
+/// newline would add a repository), a package a word.
+fn check(o: &Options) -> Result<(), OptionError> {
+    use osbuild_stage::checks;
+    for (i, m) in o.mirrors.iter().enumerate() {
+        checks::url(&format!("mirrors[{i}]"), m, &["http", "https", "file"])?;
+    }
+    for (i, p) in o.packages.iter().enumerate() {
+        checks::word(&format!("packages[{i}]"), p)?;
+    }
+    for (i, c) in o.components.iter().enumerate() {
+        checks::word(&format!("components[{i}]"), c)?;
+    }
+    checks::word("suite", &o.suite)?;
+    if let Some(k) = &o.keyring {
+        checks::file_in("keyring", k, KEYRING_DIRS)?;
+    }
+    Ok(())
+}
+
 fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
+    check(&o)?;
     let target = tree.host_path();
     let existing: Vec<String> = tree
         .read_dir("/")?
