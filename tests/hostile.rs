@@ -674,3 +674,404 @@ fn a_newline_in_a_native_stages_option_is_refused() {
     );
     osbuild(&["--inspect", p.to_str().unwrap()]).fails_with(2, "pipeline[0].options.packages[0]");
 }
+
+/// M1: a stage asleep in a host call is stopped by --timeout (its sleeps
+/// are on its virtual clock) and by Ctrl-C.
+#[test]
+fn a_sleeping_stage_is_stopped_by_the_timeout_and_by_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = one_stage(dir.path(), "test.loop", json!({"mode": "sleep"}));
+    osbuild_within(
+        60,
+        &[
+            "--libdir",
+            test_stages(),
+            "--timeout",
+            "2",
+            p.to_str().unwrap(),
+        ],
+    )
+    .fails_with(
+        1,
+        "stage 0 (test.loop) failed: stopped after 2s: the stage exceeded its time limit",
+    );
+    let mut child = Command::new(OSBUILD)
+        .args(["--store"])
+        .arg(shared_store())
+        .args(["--no-cache", "--libdir", test_stages(), p.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed().as_secs() > 30 {
+            let _ = child.kill();
+            panic!("osbuild ignored SIGINT for 30 s while the stage slept");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+}
+
+/// M2: a stage that writes without newlines costs osbuild a bounded
+/// amount of memory, not all it writes.
+#[test]
+fn output_without_newlines_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = one_stage(dir.path(), "test.loop", json!({"mode": "flood"}));
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "peak-rss-kib %M", "--"])
+        .arg(OSBUILD)
+        .arg("--store")
+        .arg(shared_store())
+        .args(["--no-cache", "--libdir", test_stages(), "--timeout", "5"])
+        .arg(p.to_str().unwrap())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("peak-rss-kib "))
+        .unwrap();
+    let kib: u64 = last["peak-rss-kib ".len()..].trim().parse().unwrap();
+    assert!(kib < 256 * 1024, "peak RSS {kib} KiB");
+    assert!(
+        stderr.contains("stopped after 5s: the stage exceeded its time limit"),
+        "{}",
+        &stderr[stderr.len().saturating_sub(2000)..]
+    );
+    // The last lines shown are split at the cap.
+    let longest = stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 16 * 1024 + 64, "a line of {longest} bytes");
+}
+
+/// M3: a stage's metadata cannot take more time than --timeout gives.
+#[test]
+fn metadata_cannot_raise_the_limits_beyond_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let libdir = shell_stage(
+        dir.path(),
+        "test.greedy",
+        json!({"tree": "read", "timeout-secs": 1000000}),
+        json!({}),
+        "sleep 60\necho 'outlived the timeout'\n",
+    );
+    let p = one_stage(dir.path(), "test.greedy", json!({}));
+    osbuild_within(
+        45,
+        &[
+            "--libdir",
+            libdir.to_str().unwrap(),
+            "--timeout",
+            "3",
+            p.to_str().unwrap(),
+        ],
+    )
+    .fails_with(1, "stopped after 3s");
+}
+
+/// H2: the store is its owner's alone.
+#[test]
+fn the_store_is_private_and_refused_when_others_can_write_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
+    let store = dir.path().join("new-store");
+    osbuild(&["--store", store.to_str().unwrap(), p.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(&store).unwrap().mode() & 0o777, 0o700);
+    // An old store others could read is made private.
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    osbuild(&["--store", store.to_str().unwrap(), p.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(&store).unwrap().mode() & 0o777, 0o700);
+    // One others can write is refused, with the fix.
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    osbuild(&["--store", store.to_str().unwrap(), p.to_str().unwrap()]).fails_with(
+        2,
+        &format!(
+            "--store: {}: the store is writable by every user (mode 777), who could replace what osbuild runs; chmod 700",
+            store.display()
+        ),
+    );
+    // One that belongs to another user is refused.
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).unwrap();
+    sh(&format!("chown 65534 {}", store.display()));
+    osbuild(&["--store", store.to_str().unwrap(), p.to_str().unwrap()]).fails_with(
+        2,
+        "the store belongs to user 65534, not to the user running osbuild (0)",
+    );
+}
+
+/// H1: what a stage leaves in its output directory must be a regular file
+/// it wrote: a symlink to a host file is refused, the host file untouched.
+#[test]
+fn outputs_that_are_not_plain_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"host secret\n").unwrap();
+    let out = dir.path().join("out");
+    for (what, script, message) in [
+        (
+            "symlink",
+            format!("ln -s {} /run/osbuild/output/shadow\n", secret.display()),
+            "output shadow: is a symbolic link; a stage may leave only regular files in its output directory",
+        ),
+        (
+            "directory",
+            "mkdir /run/osbuild/output/dir\n".to_string(),
+            "output dir: is a directory",
+        ),
+        (
+            "fifo",
+            "mkfifo /run/osbuild/output/fifo\n".to_string(),
+            "output fifo: is a FIFO",
+        ),
+    ] {
+        let name = format!("test.output-{what}");
+        let libdir = shell_stage(
+            dir.path(),
+            &name,
+            json!({"tree": "read", "output": true}),
+            json!({}),
+            &script,
+        );
+        let p = one_stage(dir.path(), &name, json!({}));
+        osbuild_within(
+            60,
+            &[
+                "--libdir",
+                libdir.to_str().unwrap(),
+                "--output-directory",
+                out.to_str().unwrap(),
+                p.to_str().unwrap(),
+            ],
+        )
+        .fails_with(1, &format!("stage 0 ({name}) failed: {message}"));
+    }
+    assert_eq!(std::fs::read(&secret).unwrap(), b"host secret\n");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+
+    // A setuid file is placed, without its setuid bit, owned by osbuild's user.
+    let libdir = shell_stage(
+        dir.path(),
+        "test.output-suid",
+        json!({"tree": "read", "output": true}),
+        json!({}),
+        "cp /bin/sh /run/osbuild/output/sh && chown 65534:65534 /run/osbuild/output/sh && chmod 6755 /run/osbuild/output/sh\n",
+    );
+    let p = one_stage(dir.path(), "test.output-suid", json!({}));
+    osbuild_within(
+        60,
+        &[
+            "--libdir",
+            libdir.to_str().unwrap(),
+            "--output-directory",
+            out.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(out.join("sh")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o755);
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+}
+
+/// M8: `osbuild boot` refuses an image whose header names a host file.
+#[test]
+fn boot_refuses_an_image_with_a_backing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.raw");
+    std::fs::write(&secret, vec![7u8; 1024 * 1024]).unwrap();
+    let image = dir.path().join("evil.qcow2");
+    sh(&format!(
+        "qemu-img create -q -f qcow2 -F raw -b {} {} 1M",
+        secret.display(),
+        image.display()
+    ));
+    let run = osbuild(&["boot", image.to_str().unwrap()]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("its header names a backing file"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// M6: a `--libdir` stage cannot take a built-in's name, and with it the
+/// built-in's allowances, unless the policy pins its code.
+#[test]
+fn a_libdir_stage_does_not_inherit_a_builtins_allowances() {
+    let dir = tempfile::tempdir().unwrap();
+    let libdir = shell_stage(
+        dir.path(),
+        "io.weldr.mmdebstrap",
+        json!({"tree": "read-write", "privileged": true}),
+        json!({"suite": {"type": "string"}}),
+        "echo 'PWNED: privileged as the built-in'\n",
+    );
+    let p = one_stage(
+        dir.path(),
+        "io.weldr.mmdebstrap",
+        json!({"suite": "bookworm"}),
+    );
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"privileged": ["io.weldr.mmdebstrap"], "network": ["io.weldr.mmdebstrap"]}"#,
+    )
+    .unwrap();
+    let run = osbuild(&[
+        "--libdir",
+        libdir.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ]);
+    run.fails_with(
+        2,
+        &format!(
+            "pipeline[0].name: stage io.weldr.mmdebstrap refused: policy: stage io.weldr.mmdebstrap: is loaded from {}/io.weldr.mmdebstrap, in place of the built-in stage of that name",
+            libdir.display()
+        ),
+    );
+    assert!(!run.stderr.contains("PWNED"), "{}", run.stderr);
+}
+
+/// L6: an archive that unpacks to more than --max-tree-size stops, and
+/// leaves nothing in the store.
+#[test]
+fn an_archive_larger_than_the_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = archive(
+        dir.path(),
+        "bomb.tar",
+        "add_dir('etc')\nadd_file('etc/a', b'\\0' * (600 * 1024))\nadd_file('etc/b', b'\\0' * (600 * 1024))",
+    );
+    sh(&format!("gzip -9 {}", bomb.display()));
+    let bomb = dir.path().join("bomb.tar.gz");
+    let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
+    let store = dir.path().join("store");
+    osbuild(&[
+        "--store",
+        store.to_str().unwrap(),
+        "--max-tree-size",
+        "1M",
+        "--from",
+        bomb.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .fails_with(
+        2,
+        "entry \"etc/b\" would make the tree larger than 1048576 bytes (raise it with --max-tree-size); nothing was built",
+    );
+    assert_eq!(std::fs::read_dir(store.join("objects")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+}
+
+/// H2: a compiled component in the store that osbuild did not write (here:
+/// another stage's, swapped in) is not run; the stage is compiled again.
+#[test]
+fn a_swapped_compiled_component_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let components = store.join("components");
+    let cwasm = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.extension().is_some_and(|e| e == "cwasm"));
+        v.sort();
+        v
+    };
+    let hostname = one_stage(
+        dir.path(),
+        "io.weldr.hostname",
+        json!({"hostname": "genuine"}),
+    );
+    let s = store.to_str().unwrap();
+    osbuild(&["--store", s, "--no-cache", hostname.to_str().unwrap()]).ok();
+    let first = cwasm(&components);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let timezone = write_pipeline(
+        dir.path(),
+        "tz.json",
+        json!({"pipeline": [{"name": "io.weldr.timezone", "options": {"zone": "UTC"}}]}),
+    );
+    osbuild(&["--store", s, "--no-cache", timezone.to_str().unwrap()]).ok();
+    let other = cwasm(&components)
+        .into_iter()
+        .find(|p| *p != first[0])
+        .unwrap();
+    std::fs::copy(&other, &first[0]).unwrap();
+    let saved = dir.path().join("t.tar");
+    let run = osbuild(&[
+        "--store",
+        s,
+        "--no-cache",
+        "--save",
+        saved.to_str().unwrap(),
+        hostname.to_str().unwrap(),
+    ]);
+    run.ok();
+    assert!(
+        run.stderr.contains(
+            "was not written by this store's osbuild (or changed since); compiling the stage again"
+        ),
+        "{}",
+        run.stderr
+    );
+    let tree = dir.path().join("tree");
+    extract(&saved, &tree);
+    assert_eq!(
+        std::fs::read_to_string(tree.join("etc/hostname")).unwrap(),
+        "genuine\n"
+    );
+}
+
+/// H1: a symlink planted in the output directory under an output's name
+/// (here to a file the test owns; in the review, into the store) is
+/// replaced, never written through.
+#[test]
+fn a_planted_symlink_in_the_output_directory_is_replaced_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"keep me\n").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("image")).unwrap();
+    let libdir = shell_stage(
+        dir.path(),
+        "test.output-image",
+        json!({"tree": "read", "output": true}),
+        json!({}),
+        "echo image > /run/osbuild/output/image\n",
+    );
+    let p = one_stage(dir.path(), "test.output-image", json!({}));
+    osbuild_within(
+        60,
+        &[
+            "--libdir",
+            libdir.to_str().unwrap(),
+            "--output-directory",
+            out.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me\n");
+    let placed = std::fs::symlink_metadata(out.join("image")).unwrap();
+    assert!(placed.file_type().is_file());
+    assert_eq!(std::fs::read(out.join("image")).unwrap(), b"image\n");
+}

@@ -93,7 +93,12 @@ fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -
                 "device nodes: only null, zero, full, random, urandom, tty, console, ptmx"
             }
             .into(),
-        ],
+        ]
+        .into_iter()
+        .chain((caps.tree == TreeAccess::ReadWrite).then(|| {
+            "may set file capabilities (security.capability) and SELinux labels (security.selinux) in the tree".to_string()
+        }))
+        .collect(),
         Kind::Native => {
             let mut v = vec![
                 format!("systemd-nspawn; the build machine's / read-only; the tree {tree}"),
@@ -108,6 +113,9 @@ fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -
             ];
             for d in &caps.devices {
                 v.push(format!("{} bound in (no capability with it)", d.nodes()));
+            }
+            if caps.tree == TreeAccess::ReadWrite {
+                v.push("may set any file capability (security.capability) or SELinux label in the tree".into());
             }
             if !host_paths.is_empty() {
                 let paths: Vec<String> =

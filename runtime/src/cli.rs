@@ -63,6 +63,10 @@ pub struct BuildArgs {
     /// (bytes, or with K, M, G, T).
     #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
     pub cache_max_size: u64,
+    /// The most file content a --from archive may unpack to: a gzip bomb
+    /// stops there, and nothing is left behind.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_tree_size: u64,
     /// How the tree moves between stages and into the store: overlay or copy
     /// [default: overlay where it works, else copy].
     #[arg(long, value_name = "HOW", value_parser = parse_handoff)]
@@ -390,6 +394,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         store: args.common.store.unwrap_or_else(default_store),
         libdirs: args.common.libdirs,
         allowed_host_paths: args.common.allowed_host_paths,
+        max_tree_size: args.max_tree_size,
     };
     if args.inspect {
         for s in executor::inspect(&pipeline, &config)? {

@@ -119,7 +119,14 @@ impl Policy {
         if caps.device_nodes && !named(&self.device_nodes) {
             refuse("creates device nodes (device-nodes); the policy does not allow it".into());
         }
-        if let Some(pins) = self.digests.as_ref().and_then(|d| d.get(name)) {
+        let pins = self.digests.as_ref().and_then(|d| d.get(name));
+        if stage.shadows_builtin && pins.is_none() {
+            refuse(format!(
+                "is loaded from {}, in place of the built-in stage of that name; what the policy allows {name} is for the built-in: pin this code (\"digests\": {{\"{name}\": [\"sha256:{}\"]}}) to run it",
+                stage.origin, stage.digest
+            ));
+        }
+        if let Some(pins) = pins {
             let digest = format!("sha256:{}", stage.digest);
             if !pins.contains(&digest) {
                 refuse(format!(

@@ -79,6 +79,7 @@ mod tests {
             },
             code: Code::Wasm(Vec::new().into()),
             origin: Origin::Builtin,
+            shadows_builtin: false,
             digest: String::new(),
         }
     }

@@ -65,11 +65,17 @@ fn tree_path(raw: &[u8]) -> Result<PathBuf, UnpackError> {
 
 /// A decompressing reader for a tar, gzipped tar or plain tar file.
 pub fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    open_file(file, path)
+}
+
+/// [`open`] on a file already open (`path` names it in messages), read
+/// from its start.
+pub fn open_file(mut file: std::fs::File, path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0))?;
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;
-    use std::io::Seek;
     file.seek(io::SeekFrom::Start(0))?;
     let reader = io::BufReader::with_capacity(1 << 20, file);
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
@@ -229,7 +235,24 @@ pub fn unpack(
     allow_devices: bool,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<u64, UnpackError> {
-    let reader = open(archive)?;
+    let file =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    unpack_file(file, archive, tree, allow_devices, u64::MAX, interrupted)
+}
+
+/// [`unpack`] from a file already open (the one whose digest names the
+/// result: never reopened by name), writing at most `max_bytes` of file
+/// content (a gzip bomb stops there).
+pub fn unpack_file(
+    file: std::fs::File,
+    archive: &Path,
+    tree: &Path,
+    allow_devices: bool,
+    max_bytes: u64,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<u64, UnpackError> {
+    let mut written = 0u64;
+    let reader = open_file(file, archive)?;
     let root = Root::open_no_symlinks(tree)
         .with_context(|| format!("opening the tree {}", tree.display()))?;
     let mut ar = tar::Archive::new(reader);
@@ -295,6 +318,15 @@ pub fn unpack(
                 dirs.push((rel.clone(), mtime, mtime_nsec));
             }
             EntryType::Regular | EntryType::Continuous => {
+                written = written.saturating_add(entry.size());
+                if written > max_bytes {
+                    return Err(refused(
+                        &raw,
+                        format!(
+                            "would make the tree larger than {max_bytes} bytes (raise it with --max-tree-size)"
+                        ),
+                    ));
+                }
                 let mut file = root
                     .create_file(&rel, 0o600)
                     .map_err(|e| io_refusal(&raw, e))?;

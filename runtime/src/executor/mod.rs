@@ -28,7 +28,7 @@ use crate::reach::host_paths::HostPathRules;
 use crate::signals;
 use crate::stage::{Kind, Registry};
 use crate::store::workspace::{Handoff, Workspace};
-use crate::store::{Object, Store};
+use crate::store::{self, Object, Store};
 use crate::wasm::{Limits, WasmHost};
 use outputs::{place_output, place_outputs_of};
 use run::{Hosts, run_stage};
@@ -53,6 +53,8 @@ pub struct BuildConfig {
     /// Host directories stages may bind (`--allow-host-path`), besides the
     /// policy's `host-paths`.
     pub allowed_host_paths: Vec<PathBuf>,
+    /// The most file content `--from` may unpack, in bytes.
+    pub max_tree_size: u64,
 }
 
 impl BuildConfig {
@@ -137,9 +139,49 @@ fn short_error(e: &BuildError) -> String {
     }
 }
 
-fn unpack_from(from: &Path, tree: &Path, policy: Option<&Policy>) -> Result<(), BuildError> {
-    let allow_devices = policy.is_some_and(|p| p.from_device_nodes);
-    archive::unpack::unpack(from, tree, allow_devices, &signals::interrupted)
+/// The `--from` archive, opened once: its digest names the tree it
+/// unpacks to, so it is hashed and unpacked from the same open file (a
+/// file swapped in between could otherwise be stored under the genuine
+/// archive's id).
+struct FromArchive {
+    path: PathBuf,
+    file: std::fs::File,
+    digest: String,
+}
+
+impl FromArchive {
+    fn open(path: &Path) -> Result<FromArchive, BuildError> {
+        let input =
+            |e: std::io::Error| BuildError::input("--from", format!("{}: {e}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(input)?;
+        let digest = store::ids::reader_digest(&mut file).map_err(input)?;
+        Ok(FromArchive {
+            path: path.to_path_buf(),
+            file,
+            digest,
+        })
+    }
+
+    fn unpack(
+        &self,
+        tree: &Path,
+        policy: Option<&Policy>,
+        max_bytes: u64,
+    ) -> Result<(), BuildError> {
+        let from = &self.path;
+        let allow_devices = policy.is_some_and(|p| p.from_device_nodes);
+        let file = self
+            .file
+            .try_clone()
+            .with_context(|| format!("reading {}", from.display()))?;
+        archive::unpack::unpack_file(
+            file,
+            from,
+            tree,
+            allow_devices,
+            max_bytes,
+            &signals::interrupted,
+        )
         .map(|_| ())
         .map_err(|e| match e {
             archive::unpack::UnpackError::Refused { entry, reason } => BuildError::input(
@@ -154,6 +196,7 @@ fn unpack_from(from: &Path, tree: &Path, policy: Option<&Policy>) -> Result<(), 
                 BuildError::Other(e.context(format!("unpacking {}", from.display())))
             }
         })
+    }
 }
 
 /// What `--inspect` shows for one stage.
@@ -176,7 +219,8 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
         config.policy.as_ref(),
         &config.host_path_rules()?,
     )?;
-    let ids = ids(&planned, config.from.as_deref(), epoch)?;
+    let from = config.from.as_deref().map(FromArchive::open).transpose()?;
+    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch);
     let done = if config.cache {
         crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
         let store = Store::open(&config.store)?;
@@ -231,14 +275,18 @@ pub fn build(
     crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
     let store = Store::open(&config.store)?;
     trace.at("store opened");
-    let host = Arc::new(WasmHost::new(Some(store.root().join("components")))?);
+    let host = Arc::new(WasmHost::new(Some((
+        store.root().join("components"),
+        store.secret()?,
+    )))?);
     let planned = plan(
         pipeline,
         &registry,
         config.policy.as_ref(),
         &config.host_path_rules()?,
     )?;
-    let ids = ids(&planned, config.from.as_deref(), epoch)?;
+    let from = config.from.as_deref().map(FromArchive::open).transpose()?;
+    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch);
     trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 
@@ -285,8 +333,8 @@ pub fn build(
     let scratch = build_dir.path().join("scratch");
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;
 
-    if let (Some(from), false) = (&config.from, from_restored) {
-        unpack_from(from, ws.path(), config.policy.as_ref())?;
+    if let (Some(from), false) = (&from, from_restored) {
+        from.unpack(ws.path(), config.policy.as_ref(), config.max_tree_size)?;
         if config.cache {
             let id = ids.from.as_deref().expect("an id for --from");
             ws.checkpoint(&store, id, "--from", None, None)?;

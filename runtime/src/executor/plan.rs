@@ -2,7 +2,7 @@
 //! of its results, and where in the store a build can start from.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -202,15 +202,9 @@ pub struct Ids {
     pub stages: Vec<String>,
 }
 
-pub fn ids(planned: &[PlannedStage], from: Option<&Path>, epoch: i64) -> Result<Ids, BuildError> {
-    let from = match from {
-        Some(path) => {
-            let digest = store::ids::file_digest(path)
-                .map_err(|e| BuildError::input("--from", format!("{}: {e}", path.display())))?;
-            Some(store::ids::from_archive(&digest))
-        }
-        None => None,
-    };
+/// `from_digest`: the sha256 of the `--from` archive, if any.
+pub fn ids(planned: &[PlannedStage], from_digest: Option<&str>, epoch: i64) -> Ids {
+    let from = from_digest.map(store::ids::from_archive);
     let mut previous = from.clone();
     let mut stages = Vec::new();
     for p in planned {
@@ -224,7 +218,7 @@ pub fn ids(planned: &[PlannedStage], from: Option<&Path>, epoch: i64) -> Result<
         previous = Some(id.clone());
         stages.push(id);
     }
-    Ok(Ids { from, stages })
+    Ids { from, stages }
 }
 
 /// Where a build can start from: the last result the store has.

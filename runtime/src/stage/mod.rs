@@ -47,6 +47,9 @@ pub struct Stage {
     /// sha256 (hex) of what the stage is: its code, and for a native stage
     /// also its metadata file. Part of every stage id.
     pub digest: String,
+    /// A `--libdir` stage with a built-in stage's name: a policy's
+    /// allowances for that name are the built-in's, not this code's.
+    pub shadows_builtin: bool,
 }
 
 impl Stage {
@@ -83,6 +86,7 @@ impl Stage {
             code: Code::Wasm(bytes),
             origin,
             digest,
+            shadows_builtin: false,
         })
     }
 
@@ -109,6 +113,7 @@ impl Stage {
             code: Code::Native(exe, path),
             origin,
             digest: hex::encode(h.finalize()),
+            shadows_builtin: false,
         })
     }
 
@@ -177,7 +182,8 @@ impl Registry {
             } else {
                 continue;
             };
-            let stage = Stage::load_file(&path)?;
+            let mut stage = Stage::load_file(&path)?;
+            stage.shadows_builtin = osbuild_stages::BUILTIN.iter().any(|b| b.name == name);
             if stage.meta.name != name {
                 return Err(format!(
                     "{}: declares the name {:?}; a stage file must be named after its stage",

@@ -87,9 +87,13 @@ pub fn stage(
 
 /// sha256 of a file, hex.
 pub fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    reader_digest(&mut std::fs::File::open(path)?)
+}
+
+/// The sha256 (hex) of everything `r` reads from here on.
+pub fn reader_digest(r: &mut impl std::io::Read) -> std::io::Result<String> {
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
+    std::io::copy(r, &mut h)?;
     Ok(hex::encode(h.finalize()))
 }
 

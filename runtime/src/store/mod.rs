@@ -264,6 +264,40 @@ impl Store {
         &self.root
     }
 
+    /// The store's secret (`STORE/secret`, 0600, made on first use): it
+    /// seals what the store keeps that osbuild runs as native code.
+    pub fn secret(&self) -> anyhow::Result<[u8; 32]> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root.join("secret");
+        let read = |path: &Path| -> anyhow::Result<[u8; 32]> {
+            let mut key = [0u8; 32];
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?
+                .read_exact(&mut key)?;
+            Ok(key)
+        };
+        if let Ok(key) = read(&path) {
+            return Ok(key);
+        }
+        let mut key = [0u8; 32];
+        File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut key))
+            .context("making the store's secret from /dev/urandom")?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.root)?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        tmp.write_all(&key)?;
+        // Another build may have made one meanwhile: the first one stays.
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => Ok(key),
+            Err(_) => read(&path).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     fn objects(&self) -> PathBuf {
         self.root.join("objects")
     }

@@ -264,6 +264,10 @@ pub struct WasmHost {
     engine: Engine,
     engine_key: String,
     cache_dir: Option<PathBuf>,
+    /// The store's secret, which seals each cached component: a `.cwasm`
+    /// is native code run as is, so one that osbuild did not write (or
+    /// that changed since) must not be loaded.
+    cache_key: [u8; 32],
     linkers: [OnceLock<Linker<State>>; 2],
     /// Compiled components by key; a slot's lock is held while it is being
     /// loaded, so a stage the prefetcher is compiling is compiled once.
@@ -274,7 +278,11 @@ pub struct WasmHost {
 
 impl WasmHost {
     /// A host whose compiled components are cached in `cache_dir`.
-    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<WasmHost> {
+    pub fn new(cache: Option<(PathBuf, [u8; 32])>) -> anyhow::Result<WasmHost> {
+        let (cache_dir, cache_key) = match cache {
+            Some((dir, key)) => (Some(dir), key),
+            None => (None, [0; 32]),
+        };
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -298,6 +306,7 @@ impl WasmHost {
             engine,
             engine_key,
             cache_dir,
+            cache_key,
             linkers: [OnceLock::new(), OnceLock::new()],
             loaded: Mutex::new(HashMap::new()),
             checked: Mutex::new(HashMap::new()),
@@ -336,11 +345,12 @@ impl WasmHost {
             .as_ref()
             .map(|d| d.join(format!("{key}.cwasm")));
         if let Some(path) = &cached
-            && path.exists()
+            && let Some(serialized) = read_sealed(path, &self.cache_key)
         {
-            // SAFETY: files in the cache are written only by this code,
-            // from `Component::serialize`, and renamed into place whole.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+            // SAFETY: the bytes are what `Component::serialize` wrote: the
+            // seal (a MAC under the store's secret, checked on these very
+            // bytes in memory) is written only by `write_cache`.
+            match unsafe { Component::deserialize(&self.engine, &serialized) } {
                 Ok(c) => return Ok(c),
                 Err(_) => {
                     let _ = std::fs::remove_file(path);
@@ -351,7 +361,7 @@ impl WasmHost {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("compiling stage {} ({})", stage.name(), stage.origin))?;
         if let Some(path) = &cached
-            && let Err(e) = write_cache(path, &component)
+            && let Err(e) = write_cache(path, &component, &self.cache_key)
         {
             eprintln!(
                 "warning: could not cache the compiled stage at {}: {e:#}",
@@ -497,10 +507,51 @@ impl WasmHost {
     }
 }
 
-fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {
+/// The seal of a cached component: HMAC-SHA256 under the store's secret.
+fn seal(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
+fn seal_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.seal")
+}
+
+/// A cached component's bytes, if its seal is right; a component with a
+/// wrong or missing seal is removed (it is recompiled).
+fn read_sealed(path: &Path, key: &[u8; 32]) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let seal_file = seal_path(path);
+    let ok = std::fs::read(&seal_file).is_ok_and(|s| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(&bytes);
+        mac.verify_slice(&s).is_ok()
+    });
+    if ok {
+        Some(bytes)
+    } else {
+        eprintln!(
+            "osbuild: {} was not written by this store's osbuild (or changed since); compiling the stage again",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(seal_file);
+        None
+    }
+}
+
+fn write_cache(path: &Path, component: &Component, key: &[u8; 32]) -> anyhow::Result<()> {
     let dir = path.parent().expect("cache files live in a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let bytes = component.serialize().map_err(anyhow::Error::from)?;
+    // The seal first: a component is loaded only with one, and a seal
+    // without its component is harmless.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &seal(key, &bytes))?;
+    tmp.persist(seal_path(path))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
     tmp.persist(path)?;
@@ -570,6 +621,7 @@ fn build_linker(engine: &Engine, network: bool) -> wasmtime::Result<Linker<State
     }
     bindings::Stage::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
     guard_open_at(l)?;
+    virtual_sleeps(l)?;
     Ok(linker)
 }
 
@@ -612,6 +664,47 @@ fn guard_open_at(linker: &mut Linker<State>) -> wasmtime::Result<()> {
                 Ok(opened) => Ok((Ok(opened),)),
                 Err(e) => Ok((Err(fs::Host::convert_error_code(&mut view, e)?),)),
             }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+const WASI_MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A sleep on the stage's clock, which is virtual (it does not follow real
+/// time): over at once.
+struct Elapsed;
+
+#[wasmtime_wasi_io::async_trait]
+impl wasmtime_wasi_io::poll::Pollable for Elapsed {
+    async fn ready(&mut self) {}
+}
+
+/// Sleeps end at once. A real one would block in the host, where the
+/// epoch deadline that enforces `--timeout` and Ctrl-C is never checked:
+/// a stage sleeping for a year would hold the build for a year. The
+/// stage's clock is virtual anyway; a stage that polls in a loop is still
+/// stopped at its deadline, between the calls.
+fn virtual_sleeps(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_io::poll::DynPollable;
+    fn elapsed(table: &mut ResourceTable) -> wasmtime::Result<Resource<DynPollable>> {
+        let r = table.push(Elapsed)?;
+        wasmtime_wasi_io::poll::subscribe(table, r)
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(WASI_MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, State>, (_,): (u64,)| {
+            Ok((elapsed(&mut store.data_mut().table)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, State>, (_,): (u64,)| {
+            Ok((elapsed(&mut store.data_mut().table)?,))
         },
     )?;
     linker.allow_shadowing(false);
