@@ -1004,12 +1004,12 @@ fn a_swapped_compiled_component_is_not_run() {
     osbuild(&["--store", s, "--no-cache", hostname.to_str().unwrap()]).ok();
     let first = cwasm(&components);
     assert_eq!(first.len(), 1, "{first:?}");
-    let timezone = write_pipeline(
+    let files = write_pipeline(
         dir.path(),
-        "tz.json",
-        json!({"pipeline": [{"name": "io.weldr.timezone", "options": {"zone": "UTC"}}]}),
+        "files.json",
+        json!({"pipeline": [{"name": "io.weldr.files", "options": {"mkdir": [{"path": "/srv", "mode": "0755"}]}}]}),
     );
-    osbuild(&["--store", s, "--no-cache", timezone.to_str().unwrap()]).ok();
+    osbuild(&["--store", s, "--no-cache", files.to_str().unwrap()]).ok();
     let other = cwasm(&components)
         .into_iter()
         .find(|p| *p != first[0])

@@ -49,11 +49,17 @@ fn mtime_only(sec: i64) -> Timestamps {
 }
 
 /// Marks the start of a run of stages. ctimes come from the coarse clock,
-/// which moves in ticks of a few milliseconds: wait for the next tick so
+/// which moves in ticks of a few milliseconds, or (multigrain timestamps,
+/// Linux 6.13 and later) from the fine clock, ahead of the coarse one:
+/// wait until the coarse clock has passed the fine clock's present, so
 /// that nothing written before the mark (an unpacked `--from` archive)
-/// shares its timestamp.
+/// shares its timestamp or seems newer.
 pub fn mark() -> Mark {
-    let start = coarse_now();
+    let t = clock_gettime(ClockId::Realtime);
+    let start = Mark {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    };
     loop {
         let now = coarse_now();
         if now > start {
