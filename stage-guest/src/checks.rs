@@ -110,7 +110,8 @@ mod tests {
         assert!(e.message.contains("scheme ftp"), "{e}");
         let e = url("m", "http://user:secret@example.org/", WEB).unwrap_err();
         assert!(e.message.contains("credentials"), "{e}");
-        assert!(url("m", "http:///debian", WEB).is_err());
+        assert!(url("m", "http://", WEB).is_err());
+        assert!(url("m", "file:relative", WEB).is_ok_and(|u| u.path() == "/relative"));
     }
 
     #[test]

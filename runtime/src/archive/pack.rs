@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -139,10 +140,17 @@ impl<W: Write> TarWriter<W> {
                         }
                         header.set_entry_type(EntryType::Regular);
                         size = meta.size;
-                        data = Some(
-                            root.open_file(rel)
-                                .with_context(|| format!("opening {}", rel.display()))?,
-                        );
+                        let file = root
+                            .open_file(rel)
+                            .with_context(|| format!("opening {}", rel.display()))?;
+                        // What was opened must be what was looked at: an
+                        // entry swapped since (for a link, say) is refused.
+                        let opened = file.metadata()?;
+                        if (opened.dev(), opened.ino()) != (meta.dev, meta.ino) || !opened.is_file()
+                        {
+                            anyhow::bail!("{} changed while it was saved", rel.display());
+                        }
+                        data = Some(file);
                     }
                 }
             }

@@ -30,6 +30,8 @@ pub enum Refusal {
         "{0}: holds a control character, ':' or ',' (systemd-nspawn would split it); rename it"
     )]
     Characters(String),
+    #[error("{0}: {1}")]
+    FileUrl(String, String),
     #[error("{0}: no such file or directory on this machine")]
     Missing(String),
     #[error("{path}: resolves to {resolved}, which osbuild never binds into a stage")]
@@ -82,13 +84,22 @@ impl HostPathRules {
     /// The host path an option value names, resolved, if it names one:
     /// `None` for a remote URL. `Err` when it may not be bound.
     pub fn check(&self, value: &str) -> Result<Option<PathBuf>, Refusal> {
-        let local = match value.strip_prefix("file://") {
-            Some(rest) => rest,
-            None if value.contains("://") => return Ok(None),
-            None => value,
+        let decoded;
+        let local = if value
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("file:"))
+        {
+            // Parsed as the tool will (percent-decoded): `file:///srv/%2e%2e/etc`
+            // or `file://host/x` must not pass for something else.
+            decoded = file_url_path(value)?;
+            decoded.as_str()
+        } else if value.contains("://") {
+            return Ok(None); // a remote URL
+        } else {
+            value
         };
         if !local.starts_with('/') {
-            return Ok(None); // a remote URL or a path the tool resolves itself
+            return Ok(None); // a path the tool resolves itself
         }
         if local.chars().any(unsafe_char) {
             return Err(Refusal::Characters(local.escape_debug().to_string()));
@@ -135,6 +146,25 @@ impl HostPathRules {
         }
         Ok(Some(real))
     }
+}
+
+/// The path a `file:` URL names, decoded; only `file:///PATH`, without a
+/// host, a query or a fragment.
+fn file_url_path(value: &str) -> Result<String, Refusal> {
+    let bad = |why: &str| Refusal::FileUrl(value.escape_debug().to_string(), why.to_string());
+    let url = url::Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+    if url.host_str().is_some_and(|h| !h.is_empty()) {
+        return Err(bad("names a host; write file:///PATH"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("has a query or a fragment"));
+    }
+    let path = url
+        .to_file_path()
+        .map_err(|()| bad("names no local path"))?;
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| bad("is not UTF-8 once decoded"))
 }
 
 /// What a file that is neither a directory nor a regular file is.
@@ -256,6 +286,38 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn file_urls_are_decoded_and_need_no_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let r = rules(&[Path::new("/")], Some(&store));
+        // Percent-encoding does not hide /dev, nor the store.
+        assert!(matches!(
+            r.check("file:///%64ev"),
+            Err(Refusal::Never { .. })
+        ));
+        let encoded = format!("file://{}", store.display()).replace("store", "%73tore");
+        assert!(
+            matches!(r.check(&encoded), Err(Refusal::Never { .. })),
+            "{encoded}"
+        );
+        for v in ["file://evil.example/srv", "file:///srv?x", "FILE:///dev"] {
+            assert!(r.check(v).is_err(), "{v}");
+        }
+        // localhost is no host at all (as the tools read it too).
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let real = std::fs::canonicalize(&repo).unwrap();
+        let at_localhost = format!("file://localhost{}", repo.display());
+        assert_eq!(r.check(&at_localhost), Ok(Some(real)));
+        // `..` is resolved, by the URL parser and by realpath.
+        assert!(matches!(
+            r.check("file:///srv/../dev"),
+            Err(Refusal::Never { .. })
+        ));
     }
 
     #[test]
