@@ -160,32 +160,84 @@ impl HasData for HasIo {
 
 /// Caps linear memory; remembers that it did, so the error can say so
 /// instead of the `unreachable` trap the guest's allocator turns it into.
+/// Host resources (descriptors, streams, pollables) a stage may hold at
+/// once: each may be a host file descriptor.
+const MAX_RESOURCES: usize = 16 * 1024;
+
+fn resource_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    table
+}
+
+/// The memory a stage may use, over all its memories and tables together
+/// (a component has several; a limit on each would multiply).
 struct MemoryLimiter {
     limit: usize,
+    /// Bytes of linear memory and table elements in use now.
+    used: usize,
     hit: bool,
+}
+
+/// What a table element costs against the limit (a pointer and a tag).
+const TABLE_ELEMENT_BYTES: usize = 16;
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            limit,
+            used: 0,
+            hit: false,
+        }
+    }
+
+    fn grow(&mut self, more: usize) -> wasmtime::Result<bool> {
+        match self.used.checked_add(more) {
+            Some(total) if total <= self.limit => {
+                self.used = total;
+                Ok(true)
+            }
+            _ => {
+                self.hit = true;
+                wasmtime::bail!("memory limit reached")
+            }
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            wasmtime::bail!("memory limit reached");
-        }
-        Ok(true)
+        self.grow(desired.saturating_sub(current))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 10_000_000)
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        1_000
+    }
+
+    fn tables(&self) -> usize {
+        1_000
+    }
+
+    fn memories(&self) -> usize {
+        100
     }
 }
 
@@ -466,11 +518,8 @@ impl WasmHost {
         let (memory_bytes, timeout) = inv.limits.for_stage(caps);
         let state = State {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limit: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
-                hit: false,
-            },
+            table: resource_table(),
+            limiter: MemoryLimiter::new(usize::try_from(memory_bytes).unwrap_or(usize::MAX)),
             tree: tree::TreeHost::new(root, writable, caps.device_nodes),
             notes,
         };
@@ -745,5 +794,37 @@ fn special_file(
         FileType::Fifo => Some("a FIFO"),
         FileType::Socket => Some("a socket"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// L3: the limit is for the stage, not for each of its memories and
+    /// tables.
+    #[test]
+    fn the_memory_limit_covers_all_memories_and_tables_together() {
+        const MIB: usize = 1024 * 1024;
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, 40 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 40 * MIB, None).is_err(), "a second memory");
+        assert!(l.hit);
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, 60 * MIB, None).unwrap());
+        assert!(l.table_growing(0, MIB, None).is_err(), "16 MiB of table elements");
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, 32 * MIB, None).unwrap());
+        assert!(l.memory_growing(32 * MIB, 64 * MIB, None).unwrap());
+        assert!(l.memory_growing(64 * MIB, 64 * MIB + 65536, None).is_err());
+    }
+
+    #[test]
+    fn a_stage_holds_a_bounded_number_of_host_resources() {
+        let mut t = resource_table();
+        for _ in 0..MAX_RESOURCES {
+            t.push(()).unwrap();
+        }
+        assert!(t.push(()).is_err());
     }
 }
