@@ -1075,3 +1075,56 @@ fn a_planted_symlink_in_the_output_directory_is_replaced_not_followed() {
     assert!(placed.file_type().is_file());
     assert_eq!(std::fs::read(out.join("image")).unwrap(), b"image\n");
 }
+
+/// L9: a stage's id covers what the host paths it reads hold: a changed
+/// repository is built from, not answered from the cache.
+#[test]
+fn a_changed_host_path_is_not_answered_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("repo");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("package"), b"v1\n").unwrap();
+    let libdir = shell_stage(
+        dir.path(),
+        "test.reads-host-path",
+        json!({"tree": "read-write", "host-paths": ["path"]}),
+        json!({"path": {"type": "string"}}),
+        r#"dir=$(sed -n 's/.*"path":"\([^"]*\)".*/\1/p')
+cp "$dir/package" /run/osbuild/tree/package
+"#,
+    );
+    let p = one_stage(
+        dir.path(),
+        "test.reads-host-path",
+        json!({"path": shared.to_str().unwrap()}),
+    );
+    let store = dir.path().join("store");
+    let saved = dir.path().join("t.tar");
+    let build = || {
+        let run = Command::new(OSBUILD)
+            .args(["--store", store.to_str().unwrap()])
+            .args(["--libdir", libdir.to_str().unwrap()])
+            .args(["--allow-host-path", shared.to_str().unwrap()])
+            .args(["--save", saved.to_str().unwrap(), "--json"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let tree = dir.path().join("tree");
+        let _ = std::fs::remove_dir_all(&tree);
+        extract(&saved, &tree);
+        (
+            result["stages"][0]["cached"].as_bool().unwrap(),
+            std::fs::read_to_string(tree.join("package")).unwrap(),
+        )
+    };
+    assert_eq!(build(), (false, "v1\n".to_string()));
+    assert_eq!(build(), (true, "v1\n".to_string()));
+    std::fs::write(shared.join("package"), b"v2\n").unwrap();
+    assert_eq!(build(), (false, "v2\n".to_string()));
+}

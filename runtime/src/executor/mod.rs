@@ -220,7 +220,7 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
         &config.host_path_rules()?,
     )?;
     let from = config.from.as_deref().map(FromArchive::open).transpose()?;
-    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch);
+    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch)?;
     let done = if config.cache {
         crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
         let store = Store::open(&config.store)?;
@@ -286,7 +286,7 @@ pub fn build(
         &config.host_path_rules()?,
     )?;
     let from = config.from.as_deref().map(FromArchive::open).transpose()?;
-    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch);
+    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch)?;
     trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 

@@ -203,22 +203,38 @@ pub struct Ids {
 }
 
 /// `from_digest`: the sha256 of the `--from` archive, if any.
-pub fn ids(planned: &[PlannedStage], from_digest: Option<&str>, epoch: i64) -> Ids {
+pub fn ids(
+    planned: &[PlannedStage],
+    from_digest: Option<&str>,
+    epoch: i64,
+) -> Result<Ids, BuildError> {
     let from = from_digest.map(store::ids::from_archive);
     let mut previous = from.clone();
     let mut stages = Vec::new();
     for p in planned {
+        // A stage that reads host paths depends on what they hold (L9).
+        let code = if p.host_paths.is_empty() {
+            p.stage.digest.clone()
+        } else {
+            let held = crate::reach::host_paths::fingerprint(&p.host_paths).map_err(|e| {
+                BuildError::input(
+                    format!("{}.options", crate::pipeline::StageCall::json_path(p.index)),
+                    format!("reading the host paths it names: {e}"),
+                )
+            })?;
+            format!("{}+host-paths:{held}", p.stage.digest)
+        };
         let id = store::ids::stage(
             previous.as_deref(),
             p.stage.name(),
             &Value::Object(p.options_value.clone()),
-            &p.stage.digest,
+            &code,
             epoch,
         );
         previous = Some(id.clone());
         stages.push(id);
     }
-    Ids { from, stages }
+    Ok(Ids { from, stages })
 }
 
 /// Where a build can start from: the last result the store has.

@@ -148,6 +148,51 @@ impl HostPathRules {
     }
 }
 
+/// What the host paths hold, in a digest that changes when any entry
+/// beneath them is added, removed, replaced or modified (names, types,
+/// sizes, modes, mtimes, inode numbers, symlink targets; not the bytes, which
+/// for a repository of packages would be gigabytes to read on every build).
+/// Part of the id of a stage that reads them: a changed repository is a new
+/// build, not a cached one.
+pub fn fingerprint(paths: &[PathBuf]) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    fn entry(h: &mut Sha256, path: &Path, rel: &Path) -> std::io::Result<()> {
+        let m = std::fs::symlink_metadata(path)?;
+        h.update(rel.as_os_str().as_bytes());
+        h.update([0]);
+        for n in [
+            m.mode() as u64,
+            m.size(),
+            m.ino(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+        ] {
+            h.update(n.to_le_bytes());
+        }
+        if m.file_type().is_symlink() {
+            h.update(std::fs::read_link(path)?.as_os_str().as_bytes());
+        } else if m.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            names.sort();
+            for name in names {
+                entry(h, &path.join(&name), &rel.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(p.as_os_str().as_bytes());
+        h.update([0]);
+        entry(&mut h, p, Path::new(""))?;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// The path a `file:` URL names, decoded; only `file:///PATH`, without a
 /// host, a query or a fragment.
 fn file_url_path(value: &str) -> Result<String, Refusal> {
@@ -318,6 +363,22 @@ mod tests {
             r.check("file:///srv/../dev"),
             Err(Refusal::Never { .. })
         ));
+    }
+
+    #[test]
+    fn the_fingerprint_follows_what_the_paths_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join("a.rpm"), b"1").unwrap();
+        let paths = [repo.clone()];
+        let first = fingerprint(&paths).unwrap();
+        assert_eq!(fingerprint(&paths).unwrap(), first);
+        std::fs::write(repo.join("b.rpm"), b"2").unwrap();
+        let second = fingerprint(&paths).unwrap();
+        assert_ne!(second, first);
+        std::fs::write(repo.join("b.rpm"), b"22").unwrap();
+        assert_ne!(fingerprint(&paths).unwrap(), second);
     }
 
     #[test]

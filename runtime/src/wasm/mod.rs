@@ -808,11 +808,17 @@ mod tests {
         const MIB: usize = 1024 * 1024;
         let mut l = MemoryLimiter::new(64 * MIB);
         assert!(l.memory_growing(0, 40 * MIB, None).unwrap());
-        assert!(l.memory_growing(0, 40 * MIB, None).is_err(), "a second memory");
+        assert!(
+            l.memory_growing(0, 40 * MIB, None).is_err(),
+            "a second memory"
+        );
         assert!(l.hit);
         let mut l = MemoryLimiter::new(64 * MIB);
         assert!(l.memory_growing(0, 60 * MIB, None).unwrap());
-        assert!(l.table_growing(0, MIB, None).is_err(), "16 MiB of table elements");
+        assert!(
+            l.table_growing(0, MIB, None).is_err(),
+            "16 MiB of table elements"
+        );
         let mut l = MemoryLimiter::new(64 * MIB);
         assert!(l.memory_growing(0, 32 * MIB, None).unwrap());
         assert!(l.memory_growing(32 * MIB, 64 * MIB, None).unwrap());
