@@ -119,7 +119,8 @@ fn image_format(image: &Path) -> anyhow::Result<&'static str> {
     Ok("qcow2")
 }
 
-/// Why a qcow2 header (its first 80 bytes) makes QEMU open another file.
+/// Why a qcow2 header (its first 80 bytes) is refused: it is truncated, or
+/// it makes QEMU open another file.
 fn qcow2_names_another_file(header: &[u8]) -> Option<&'static str> {
     let be64 = |at: usize| {
         header
@@ -129,6 +130,11 @@ fn qcow2_names_another_file(header: &[u8]) -> Option<&'static str> {
     let version = header
         .get(4..8)
         .map(|b| u32::from_be_bytes(b.try_into().unwrap()));
+    // Version 2's header is 72 bytes; a shorter file is no image QEMU
+    // would run, and saying "backing file" about it would mislead.
+    if header.len() < 72 {
+        return Some("its qcow2 header is truncated");
+    }
     if be64(8).is_none_or(|offset| offset != 0) {
         return Some("its header names a backing file");
     }
@@ -196,13 +202,13 @@ pub fn qemu_args(opts: &BootOptions, accel: Accel, format: &str) -> Vec<String> 
 /// Boots `opts.image` and waits for QEMU to exit; returns its exit status
 /// (128 + signal if it was killed).
 pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
-    let format = image_format(&opts.image)?;
     let Some(qemu) = which(QEMU) else {
         bail!(
             "{QEMU} not found: install the Debian package {QEMU_PACKAGE} \
              (apt-get install {QEMU_PACKAGE}, from the same suite as qemu-utils)"
         );
     };
+    let format = image_format(&opts.image)?;
     if opts.memory < 64 {
         bail!("--memory {}: the guest needs at least 64 MiB", opts.memory);
     }
@@ -288,6 +294,10 @@ mod tests {
         ]));
         let e = image_format(&top).unwrap_err().to_string();
         assert!(e.contains("its header names a backing file"), "{e}");
+        let short = dir.path().join("short.qcow2");
+        std::fs::write(&short, b"QFI\xfb\0\0\0\x03").unwrap();
+        let e = image_format(&short).unwrap_err().to_string();
+        assert!(e.contains("its qcow2 header is truncated"), "{e}");
         let ext = dir.path().join("ext.qcow2");
         assert!(qemu_img(&[
             "create",

@@ -309,6 +309,21 @@ pub fn build(
         Restore::Stage(i, chain) => (Some(i), chain),
     };
     let from_restored = !chain.is_empty();
+    let first = done.map_or(0, |d| d + 1);
+    // Compile what will run while the tree is unpacked and the first stages
+    // run (the first build on a machine compiles every component: seconds,
+    // under the unpacking's or mmdebstrap's wait).
+    let mut to_compile: Vec<Arc<crate::stage::Stage>> = Vec::new();
+    for p in &planned[first..] {
+        if p.stage.kind() == Kind::Wasm && !to_compile.iter().any(|s| s.digest == p.stage.digest) {
+            to_compile.push(Arc::clone(&p.stage));
+        }
+    }
+    // OSBUILD_PREFETCH=0 turns it off (benches/components.py measures it).
+    if std::env::var_os("OSBUILD_PREFETCH").is_some_and(|v| v == "0") {
+        to_compile.clear();
+    }
+    let _prefetch = host.prefetch(to_compile, signals::interrupted);
     std::fs::create_dir_all(&config.output_dir).with_context(|| {
         format!(
             "creating the output directory {}",
@@ -357,20 +372,6 @@ pub fn build(
             id: &ids.stages[p.index],
         }
     }
-    let first = done.map_or(0, |d| d + 1);
-    // Compile what will run while the first stages run (the first build on
-    // a machine compiles every component: seconds, under mmdebstrap's wait).
-    let mut to_compile: Vec<Arc<crate::stage::Stage>> = Vec::new();
-    for p in &planned[first..] {
-        if p.stage.kind() == Kind::Wasm && !to_compile.iter().any(|s| s.digest == p.stage.digest) {
-            to_compile.push(Arc::clone(&p.stage));
-        }
-    }
-    // OSBUILD_PREFETCH=0 turns it off (benches/components.py measures it).
-    if std::env::var_os("OSBUILD_PREFETCH").is_some_and(|v| v == "0") {
-        to_compile.clear();
-    }
-    let _prefetch = host.prefetch(to_compile, signals::interrupted);
     for p in &planned[..first] {
         reporter.stage_started(info(p, total, &ids));
         reporter.stage_finished(info(p, total, &ids), Duration::ZERO, Outcome::Cached, None);
