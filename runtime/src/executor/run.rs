@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::{BuildConfig, PlannedStage};
 use crate::error::BuildError;
+use crate::native::userns::IdMap;
 use crate::native::{self, NativeError, NativeHost};
 use crate::output::StageOutput;
 use crate::pipeline::StageCall;
@@ -35,6 +36,7 @@ pub struct Hosts<'a> {
 pub fn run_stage(
     hosts: &Hosts<'_>,
     p: &PlannedStage,
+    ids: Option<&IdMap>,
     tree: &Path,
     scratch: &Path,
     outputs: &Path,
@@ -81,6 +83,9 @@ pub fn run_stage(
             })
         }
         Kind::Native => {
+            let ids = ids.ok_or_else(|| {
+                anyhow::anyhow!("no id range was reserved for the native stage {name}")
+            })?;
             let (_, timeout) = config.limits.for_stage(&p.stage.meta.capabilities);
             let result = hosts.native.run(native::Invocation {
                 stage: &p.stage,
@@ -93,6 +98,7 @@ pub fn run_stage(
                 stderr: output.writer()?,
                 work: scratch,
                 host_paths: p.host_paths.clone(),
+                ids,
                 interrupted: signals::interrupted,
             });
             let tail = output.finish();

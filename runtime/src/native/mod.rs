@@ -1,15 +1,19 @@
 //! The native host: runs a native stage (any executable) under
-//! systemd-nspawn, with the build machine's root file system read-only as
-//! the container's root.
+//! systemd-nspawn, in a user namespace of its own, on a root file system
+//! built for it.
 //!
-//! nspawn refuses `-D /`, so the child first enters a private mount
-//! namespace and bind-mounts `/` (not recursively: no `/proc`, `/dev`,
-//! `/run` of the host) onto a directory of the build, and nspawn boots that
-//! read-only. Inside, the stage finds the tree at `/run/osbuild/tree`, the
-//! output directory at `/run/osbuild/output`, itself at
-//! `/run/osbuild/stage`, fresh `/tmp` and `/var/tmp`, `SOURCE_DATE_EPOCH`,
-//! and its options as JSON on stdin. No network unless it declares the
-//! `network` capability; no loop devices unless it declares `devices`.
+//! The stage's root is 0 only inside its namespace: on the host it is the
+//! first id of a range no one else uses ([`userns`]), so no capability it
+//! holds (not even a `privileged` stage's) is a capability on the host.
+//! The tree keeps its real owners through id-mapped mounts. Its root file
+//! system ([`rootfs`]) holds the host's `/usr` read-only and a generated
+//! `/etc`, never the host's `/`: no `/etc/shadow`, `/root`, `/home`, store
+//! or other build to read. Inside, the stage finds the tree at
+//! `/run/osbuild/tree`, the output directory at `/run/osbuild/output`,
+//! itself at `/run/osbuild/stage`, fresh `/tmp` and `/var/tmp`,
+//! `SOURCE_DATE_EPOCH`, and its options as JSON on stdin. No network
+//! unless it declares the `network` capability; no loop devices unless it
+//! declares `devices`.
 //!
 //! All mounts live in namespaces that die with the nspawn process; nspawn
 //! dies with osbuild (`PR_SET_PDEATHSIG`), so nothing outlives a build, not
@@ -28,6 +32,8 @@ use anyhow::Context as _;
 use crate::stage::{Code, Device, Stage, TreeAccess};
 
 mod host_binds;
+mod rootfs;
+pub mod userns;
 
 /// Where a native stage sees things.
 pub const TREE: &str = "/run/osbuild/tree";
@@ -54,15 +60,13 @@ const DROPPED_CAPABILITIES: &[&str] = &[
 
 /// Runs inside the new namespaces: a private tmpfs for nspawn's state
 /// (locks, per-machine directories; nothing left on the host, and no
-/// complaints where /run is not a tmpfs), the host's / bound there without
-/// its submounts, then nspawn on it, read-only.
+/// complaints where /run is not a tmpfs), then nspawn on the stage's
+/// root, read-only.
 const WRAPPER: &str = r#"set -e
 mkdir -p /run/systemd/nspawn
 mount -t tmpfs -o mode=0755 osbuild-nspawn /run/systemd/nspawn
-mkdir /run/systemd/nspawn/root
-mount --bind / /run/systemd/nspawn/root
-nspawn=$1; shift
-exec "$nspawn" -D /run/systemd/nspawn/root --read-only "$@"
+nspawn=$1; root=$2; shift 2
+exec "$nspawn" -D "$root" --read-only "$@"
 "#;
 
 /// How the stage ended, as the runner writes it to the status directory.
@@ -113,18 +117,6 @@ pub fn runner_main(stage: &str) -> i32 {
     status.code().unwrap_or(1)
 }
 
-/// Directories on file systems of their own, which a bind of / leaves out.
-fn separate_mounts() -> Vec<&'static str> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::metadata("/") else {
-        return Vec::new();
-    };
-    ["/usr", "/etc", "/opt", "/var/lib"]
-        .into_iter()
-        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.dev() != root.dev()))
-        .collect()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
     #[error(
@@ -161,6 +153,9 @@ pub struct Invocation<'a> {
     /// Host paths the stage reads (resolved and allowed), bound read-only,
     /// nodev, nosuid, noexec at the same place.
     pub host_paths: Vec<PathBuf>,
+    /// The host ids the stage's namespace maps (the tree was id-mapped
+    /// with the same range).
+    pub ids: &'a userns::IdMap,
     pub interrupted: fn() -> bool,
 }
 
@@ -268,7 +263,7 @@ impl NativeHost {
             "--as-pid2".into(),
             // Without a tty nspawn would not forward stdin.
             "--console=pipe".into(),
-            // The host's own files are already in place (and read-only).
+            // The root's /etc is made for the stage (rootfs.rs).
             "--resolv-conf=off".into(),
             "--timezone=off".into(),
             format!("--setenv=SOURCE_DATE_EPOCH={}", inv.source_epoch),
@@ -276,21 +271,32 @@ impl NativeHost {
             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
             "--tmpfs=/tmp".into(),
             "--tmpfs=/var/tmp".into(),
+            inv.ids.nspawn_arg(),
+            // The root, tree and binds are id-mapped already or below.
+            "--private-users-ownership=off".into(),
+            // Already id-mapped by the workspace.
             format!("{tree_bind}={}:{TREE}", inv.tree.display()),
             format!(
-                "{}={}:{OUTPUT}",
+                "{}={}:{OUTPUT}:idmap",
                 if caps.output { "--bind" } else { "--bind-ro" },
                 inv.output_dir.display()
             ),
             format!("--bind-ro={}:{EXECUTABLE}", exe.display()),
             format!("--bind-ro={}:{RUNNER}", runner.display()),
-            format!("--bind={}:{STATUS}", status_dir.path().display()),
+            format!("--bind={}:{STATUS}:idmap", status_dir.path().display()),
             "--chdir=/".into(),
         ];
-        // A bind of / does not include other file systems: add them back.
-        for dir in separate_mounts() {
-            args.push(format!("--bind-ro={dir}"));
-        }
+        let resolv = if caps.network {
+            std::fs::read_to_string("/etc/resolv.conf").ok()
+        } else {
+            None
+        };
+        let root_dir = tempfile::Builder::new()
+            .prefix("root-")
+            .tempdir_in(inv.work)
+            .context("creating the stage's root directory")?;
+        let root = rootfs::RootFs::build(root_dir.path(), inv.ids, resolv.as_deref())?;
+        args.extend(root.nspawn_args().iter().cloned());
         if !caps.network {
             args.push("--private-network".into());
         } else if Path::new("/run/systemd/resolve").is_dir() {
@@ -318,7 +324,7 @@ impl NativeHost {
         let (_host_binds, pairs) = host_binds::HostBinds::new(&inv.host_paths, inv.work)?;
         for (bound, seen_at) in &pairs {
             args.push(format!(
-                "--bind-ro={}:{}",
+                "--bind-ro={}:{}:idmap",
                 bound.display(),
                 seen_at.display()
             ));
@@ -348,6 +354,7 @@ impl NativeHost {
         .arg(WRAPPER)
         .arg("osbuild-nspawn")
         .arg(&nspawn)
+        .arg(root.path())
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(inv.stdout)

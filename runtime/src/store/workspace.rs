@@ -21,6 +21,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 
 use super::{Layer, Object, ObjectInfo, Store};
 use crate::mtime;
+use crate::native::userns::{IdMap, as_range_root, bind_idmapped};
 
 /// How the tree is handed from stage to stage and into the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +137,13 @@ fn unmount(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("unmounting {}", path.display()))
 }
 
+/// Unmounts `path` and waits until it is gone.
+fn unmount_now(path: &Path) -> anyhow::Result<()> {
+    rustix::mount::unmount(path, UnmountFlags::empty())
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("unmounting {}", path.display()))
+}
+
 /// Copies the attributes of `from` (a directory) onto `to`.
 fn copy_dir_attributes(from: &Path, to: &Path) -> anyhow::Result<()> {
     let src = osbuild_tree_fs::Root::open(from)?;
@@ -186,6 +194,11 @@ pub struct Workspace {
     top: Option<String>,
     generation: u32,
     mounted: bool,
+    /// Copy handoff: the directory the tree's mount shows (the tree itself,
+    /// or a stored tree read in place).
+    shows: PathBuf,
+    /// While a native stage runs: the id-mapped mounts under the tree.
+    shifted: Vec<PathBuf>,
     /// Copy handoff: entries changed after this were touched by stages.
     since: mtime::Mark,
 }
@@ -213,8 +226,11 @@ impl Workspace {
             pinned: chain,
             generation: 0,
             mounted: false,
+            shows: PathBuf::new(),
+            shifted: Vec::new(),
             since: mtime::Mark::now(),
         };
+        ws.shows = ws.tree.clone();
         std::fs::create_dir(&ws.tree).context("creating the tree")?;
         if ws.handoff == Handoff::Overlay {
             if ws.lowers.is_empty() {
@@ -246,6 +262,7 @@ impl Workspace {
                 // Nothing will change it: read the stored tree in place.
                 bind_inert(&top.tree(), &ws.tree, true)?;
                 ws.mounted = true;
+                ws.shows = top.tree();
                 return Ok(ws);
             }
             std::fs::remove_dir(&ws.tree)?;
@@ -285,6 +302,81 @@ impl Workspace {
         // the ones the tree's root has so far.
         copy_dir_attributes(&self.lowers[0], &self.upper)?;
         mount_overlay(&self.tree, &self.lowers, &self.upper, &self.work)?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Remounts the tree for a native stage whose user namespace maps ids
+    /// with `map`: the stage's root sees the tree's root-owned files as its
+    /// own, and what it creates is owned by 0 on disk. The overlay is
+    /// mounted again over id-mapped layers (overlayfs cannot be id-mapped
+    /// itself); a plain tree is bound id-mapped. [`Workspace::unshift`]
+    /// puts the tree back as the host sees it.
+    pub fn shift(&mut self, map: &IdMap) -> anyhow::Result<()> {
+        if !self.shifted.is_empty() {
+            anyhow::bail!("the tree is already id-mapped");
+        }
+        let result = self.shift_mounts(map);
+        if result.is_err() {
+            let _ = self.unshift();
+        }
+        result
+    }
+
+    fn shift_mounts(&mut self, map: &IdMap) -> anyhow::Result<()> {
+        unmount_now(&self.tree)?;
+        self.mounted = false;
+        match self.handoff {
+            Handoff::Overlay => {
+                let layers = self.dir.join("shifted");
+                std::fs::create_dir_all(&layers)?;
+                let mut lowers = Vec::new();
+                for (i, lower) in self.lowers.iter().enumerate() {
+                    let at = layers.join(format!("lower-{i}"));
+                    std::fs::create_dir_all(&at)?;
+                    bind_idmapped(lower, &at, map, true)?;
+                    self.shifted.push(at.clone());
+                    lowers.push(at);
+                }
+                // Upper and work directories must be on one mount: the
+                // build directory's (not what is mounted beneath it).
+                let here = layers.join("dir");
+                std::fs::create_dir_all(&here)?;
+                bind_idmapped(&self.dir, &here, map, false)?;
+                self.shifted.push(here.clone());
+                let upper = here.join(self.upper.file_name().unwrap());
+                let work = here.join(self.work.file_name().unwrap());
+                as_range_root(map, || mount_overlay(&self.tree, &lowers, &upper, &work))?;
+            }
+            Handoff::Copy => {
+                let read_only = self.shows != self.tree;
+                bind_idmapped(&self.shows, &self.tree, map, read_only)?;
+            }
+        }
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Undoes [`Workspace::shift`].
+    pub fn unshift(&mut self) -> anyhow::Result<()> {
+        if self.mounted {
+            // Not lazily: the id-mapped overlay must be gone before the
+            // same upper layer is mounted again.
+            unmount_now(&self.tree)?;
+            self.mounted = false;
+        }
+        for at in self.shifted.drain(..).rev() {
+            unmount_now(&at)?;
+        }
+        match self.handoff {
+            Handoff::Overlay => {
+                mount_overlay(&self.tree, &self.lowers, &self.upper, &self.work)?;
+            }
+            Handoff::Copy => {
+                let read_only = self.shows != self.tree;
+                bind_inert(&self.shows, &self.tree, read_only)?;
+            }
+        }
         self.mounted = true;
         Ok(())
     }
@@ -394,6 +486,9 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         if self.mounted {
             let _ = unmount(&self.tree);
+        }
+        for at in self.shifted.drain(..).rev() {
+            let _ = unmount(&at);
         }
     }
 }

@@ -1,0 +1,254 @@
+//! The root file system a native stage runs in: built from an allowlist,
+//! never the host's `/`.
+//!
+//! A tmpfs owned by the stage's id range holds the top-level directories,
+//! the host's `/usr` (read-only, id-mapped, so its files are root's inside
+//! too) and the merged-`/usr` links, and a generated `/etc` with only what
+//! the host tools need: the tool users (no password hashes, no one
+//! else's), name service and network databases, the dynamic linker's
+//! cache, the OS release, apt's sources (for a default mirror), CA
+//! certificates, the alternatives links, dnf's and rpm's configuration,
+//! and `resolv.conf` for stages with `network`. The host's `/etc/shadow`,
+//! `/root`, `/home`, `/var`, the store and other builds' trees are not
+//! there to be read.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use super::userns::IdMap;
+
+/// Users the host tools run as (apt downloads as `_apt`).
+const USERS: &[&str] = &["root", "daemon", "nobody", "_apt"];
+const GROUPS: &[&str] = &["root", "daemon", "nogroup", "adm"];
+
+/// Host files copied into `/etc` as they are (what they hold is public
+/// and the tools read it: `services` for `http`, the linker's cache).
+const COPIED: &[&str] = &[
+    "ld.so.cache",
+    "services",
+    "protocols",
+    "debian_version",
+    "apt/sources.list",
+];
+
+/// Host directories bound read-only into `/etc`.
+const BOUND: &[&str] = &["ssl/certs", "alternatives", "dnf", "rpm"];
+
+const NSSWITCH: &str = "\
+passwd: files
+group: files
+shadow: files
+hosts: files dns
+networks: files
+protocols: files
+services: files
+ethers: files
+rpc: files
+";
+
+const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n";
+
+/// A stage's root, mounted at `work/root` in osbuild's mount namespace
+/// (nspawn's copy of it sees it); unmounted on drop.
+pub struct RootFs {
+    path: PathBuf,
+    /// nspawn arguments that bind the host's parts in.
+    binds: Vec<String>,
+}
+
+impl RootFs {
+    pub fn build(work: &Path, map: &IdMap, resolv_conf: Option<&str>) -> anyhow::Result<RootFs> {
+        let path = work.join("root");
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let base = map.base();
+        let data = std::ffi::CString::new(format!(
+            "mode=0755,uid={base},gid={base},size=16m,nr_inodes=4096"
+        ))?;
+        rustix::mount::mount(
+            "osbuild-root",
+            &path,
+            "tmpfs",
+            MountFlags::NODEV | MountFlags::NOSUID,
+            data.as_c_str(),
+        )
+        .map_err(std::io::Error::from)
+        .context("mounting the stage's root (tmpfs)")?;
+        let mut root = RootFs {
+            path,
+            binds: Vec::new(),
+        };
+        root.populate(map, resolv_conf)
+            .context("making the stage's root file system")?;
+        Ok(root)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn nspawn_args(&self) -> &[String] {
+        &self.binds
+    }
+
+    fn populate(&mut self, map: &IdMap, resolv_conf: Option<&str>) -> anyhow::Result<()> {
+        let base = map.base();
+        for dir in [
+            "usr", "etc", "proc", "sys", "dev", "run", "tmp", "var", "var/tmp", "root", "home",
+            "srv", "mnt", "opt",
+        ] {
+            self.dir(dir, base)?;
+        }
+        self.binds.push("--bind-ro=/usr:/usr:idmap".into());
+        // Merged /usr: the top-level links point into it; a host without
+        // it gets its directories bound like /usr.
+        for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let host = Path::new("/").join(name);
+            match std::fs::symlink_metadata(&host) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(&host)?;
+                    let at = self.path.join(name);
+                    std::os::unix::fs::symlink(&target, &at)?;
+                    std::os::unix::fs::lchown(&at, Some(base), Some(base))?;
+                }
+                Ok(m) if m.is_dir() => {
+                    self.dir(name, base)?;
+                    self.binds.push(format!("--bind-ro=/{name}:/{name}:idmap"));
+                }
+                _ => {}
+            }
+        }
+        self.etc(base, resolv_conf)
+    }
+
+    fn etc(&mut self, base: u32, resolv_conf: Option<&str>) -> anyhow::Result<()> {
+        let etc = Path::new("/etc");
+        self.file("etc/passwd", &entries(&etc.join("passwd"), USERS)?, base)?;
+        self.file("etc/group", &entries(&etc.join("group"), GROUPS)?, base)?;
+        self.file("etc/nsswitch.conf", NSSWITCH.as_bytes(), base)?;
+        self.file("etc/hosts", HOSTS.as_bytes(), base)?;
+        if let Some(text) = resolv_conf {
+            self.file("etc/resolv.conf", text.as_bytes(), base)?;
+        }
+        // os-release is usually a link into /usr, which is there.
+        match std::fs::read_link(etc.join("os-release")) {
+            Ok(target) => {
+                let at = self.path.join("etc/os-release");
+                std::os::unix::fs::symlink(target, &at)?;
+                std::os::unix::fs::lchown(&at, Some(base), Some(base))?;
+            }
+            Err(_) => {
+                if let Ok(bytes) = std::fs::read(etc.join("os-release")) {
+                    self.file("etc/os-release", &bytes, base)?;
+                }
+            }
+        }
+        for name in COPIED {
+            if let Ok(bytes) = read_regular(&etc.join(name)) {
+                self.file(&format!("etc/{name}"), &bytes, base)?;
+            }
+        }
+        // apt's sources, for a stage that takes the host's mirror; never
+        // auth.conf (credentials) or anything else of apt's.
+        if let Ok(dir) = std::fs::read_dir(etc.join("apt/sources.list.d")) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.ends_with(".list") || name.ends_with(".sources")) {
+                    continue;
+                }
+                if let Ok(bytes) = read_regular(&e.path()) {
+                    self.file(&format!("etc/apt/sources.list.d/{name}"), &bytes, base)?;
+                }
+            }
+        }
+        for name in BOUND {
+            let host = etc.join(name);
+            if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                self.dir(&format!("etc/{name}"), base)?;
+                self.binds
+                    .push(format!("--bind-ro={}:/etc/{name}", host.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `rel` (and its parents) owned by the range's root.
+    fn dir(&self, rel: &str, base: u32) -> anyhow::Result<()> {
+        let mut at = self.path.clone();
+        for part in Path::new(rel).components() {
+            at.push(part);
+            match std::fs::create_dir(&at) {
+                Ok(()) => std::os::unix::fs::lchown(&at, Some(base), Some(base))?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", at.display())),
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&self, rel: &str, bytes: &[u8], base: u32) -> anyhow::Result<()> {
+        if let Some(parent) = Path::new(rel).parent() {
+            self.dir(&parent.to_string_lossy(), base)?;
+        }
+        let at = self.path.join(rel);
+        std::fs::write(&at, bytes).with_context(|| format!("writing {}", at.display()))?;
+        std::os::unix::fs::lchown(&at, Some(base), Some(base))?;
+        Ok(())
+    }
+}
+
+impl Drop for RootFs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.path, UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A host file's bytes if it is a regular file (following links, as a
+/// tool reading it would).
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    std::fs::read(path)
+}
+
+/// The lines of a passwd- or group-style file for `names`, with the
+/// password field `x` whatever it held.
+fn entries(file: &Path, names: &[&str]) -> anyhow::Result<Vec<u8>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(pick_entries(&text, names).into_bytes())
+}
+
+fn pick_entries(text: &str, names: &[&str]) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 3 || !names.contains(&fields[0]) {
+            continue;
+        }
+        fields[1] = "x";
+        out.push_str(&fields.join(":"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_tool_users_without_their_passwords() {
+        let passwd = "root:$6$secret:0:0:root:/root:/bin/bash\n\
+                      alice:x:1000:1000:Alice:/home/alice:/bin/bash\n\
+                      _apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n\
+                      # comment\n";
+        assert_eq!(
+            pick_entries(passwd, USERS),
+            "root:x:0:0:root:/root:/bin/bash\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"
+        );
+    }
+}
