@@ -21,7 +21,6 @@ use anyhow::Context as _;
 use crate::archive;
 use crate::error::{BuildError, InputError};
 use crate::native::NativeHost;
-use crate::native::userns::IdMap;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::progress::{Outcome, Reporter, StageInfo};
@@ -403,20 +402,10 @@ pub fn build(
             wasm: &host,
             native: &native,
         };
-        // A native stage's namespace maps its root to a range of host ids
-        // of its own; the tree is id-mapped to match while it runs.
-        let id_range = if native_stage {
-            let range = IdMap::reserve()?;
-            ws.shift(&range)?;
-            Some(range)
-        } else {
-            None
-        };
         let result = run_stage(
             &hosts,
             p,
-            id_range.as_ref(),
-            ws.path(),
+            &mut ws,
             &scratch,
             &outputs,
             epoch,
@@ -424,9 +413,6 @@ pub fn build(
             Arc::clone(&reporter),
         )
         .and_then(|()| {
-            if id_range.is_some() {
-                ws.unshift()?;
-            }
             outputs::take(&outputs).map_err(|message| BuildError::Stage {
                 index: p.index,
                 name: p.stage.name().to_string(),

@@ -14,6 +14,7 @@ use crate::pipeline::StageCall;
 use crate::progress::Reporter;
 use crate::signals;
 use crate::stage::Kind;
+use crate::store::workspace::Workspace;
 use crate::wasm::{Invocation, WasmError, WasmHost};
 
 /// The seed of a stage's random sources: its position, name and options.
@@ -36,8 +37,7 @@ pub struct Hosts<'a> {
 pub fn run_stage(
     hosts: &Hosts<'_>,
     p: &PlannedStage,
-    ids: Option<&IdMap>,
-    tree: &Path,
+    ws: &mut Workspace,
     scratch: &Path,
     outputs: &Path,
     epoch: i64,
@@ -56,7 +56,7 @@ pub fn run_stage(
         Kind::Wasm => {
             let result = hosts.wasm.run(Invocation {
                 stage: &p.stage,
-                tree,
+                tree: ws.path(),
                 options: &p.options,
                 source_epoch: epoch,
                 seed: seed(p),
@@ -83,13 +83,19 @@ pub fn run_stage(
             })
         }
         Kind::Native => {
-            let ids = ids.ok_or_else(|| {
-                anyhow::anyhow!("no id range was reserved for the native stage {name}")
-            })?;
+            // The stage's namespace maps its root to a range of host ids of
+            // its own; the tree is id-mapped to match while it runs.
+            let ids = if native::user_namespaces() {
+                let ids = IdMap::reserve()?;
+                ws.shift(&ids)?;
+                Some(ids)
+            } else {
+                None
+            };
             let (_, timeout) = config.limits.for_stage(&p.stage.meta.capabilities);
             let result = hosts.native.run(native::Invocation {
                 stage: &p.stage,
-                tree,
+                tree: ws.path(),
                 output_dir: outputs,
                 options: &p.options_value,
                 source_epoch: epoch,
@@ -98,14 +104,19 @@ pub fn run_stage(
                 stderr: output.writer()?,
                 work: scratch,
                 host_paths: p.host_paths.clone(),
-                ids,
+                ids: ids.as_ref(),
                 interrupted: signals::interrupted,
             });
             let tail = output.finish();
-            result.map_err(|e| match e {
+            if ids.is_some() {
+                ws.unshift()?;
+            }
+            let nodes = result.map_err(|e| match e {
                 NativeError::Interrupted => BuildError::Interrupted,
-                other => failure(other.to_string(), tail),
-            })
+                other => failure(other.to_string(), tail.clone()),
+            })?;
+            native::make_requested_nodes(ws.path(), &nodes)
+                .map_err(|e| failure(format!("{e:#}"), tail))
         }
     }
 }

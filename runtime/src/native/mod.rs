@@ -62,12 +62,42 @@ const DROPPED_CAPABILITIES: &[&str] = &[
 /// (locks, per-machine directories; nothing left on the host, and no
 /// complaints where /run is not a tmpfs), then nspawn on the stage's
 /// root, read-only.
+/// Without user namespaces (`root` is `host`), the host's / is bound
+/// there without its submounts as the root.
 const WRAPPER: &str = r#"set -e
 mkdir -p /run/systemd/nspawn
 mount -t tmpfs -o mode=0755 osbuild-nspawn /run/systemd/nspawn
 nspawn=$1; root=$2; shift 2
+if [ "$root" = host ]; then
+    root=/run/systemd/nspawn/root
+    mkdir "$root"
+    mount --bind / "$root"
+fi
 exec "$nspawn" -D "$root" --read-only "$@"
 "#;
+
+/// Whether native stages run in user namespaces on a root of their own
+/// (`OSBUILD_NATIVE_USERNS=1`). Off by default until every built-in native
+/// stage works that way.
+pub fn user_namespaces() -> bool {
+    std::env::var_os("OSBUILD_NATIVE_USERNS").is_some_and(|v| v == "1")
+}
+
+/// Where a native stage asks for device nodes it cannot make itself (the
+/// SDK finds it in `OSBUILD_NODE_REQUESTS`).
+const NODE_REQUESTS: &str = "/run/osbuild/status/nodes";
+
+/// Directories on file systems of their own, which a bind of / leaves out.
+fn separate_mounts() -> Vec<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::metadata("/") else {
+        return Vec::new();
+    };
+    ["/usr", "/etc", "/opt", "/var/lib"]
+        .into_iter()
+        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.dev() != root.dev()))
+        .collect()
+}
 
 /// How the stage ended, as the runner writes it to the status directory.
 /// (nspawn's own exit status cannot tell a signal from `exit 255`.)
@@ -154,8 +184,8 @@ pub struct Invocation<'a> {
     /// nodev, nosuid, noexec at the same place.
     pub host_paths: Vec<PathBuf>,
     /// The host ids the stage's namespace maps (the tree was id-mapped
-    /// with the same range).
-    pub ids: &'a userns::IdMap,
+    /// with the same range); `None`: the host's root user and `/`.
+    pub ids: Option<&'a userns::IdMap>,
     pub interrupted: fn() -> bool,
 }
 
@@ -234,7 +264,8 @@ impl NativeHost {
         Ok(exe)
     }
 
-    pub fn run(&self, inv: Invocation<'_>) -> Result<(), NativeError> {
+    /// Runs the stage; returns the device nodes it asked for.
+    pub fn run(&self, inv: Invocation<'_>) -> Result<Vec<NodeRequest>, NativeError> {
         let nspawn = find_nspawn().ok_or(NativeError::NoNspawn)?;
         let exe = self.executable(inv.stage)?;
         let runner = self.runner()?;
@@ -271,32 +302,46 @@ impl NativeHost {
             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
             "--tmpfs=/tmp".into(),
             "--tmpfs=/var/tmp".into(),
-            inv.ids.nspawn_arg(),
-            // The root, tree and binds are id-mapped already or below.
-            "--private-users-ownership=off".into(),
-            // Already id-mapped by the workspace.
+            // The tree is id-mapped already (by the workspace).
             format!("{tree_bind}={}:{TREE}", inv.tree.display()),
-            format!(
-                "{}={}:{OUTPUT}:idmap",
-                if caps.output { "--bind" } else { "--bind-ro" },
-                inv.output_dir.display()
-            ),
             format!("--bind-ro={}:{EXECUTABLE}", exe.display()),
             format!("--bind-ro={}:{RUNNER}", runner.display()),
-            format!("--bind={}:{STATUS}:idmap", status_dir.path().display()),
+            format!("--setenv=OSBUILD_NODE_REQUESTS={NODE_REQUESTS}"),
             "--chdir=/".into(),
         ];
-        let resolv = if caps.network {
-            std::fs::read_to_string("/etc/resolv.conf").ok()
-        } else {
-            None
-        };
+        // Binds the stage writes through: id-mapped, so that its root
+        // owns them inside its namespace.
+        let idmap = if inv.ids.is_some() { ":idmap" } else { "" };
+        args.push(format!(
+            "{}={}:{OUTPUT}{idmap}",
+            if caps.output { "--bind" } else { "--bind-ro" },
+            inv.output_dir.display()
+        ));
+        args.push(format!(
+            "--bind={}:{STATUS}{idmap}",
+            status_dir.path().display()
+        ));
         let root_dir = tempfile::Builder::new()
             .prefix("root-")
             .tempdir_in(inv.work)
             .context("creating the stage's root directory")?;
-        let root = rootfs::RootFs::build(root_dir.path(), inv.ids, resolv.as_deref())?;
-        args.extend(root.nspawn_args().iter().cloned());
+        let root = match inv.ids {
+            Some(ids) => {
+                args.push(ids.nspawn_arg());
+                // The root is the range's already; the rest is bound below.
+                args.push("--private-users-ownership=off".into());
+                let root = rootfs::RootFs::build(root_dir.path(), ids, caps.network)?;
+                args.extend(root.nspawn_args().iter().cloned());
+                Some(root)
+            }
+            None => {
+                // A bind of / does not include other file systems.
+                for dir in separate_mounts() {
+                    args.push(format!("--bind-ro={dir}"));
+                }
+                None
+            }
+        };
         if !caps.network {
             args.push("--private-network".into());
         } else if Path::new("/run/systemd/resolve").is_dir() {
@@ -322,9 +367,10 @@ impl NativeHost {
             }
         }
         let (_host_binds, pairs) = host_binds::HostBinds::new(&inv.host_paths, inv.work)?;
+        // Not id-mapped: the stage reads them as any other user would.
         for (bound, seen_at) in &pairs {
             args.push(format!(
-                "--bind-ro={}:{}:idmap",
+                "--bind-ro={}:{}",
                 bound.display(),
                 seen_at.display()
             ));
@@ -354,7 +400,7 @@ impl NativeHost {
         .arg(WRAPPER)
         .arg("osbuild-nspawn")
         .arg(&nspawn)
-        .arg(root.path())
+        .arg(root.as_ref().map_or(Path::new("host"), |r| r.path()))
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(inv.stdout)
@@ -409,9 +455,13 @@ impl NativeHost {
         if let Some(why) = stopped {
             return Err(why);
         }
-        let result = read_status(&status_dir.path().join("result"));
+        let result = read_status(&status_dir.path().join("result"), 64);
         match result.as_deref().map(RunnerResult::parse) {
-            Some(Some(RunnerResult::Exited(0))) => Ok(()),
+            Some(Some(RunnerResult::Exited(0))) => {
+                let requests = read_status(&status_dir.path().join("nodes"), MAX_NODE_REQUESTS)
+                    .unwrap_or_default();
+                Ok(NodeRequest::parse_all(&requests)?)
+            }
             Some(Some(RunnerResult::Exited(c))) => Err(NativeError::Failed(c)),
             Some(Some(RunnerResult::Signaled(s))) => Err(NativeError::Signal(s, signal_name(s))),
             _ => Err(NativeError::Host(anyhow::anyhow!(
@@ -425,7 +475,7 @@ impl NativeHost {
 /// directory is writable inside the container) with a symlink to
 /// `/dev/zero`, a FIFO or a huge file: opened without following links or
 /// blocking, only a regular file is read, and only its first bytes.
-fn read_status(path: &Path) -> Option<String> {
+fn read_status(path: &Path, max: u64) -> Option<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -437,8 +487,93 @@ fn read_status(path: &Path) -> Option<String> {
         return None;
     }
     let mut text = String::new();
-    file.take(64).read_to_string(&mut text).ok()?;
+    file.take(max).read_to_string(&mut text).ok()?;
     Some(text)
+}
+
+/// The most a stage may write to its node requests.
+const MAX_NODE_REQUESTS: u64 = 64 * 1024;
+
+/// A device node a stage in a user namespace asked for (it left an empty
+/// file in its place): `c MAJOR MINOR PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRequest {
+    pub path: String,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl NodeRequest {
+    fn parse_all(text: &str) -> anyhow::Result<Vec<NodeRequest>> {
+        text.lines()
+            .map(|line| {
+                NodeRequest::parse(line).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the stage asked for a device node in a form osbuild does not know: {:?}",
+                        line.chars().take(200).collect::<String>()
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn parse(line: &str) -> Option<NodeRequest> {
+        let mut parts = line.splitn(4, ' ');
+        if parts.next()? != "c" {
+            return None;
+        }
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let path = parts.next()?.to_string();
+        Some(NodeRequest { path, major, minor })
+    }
+}
+
+/// Makes the nodes a stage asked for, in the tree as the host sees it.
+/// Only harmless ones (null, zero, ...: the ones every stage may make),
+/// and only where the stage left an empty regular file, whose mode and
+/// owner the node takes.
+pub fn make_requested_nodes(tree: &Path, requests: &[NodeRequest]) -> anyhow::Result<()> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    use osbuild_tree_fs::{EntryKind, NodeKind};
+    let root = osbuild_tree_fs::Root::open(tree)
+        .with_context(|| format!("opening the tree {}", tree.display()))?;
+    for r in requests {
+        let what = || format!("the device node {} ({}:{})", r.path, r.major, r.minor);
+        if osbuild_tree_fs::harmless_device(NodeKind::CharDevice, r.major, r.minor).is_none() {
+            anyhow::bail!(
+                "{}: a native stage may ask only for null, zero, full, random, urandom, tty, console or ptmx",
+                what()
+            );
+        }
+        if !r.path.starts_with('/') || r.path.chars().any(char::is_control) {
+            anyhow::bail!("{}: not an absolute path", what());
+        }
+        let path = Path::new(&r.path);
+        let m = root
+            .metadata(path, false)
+            .with_context(|| format!("{}: its placeholder", what()))?;
+        if m.kind != EntryKind::File || m.size != 0 || m.nlink != 1 {
+            anyhow::bail!(
+                "{}: the stage left something other than an empty file there",
+                what()
+            );
+        }
+        root.remove_file(path)?;
+        root.make_node(
+            path,
+            NodeKind::CharDevice,
+            m.mode & 0o7777,
+            r.major,
+            r.minor,
+        )
+        .with_context(what)?;
+        root.set_owner(path, m.uid, m.gid, false)
+            .with_context(what)?;
+    }
+    Ok(())
 }
 
 /// The host nodes bound in for `device` (those that exist here).

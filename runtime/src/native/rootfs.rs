@@ -8,7 +8,8 @@
 //! else's), name service and network databases, the dynamic linker's
 //! cache, the OS release, apt's sources (for a default mirror), CA
 //! certificates, the alternatives links, dnf's and rpm's configuration,
-//! and `resolv.conf` for stages with `network`. The host's `/etc/shadow`,
+//! and `resolv.conf` for stages with `network` (and for mmdebstrap,
+//! which copies it). The host's `/etc/shadow`,
 //! `/root`, `/home`, `/var`, the store and other builds' trees are not
 //! there to be read.
 
@@ -25,7 +26,10 @@ const GROUPS: &[&str] = &["root", "daemon", "nogroup", "adm"];
 
 /// Host files copied into `/etc` as they are (what they hold is public
 /// and the tools read it: `services` for `http`, the linker's cache).
+/// Their modes are kept too: mmdebstrap copies `hostname` and
+/// `resolv.conf` into the tree it makes.
 const COPIED: &[&str] = &[
+    "hostname",
     "ld.so.cache",
     "services",
     "protocols",
@@ -59,7 +63,7 @@ pub struct RootFs {
 }
 
 impl RootFs {
-    pub fn build(work: &Path, map: &IdMap, resolv_conf: Option<&str>) -> anyhow::Result<RootFs> {
+    pub fn build(work: &Path, map: &IdMap, network: bool) -> anyhow::Result<RootFs> {
         let path = work.join("root");
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         let base = map.base();
@@ -79,7 +83,7 @@ impl RootFs {
             path,
             binds: Vec::new(),
         };
-        root.populate(map, resolv_conf)
+        root.populate(map, network)
             .context("making the stage's root file system")?;
         Ok(root)
     }
@@ -92,7 +96,7 @@ impl RootFs {
         &self.binds
     }
 
-    fn populate(&mut self, map: &IdMap, resolv_conf: Option<&str>) -> anyhow::Result<()> {
+    fn populate(&mut self, map: &IdMap, network: bool) -> anyhow::Result<()> {
         let base = map.base();
         for dir in [
             "usr", "etc", "proc", "sys", "dev", "run", "tmp", "var", "var/tmp", "root", "home",
@@ -119,17 +123,17 @@ impl RootFs {
                 _ => {}
             }
         }
-        self.etc(base, resolv_conf)
+        self.etc(base, network)
     }
 
-    fn etc(&mut self, base: u32, resolv_conf: Option<&str>) -> anyhow::Result<()> {
+    fn etc(&mut self, base: u32, network: bool) -> anyhow::Result<()> {
         let etc = Path::new("/etc");
         self.file("etc/passwd", &entries(&etc.join("passwd"), USERS)?, base)?;
         self.file("etc/group", &entries(&etc.join("group"), GROUPS)?, base)?;
         self.file("etc/nsswitch.conf", NSSWITCH.as_bytes(), base)?;
         self.file("etc/hosts", HOSTS.as_bytes(), base)?;
-        if let Some(text) = resolv_conf {
-            self.file("etc/resolv.conf", text.as_bytes(), base)?;
+        if network {
+            self.copy(&etc.join("resolv.conf"), "etc/resolv.conf", base)?;
         }
         // os-release is usually a link into /usr, which is there.
         match std::fs::read_link(etc.join("os-release")) {
@@ -145,9 +149,7 @@ impl RootFs {
             }
         }
         for name in COPIED {
-            if let Ok(bytes) = read_regular(&etc.join(name)) {
-                self.file(&format!("etc/{name}"), &bytes, base)?;
-            }
+            self.copy(&etc.join(name), &format!("etc/{name}"), base)?;
         }
         // apt's sources, for a stage that takes the host's mirror; never
         // auth.conf (credentials) or anything else of apt's.
@@ -157,9 +159,7 @@ impl RootFs {
                 if !(name.ends_with(".list") || name.ends_with(".sources")) {
                     continue;
                 }
-                if let Ok(bytes) = read_regular(&e.path()) {
-                    self.file(&format!("etc/apt/sources.list.d/{name}"), &bytes, base)?;
-                }
+                self.copy(&e.path(), &format!("etc/apt/sources.list.d/{name}"), base)?;
             }
         }
         for name in BOUND {
@@ -170,6 +170,20 @@ impl RootFs {
                     .push(format!("--bind-ro={}:/etc/{name}", host.display()));
             }
         }
+        Ok(())
+    }
+
+    /// Copies the host file `from`, with its mode, if it is a regular file.
+    fn copy(&self, from: &Path, rel: &str, base: u32) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Ok((bytes, mode)) = read_regular(from) else {
+            return Ok(());
+        };
+        self.file(rel, &bytes, base)?;
+        std::fs::set_permissions(
+            self.path.join(rel),
+            std::fs::Permissions::from_mode(mode & 0o777),
+        )?;
         Ok(())
     }
 
@@ -205,13 +219,19 @@ impl Drop for RootFs {
     }
 }
 
-/// A host file's bytes if it is a regular file (following links, as a
-/// tool reading it would).
-fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
-    if !std::fs::metadata(path)?.is_file() {
+/// A host file's bytes and mode if it is a regular file (following links,
+/// as a tool reading it would).
+fn read_regular(path: &Path) -> std::io::Result<(Vec<u8>, u32)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = std::fs::File::open(path)?;
+    let m = file.metadata()?;
+    if !m.is_file() {
         return Err(std::io::ErrorKind::InvalidInput.into());
     }
-    std::fs::read(path)
+    let mut bytes = Vec::new();
+    file.take(16 << 20).read_to_end(&mut bytes)?;
+    Ok((bytes, m.permissions().mode()))
 }
 
 /// The lines of a passwd- or group-style file for `names`, with the

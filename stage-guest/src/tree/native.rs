@@ -130,7 +130,13 @@ impl Backend {
             NodeKind::CharDevice => osbuild_tree_fs::NodeKind::CharDevice,
             NodeKind::Fifo => osbuild_tree_fs::NodeKind::Fifo,
         };
-        self.root.make_node(p, kind, mode, major, minor)
+        match self.root.make_node(p, kind, mode, major, minor) {
+            // EPERM: no CAP_MKNOD over the tree (a user namespace).
+            Err(e) if e.raw_os_error() == Some(EPERM) => {
+                request_node(&self.root, p, kind, mode, major, minor).map_err(|_| e)
+            }
+            other => other,
+        }
     }
 
     pub fn get_xattr(&self, p: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -152,4 +158,44 @@ impl Backend {
     pub fn resolve(&self, p: &Path) -> io::Result<PathBuf> {
         self.root.resolve(p, true)
     }
+}
+
+const EPERM: i32 = 1;
+
+/// The variable naming the file where a native stage asks the host for
+/// device nodes (set by osbuild's native host).
+pub const NODE_REQUESTS_ENV: &str = "OSBUILD_NODE_REQUESTS";
+
+/// A native stage runs in a user namespace, where no device node can be
+/// made. For a harmless one (`/dev/null` and the like, which a wasm stage
+/// may make too) it leaves an empty file with the mode asked for and asks
+/// the host, which makes the node there after the stage has run, with the
+/// placeholder's mode and owner (so `set_owner` and `set_mode` after this
+/// call work as they would on the node).
+fn request_node(
+    root: &Root,
+    p: &Path,
+    kind: osbuild_tree_fs::NodeKind,
+    mode: u32,
+    major: u32,
+    minor: u32,
+) -> io::Result<()> {
+    use std::io::Write as _;
+    let Some(file) = std::env::var_os(NODE_REQUESTS_ENV) else {
+        return Err(io::ErrorKind::PermissionDenied.into());
+    };
+    if osbuild_tree_fs::harmless_device(kind, major, minor).is_none() {
+        return Err(io::ErrorKind::PermissionDenied.into());
+    }
+    let path = p.to_str().ok_or(io::ErrorKind::InvalidInput)?;
+    if !path.starts_with('/') || path.chars().any(char::is_control) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    root.write(p, b"", mode & 0o7777)?;
+    root.set_mode(p, mode & 0o7777)?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(file)?;
+    writeln!(f, "c {major} {minor} {path}")
 }
