@@ -275,6 +275,69 @@ fn archives_carry_device_nodes_only_when_the_policy_allows() {
     );
 }
 
+/// Review: a `--libdir` stage's metadata that is `/dev/zero` (or a FIFO)
+/// is refused, not read until the memory is full.
+#[test]
+fn a_libdir_stage_file_that_never_ends_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::write(lib.join("test.z"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("/dev/zero", lib.join("test.z.json")).unwrap();
+    sh(&format!("mkfifo {}", lib.join("test.f.wasm").display()));
+    let p = one_stage(dir.path(), "test.z", json!({}));
+    let run = osbuild_within(
+        30,
+        &[
+            "--libdir",
+            lib.to_str().unwrap(),
+            "audit",
+            p.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("test.z.json: not a regular file"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Review F5: a tree unpacked under a policy that allowed device nodes is
+/// not reused from the store under one that does not.
+#[test]
+fn a_cached_archive_tree_is_not_reused_under_a_stricter_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = ScratchDisk::new(dir.path());
+    let planted = archive(
+        dir.path(),
+        "planted.tar",
+        &format!("add_dir('etc')\nadd_node('disk', BLK, 7, {})", disk.minor),
+    );
+    let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
+    let store = dir.path().join("store");
+    let lax = dir.path().join("lax.json");
+    std::fs::write(&lax, r#"{"from-device-nodes": true}"#).unwrap();
+    let strict = dir.path().join("strict.json");
+    std::fs::write(&strict, "{}").unwrap();
+    let build = |policy: &Path| {
+        osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--from",
+            planted.to_str().unwrap(),
+            "--save",
+            dir.path().join("saved.tar").to_str().unwrap(),
+            p.to_str().unwrap(),
+        ])
+    };
+    build(&lax).ok();
+    build(&strict).fails_with(2, "entry \"disk\" is a block device");
+    disk.assert_unchanged();
+}
+
 /// L2: trusted.* and foreign security.* attributes come neither from
 /// archives nor from stages.
 #[test]
@@ -673,6 +736,15 @@ fn a_newline_in_a_native_stages_option_is_refused() {
         json!({"packages": ["--setopt=reposdir=/etc/yum.repos.d"], "repos": [{"baseurl": "https://example.org/r"}], "releasever": "40"}),
     );
     osbuild(&["--inspect", p.to_str().unwrap()]).fails_with(2, "pipeline[0].options.packages[0]");
+    // dnf: rpm macros in the dbpath (it becomes `%_dbpath PATH`), which
+    // would run shell commands as the stage's root (review F4).
+    let p = one_stage(
+        dir.path(),
+        "io.weldr.dnf",
+        json!({"packages": ["bash"], "repos": [{"baseurl": "https://example.org/r"}], "releasever": "40",
+               "dbpath": "/var/lib/rpm%(id>&2)%{lua:os.execute('id')}"}),
+    );
+    osbuild(&["--inspect", p.to_str().unwrap()]).fails_with(2, "pipeline[0].options.dbpath");
 }
 
 /// M1: a stage asleep in a host call is stopped by --timeout (its sleeps
@@ -811,6 +883,16 @@ fn the_store_is_private_and_refused_when_others_can_write_it() {
         2,
         "the store belongs to user 65534, not to the user running osbuild (0)",
     );
+    // One reached through a directory another user owns, who could swap
+    // it for a link to a store of theirs between two uses (review).
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    sh(&format!("chown 65534 {}", theirs.display()));
+    let inside = theirs.join("store");
+    osbuild(&["--store", inside.to_str().unwrap(), p.to_str().unwrap()]).fails_with(
+        2,
+        "which belongs to user 65534; another user could swap the store for one of theirs",
+    );
 }
 
 /// H1: what a stage leaves in its output directory must be a regular file
@@ -862,13 +944,15 @@ fn outputs_that_are_not_plain_files_are_refused() {
     assert_eq!(std::fs::read(&secret).unwrap(), b"host secret\n");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 
-    // A setuid file is placed, without its setuid bit, owned by osbuild's user.
+    // A setuid, world-writable file is placed without its setuid bit or
+    // write for others (it is a hard link into the store), owned by
+    // osbuild's user.
     let libdir = shell_stage(
         dir.path(),
         "test.output-suid",
         json!({"tree": "read", "output": true}),
         json!({}),
-        "cp /bin/sh /run/osbuild/output/sh && chown 65534:65534 /run/osbuild/output/sh && chmod 6755 /run/osbuild/output/sh\n",
+        "cp /bin/sh /run/osbuild/output/sh && chown 65534:65534 /run/osbuild/output/sh && chmod 6777 /run/osbuild/output/sh\n",
     );
     let p = one_stage(dir.path(), "test.output-suid", json!({}));
     osbuild_within(
@@ -978,6 +1062,51 @@ fn an_archive_larger_than_the_cap_is_refused() {
     );
     assert_eq!(std::fs::read_dir(store.join("objects")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+}
+
+/// Review F3: a GNU long name (or PAX record) claiming gigabytes is not
+/// read into memory: the tar reader's headers are capped at 1 MiB.
+#[test]
+fn a_huge_tar_header_extension_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("longname.tar.gz");
+    // One 'L' header claiming 1 GiB, then zeros (1 MB gzipped).
+    sh(&format!(
+        r#"python3 - <<'PY' | gzip -1 > {}
+import sys
+size = 1 << 30
+h = bytearray(512)
+h[0:13] = b'././@LongLink'
+h[100:108] = b'0000644\0'
+h[108:116] = b'0000000\0'
+h[116:124] = b'0000000\0'
+h[124:136] = b'%011o\0' % size
+h[136:148] = b'00000000000\0'
+h[156:157] = b'L'
+h[257:263] = b'ustar '
+h[263:265] = b' \0'
+h[148:156] = b' ' * 8
+h[148:156] = b'%06o\0 ' % sum(h)
+out = sys.stdout.buffer
+out.write(bytes(h))
+chunk = bytes(1 << 20)
+for _ in range(size >> 20):
+    out.write(chunk)
+PY"#,
+        bomb.display()
+    ));
+    let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
+    let run = osbuild_within(
+        120,
+        &["--from", bomb.to_str().unwrap(), p.to_str().unwrap()],
+    );
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("an entry's headers (a GNU long name or PAX record) are over 1024 KiB"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// H2: a compiled component in the store that osbuild did not write (here:
@@ -1127,4 +1256,11 @@ cp "$dir/package" /run/osbuild/tree/package
     assert_eq!(build(), (true, "v1\n".to_string()));
     std::fs::write(shared.join("package"), b"v2\n").unwrap();
     assert_eq!(build(), (false, "v2\n".to_string()));
+    // Rewritten in place, same size, its old mtime put back: the ctime
+    // still tells (review).
+    sh(&format!(
+        "f={}; t=$(stat -c %y $f); printf 'v3\\n' > $f; touch -d \"$t\" $f",
+        shared.join("package").display()
+    ));
+    assert_eq!(build(), (false, "v3\n".to_string()));
 }

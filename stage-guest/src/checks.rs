@@ -54,6 +54,29 @@ pub fn word(option: &str, value: &str) -> Result<(), OptionError> {
     Ok(())
 }
 
+/// An absolute path written into a tool's configuration (rpm's
+/// `%_dbpath`), where `%`, `$`, quotes or spaces would be read as macros,
+/// variables or more words: only letters, digits and `/ . _ + -`, and no
+/// `..` component.
+pub fn plain_path(option: &str, value: &str) -> Result<(), OptionError> {
+    let refuse = |why: &str| Err(OptionError::new(option, format!("{value:?} {why}")));
+    if !value.starts_with('/') {
+        return refuse("is not an absolute path");
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._+-".contains(*c)))
+    {
+        return refuse(&format!(
+            "holds {c:?}; a path here may hold only letters, digits and / . _ + -"
+        ));
+    }
+    if value.split('/').any(|part| part == "..") {
+        return refuse("has a '..' component");
+    }
+    Ok(())
+}
+
 /// A file the stage reads on the build machine (a keyring), which must
 /// resolve, symlinks and all, into one of `dirs`.
 pub fn file_in(

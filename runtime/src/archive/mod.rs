@@ -67,11 +67,11 @@ pub fn save(tree: &Path, dest: &Path, interrupted: &dyn Fn() -> bool) -> anyhow:
         }
     };
     tmp.as_file().sync_all().ok();
-    // tempfile creates 0600; an archive is an ordinary output file.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
+    // tempfile creates 0600; an archive is an ordinary output file. By
+    // descriptor: the directory may be another user's, who could have put
+    // a symlink at the temporary name by now.
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(dest)
         .with_context(|| format!("moving the archive into place at {}", dest.display()))?;
     Ok(entries)

@@ -225,6 +225,46 @@ pub fn xattr_allowed(name: &str) -> bool {
         || name == "security.selinux"
 }
 
+/// The most the tar reader may read between two entries: their headers,
+/// with a GNU long name or a PAX record (a path is at most 4096 bytes).
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// How much the tar reader has read since [`HeaderBudget::arm`].
+#[derive(Clone, Default)]
+struct HeaderBudget(std::rc::Rc<std::cell::Cell<Option<u64>>>);
+
+impl HeaderBudget {
+    fn arm(&self) {
+        self.0.set(Some(0));
+    }
+    fn disarm(&self) {
+        self.0.set(None);
+    }
+}
+
+struct Budgeted<R> {
+    inner: R,
+    budget: HeaderBudget,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(used) = self.budget.0.get() {
+            let used = used + n as u64;
+            if used > MAX_HEADER_BYTES {
+                return Err(io::Error::other(format!(
+                    "an entry's headers (a GNU long name or PAX record) are over {} KiB; \
+                     this is not an archive osbuild unpacks",
+                    MAX_HEADER_BYTES / 1024
+                )));
+            }
+            self.budget.0.set(Some(used));
+        }
+        Ok(n)
+    }
+}
+
 /// Unpacks `archive` into the directory `tree`. Returns the number of entries.
 ///
 /// Device nodes other than the harmless ones (`/dev/null` and the like) are
@@ -252,19 +292,29 @@ pub fn unpack_file(
     interrupted: &dyn Fn() -> bool,
 ) -> Result<u64, UnpackError> {
     let mut written = 0u64;
-    let reader = open_file(file, archive)?;
+    let budget = HeaderBudget::default();
+    let reader = Budgeted {
+        inner: open_file(file, archive)?,
+        budget: budget.clone(),
+    };
     let root = Root::open_no_symlinks(tree)
         .with_context(|| format!("opening the tree {}", tree.display()))?;
     let mut ar = tar::Archive::new(reader);
     let mut dirs: Vec<(PathBuf, i64, u32)> = Vec::new();
     let mut count = 0u64;
-    let entries = ar
+    let mut entries = ar
         .entries()
         .with_context(|| format!("reading {}", archive.display()))?;
-    for entry in entries {
+    loop {
         if interrupted() {
             return Err(UnpackError::Interrupted);
         }
+        // Between two entries the tar reader reads headers, and reads GNU
+        // long names and PAX records into memory whole, whatever size
+        // they claim: those reads are capped.
+        budget.arm();
+        let Some(entry) = entries.next() else { break };
+        budget.disarm();
         let mut entry = entry.with_context(|| format!("reading {}", archive.display()))?;
         let raw = entry.path_bytes().into_owned();
         let rel = tree_path(&raw)?;

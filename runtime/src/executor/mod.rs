@@ -162,6 +162,18 @@ impl FromArchive {
         })
     }
 
+    /// What names the unpacked tree in the store: the archive's digest and
+    /// the rules it was unpacked under, so that a tree unpacked under a
+    /// laxer policy (device nodes allowed) or a larger `--max-tree-size` is
+    /// never reused under a stricter one.
+    fn identity(&self, config: &BuildConfig) -> String {
+        let devices = config.policy.as_ref().is_some_and(|p| p.from_device_nodes);
+        format!(
+            "{}+device-nodes={devices}+max-tree-size={}",
+            self.digest, config.max_tree_size
+        )
+    }
+
     fn unpack(
         &self,
         tree: &Path,
@@ -220,7 +232,8 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
         &config.host_path_rules()?,
     )?;
     let from = config.from.as_deref().map(FromArchive::open).transpose()?;
-    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch)?;
+    let from_identity = from.as_ref().map(|f| f.identity(config));
+    let ids = ids(&planned, from_identity.as_deref(), epoch)?;
     let done = if config.cache {
         crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
         let store = Store::open(&config.store)?;
@@ -286,7 +299,8 @@ pub fn build(
         &config.host_path_rules()?,
     )?;
     let from = config.from.as_deref().map(FromArchive::open).transpose()?;
-    let ids = ids(&planned, from.as_ref().map(|f| f.digest.as_str()), epoch)?;
+    let from_identity = from.as_ref().map(|f| f.identity(config));
+    let ids = ids(&planned, from_identity.as_deref(), epoch)?;
     trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 

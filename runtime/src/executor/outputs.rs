@@ -96,8 +96,10 @@ fn make_inert(
     if now.st_uid != uid.as_raw() || now.st_gid != gid.as_raw() {
         rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
     }
-    // fchown clears setuid/setgid already; the mode is set anyway.
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(now.st_mode & 0o777))?;
+    // fchown clears setuid/setgid already; the mode is set anyway. No
+    // write for group or others: an output is a hard link into the store,
+    // and a writable one would let any user change the stored copy.
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(now.st_mode & 0o755))?;
     match rustix::fs::fremovexattr(&fd, "security.capability") {
         Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
         Err(e) => Err(e.into()),

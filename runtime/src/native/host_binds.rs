@@ -47,14 +47,31 @@ impl HostBinds {
     }
 }
 
-fn bind_one(path: &Path, point: &Path) -> anyhow::Result<()> {
-    let fd = rustix::fs::open(
+/// Opens the host path as it was resolved when the build was planned: it
+/// holds no symlink then, so one in any of its components now (a
+/// directory swapped for a link by whoever can write there) is refused,
+/// not followed somewhere the rules never allowed.
+fn open_resolved(path: &Path) -> anyhow::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::ResolveFlags;
+    rustix::fs::openat2(
+        rustix::fs::CWD,
         path,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
-    .map_err(std::io::Error::from)
-    .with_context(|| format!("opening the host path {}", path.display()))?;
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => anyhow::anyhow!(
+            "the host path {} changed since the build was planned: a part of it is now a symlink; nothing was bound",
+            path.display()
+        ),
+        e => anyhow::Error::from(std::io::Error::from(e))
+            .context(format!("opening the host path {}", path.display())),
+    })
+}
+
+fn bind_one(path: &Path, point: &Path) -> anyhow::Result<()> {
+    let fd = open_resolved(path)?;
     let stat = rustix::fs::fstat(&fd).map_err(std::io::Error::from)?;
     match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
         rustix::fs::FileType::Directory => std::fs::create_dir(point),
@@ -93,5 +110,25 @@ impl Drop for HostBinds {
             let _ = std::fs::remove_file(point).or_else(|_| std::fs::remove_dir(point));
         }
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_swapped_for_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("allowed");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(allowed.join("x/target")).unwrap();
+        std::fs::create_dir_all(outside.join("target")).unwrap();
+        let planned = allowed.join("x/target").canonicalize().unwrap();
+        assert!(open_resolved(&planned).is_ok());
+        std::fs::rename(allowed.join("x"), allowed.join("x.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, allowed.join("x")).unwrap();
+        let e = open_resolved(&planned).unwrap_err().to_string();
+        assert!(e.contains("a part of it is now a symlink"), "{e}");
     }
 }

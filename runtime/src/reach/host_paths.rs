@@ -150,8 +150,9 @@ impl HostPathRules {
 
 /// What the host paths hold, in a digest that changes when any entry
 /// beneath them is added, removed, replaced or modified (names, types,
-/// sizes, modes, mtimes, inode numbers, symlink targets; not the bytes, which
-/// for a repository of packages would be gigabytes to read on every build).
+/// sizes, modes, mtimes, ctimes, inode numbers, symlink targets; not the
+/// bytes, which for a repository of packages would be gigabytes to read on
+/// every build).
 /// Part of the id of a stage that reads them: a changed repository is a new
 /// build, not a cached one.
 pub fn fingerprint(paths: &[PathBuf]) -> std::io::Result<String> {
@@ -168,6 +169,10 @@ pub fn fingerprint(paths: &[PathBuf]) -> std::io::Result<String> {
             m.ino(),
             m.mtime() as u64,
             m.mtime_nsec() as u64,
+            // No one can set a ctime: a rewrite that puts the old mtime
+            // back still changes it.
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
         ] {
             h.update(n.to_le_bytes());
         }

@@ -52,6 +52,39 @@ pub struct Stage {
     pub shadows_builtin: bool,
 }
 
+/// The most osbuild reads of a `--libdir` stage's code and metadata: a
+/// `--libdir` is not trusted, and `/dev/zero` or a FIFO there must not
+/// fill the memory or hang planning.
+const MAX_STAGE_BYTES: u64 = 512 << 20;
+const MAX_METADATA_BYTES: u64 = 1 << 20;
+
+/// A regular file's bytes, at most `max` of them (opened without blocking,
+/// so a FIFO is refused, not waited on).
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(err)?;
+    let m = file.metadata().map_err(err)?;
+    if !m.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    if m.len() > max {
+        return Err(format!(
+            "{}: {} bytes, more than the {max} osbuild reads of a stage file",
+            path.display(),
+            m.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    file.take(max).read_to_end(&mut bytes).map_err(err)?;
+    Ok(bytes)
+}
+
 impl Stage {
     pub fn name(&self) -> &str {
         &self.meta.name
@@ -121,7 +154,7 @@ impl Stage {
     /// `X.json` beside it.
     pub fn load_file(path: &Path) -> Result<Stage, String> {
         let origin = Origin::File(path.to_path_buf());
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = read_capped(path, MAX_STAGE_BYTES)?;
         if path.extension().is_some_and(|e| e == "wasm") {
             return Stage::wasm(Cow::Owned(bytes), origin);
         }
@@ -129,12 +162,11 @@ impl Stage {
             "{}.json",
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
-        let meta = std::fs::read_to_string(&meta_path).map_err(|e| {
-            format!(
-                "{}: a native stage needs its metadata beside it: {e}",
-                meta_path.display()
-            )
-        })?;
+        let meta = read_capped(&meta_path, MAX_METADATA_BYTES)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| format!("{}: not UTF-8", meta_path.display()))
+            })
+            .map_err(|e| format!("{e} (a native stage needs its metadata beside it)"))?;
         Stage::native(Cow::Owned(bytes), Some(path.to_path_buf()), &meta, origin)
     }
 

@@ -36,7 +36,37 @@ use serde::{Deserialize, Serialize};
 /// them run the first, one they can write lets them replace the second.
 /// An existing store of ours that others can read is tightened to `0700`;
 /// one that belongs to someone else, or that others can write, is refused.
-pub fn secure_root(root: &Path) -> Result<(), String> {
+///
+/// Returns the store's resolved path, which is what osbuild uses from then
+/// on: every directory on it belongs to root or to osbuild's user and no
+/// one else can write it (or it is sticky, as `/tmp` is), so no one else
+/// can swap a part of it for a symlink to a store of their making.
+pub fn secure_root(root: &Path) -> Result<PathBuf, String> {
+    check_root(root)?;
+    let real = root
+        .canonicalize()
+        .map_err(|e| format!("{}: resolving it: {e}", root.display()))?;
+    let euid = rustix::process::geteuid().as_raw();
+    for dir in real.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let others_write = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+        if (m.uid() != 0 && m.uid() != euid) || others_write {
+            return Err(format!(
+                "{}: the store is inside {}, which {}; another user could swap the store for one of theirs: use a store in a directory only root or you can change",
+                root.display(),
+                dir.display(),
+                if others_write {
+                    format!("others can write (mode {:o})", m.mode() & 0o7777)
+                } else {
+                    format!("belongs to user {}", m.uid())
+                }
+            ));
+        }
+    }
+    Ok(real)
+}
+
+fn check_root(root: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let euid = rustix::process::geteuid().as_raw();
     match std::fs::metadata(root) {
@@ -243,7 +273,7 @@ impl Drop for BuildDir {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> anyhow::Result<Store> {
-        secure_root(root).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let root = &secure_root(root).map_err(|e| anyhow::anyhow!("{e}"))?;
         for sub in ["objects", "tmp"] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store at {}", root.display()))?;

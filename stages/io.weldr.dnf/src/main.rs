@@ -96,7 +96,9 @@ fn check(o: &Options) -> Result<(), OptionError> {
         checks::word(&format!("exclude[{i}]"), e)?;
     }
     checks::word("releasever", &o.releasever)?;
-    checks::word("dbpath", &o.dbpath)?;
+    // It becomes `%_dbpath PATH` in rpm's macros: `%(...)` or `%{lua:...}`
+    // there would run as the stage's root.
+    checks::plain_path("dbpath", &o.dbpath)?;
     Ok(())
 }
 
@@ -210,6 +212,10 @@ mod tests {
             ),
             (
                 serde_json::json!({"packages": ["a"], "repos": [{"baseurl": "https://x/y"}], "releasever": "40", "dbpath": "/var/lib/rpm\n%__os_install_post /bin/sh"}),
+                "dbpath",
+            ),
+            (
+                serde_json::json!({"packages": ["a"], "repos": [{"baseurl": "https://x/y"}], "releasever": "40", "dbpath": "/var/lib/rpm%(id>&2)%{lua:os.execute('id')}"}),
                 "dbpath",
             ),
         ] {
