@@ -1264,3 +1264,108 @@ cp "$dir/package" /run/osbuild/tree/package
     ));
     assert_eq!(build(), (false, "v3\n".to_string()));
 }
+
+/// Issue 12 (H3, M9): a native stage, even a `privileged` one, runs as an
+/// unprivileged range of host ids in a user namespace of its own, on a
+/// root that holds none of the host's secrets, the store or other trees.
+#[test]
+fn a_native_stage_holds_no_host_privilege_and_sees_no_host_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = shared_store();
+    let script = format!(
+        r#"echo "uid_map: $(awk '{{print $1, $2, $3}}' /proc/self/uid_map)"
+cat /etc/shadow >/dev/null 2>&1 && echo READ-SHADOW
+[ -n "$(ls -A /root 2>/dev/null)" ] && echo LISTED-ROOT
+ls {store} >/dev/null 2>&1 && echo SAW-STORE
+ls {test_dir} >/dev/null 2>&1 && echo SAW-TEST-DIR
+mount -o remount,rw / 2>/dev/null && echo REMOUNTED-ROOT
+mount -o remount,rw /usr 2>/dev/null && echo REMOUNTED-USR
+touch /usr/osbuild-marker 2>/dev/null && echo WROTE-USR
+sleep 4242 || true
+echo probed
+"#,
+        store = store.display(),
+        test_dir = dir.path().display(),
+    );
+    let libdir = shell_stage(
+        dir.path(),
+        "test.identity",
+        json!({"tree": "read-write", "privileged": true}),
+        json!({}),
+        &script,
+    );
+    let p = one_stage(dir.path(), "test.identity", json!({}));
+    let root_line = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap()
+            .to_string()
+    };
+    let before = root_line();
+    let child = Command::new(OSBUILD)
+        .args(["--store", store.to_str().unwrap(), "--no-cache"])
+        .args(["--libdir", libdir.to_str().unwrap(), p.to_str().unwrap()])
+        .env("OSBUILD_NATIVE_USERNS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stage's sleep, seen from the host.
+    let mut pid = None;
+    for _ in 0..600 {
+        let out = Command::new("pgrep")
+            .args(["-f", "^sleep 4242$"])
+            .output()
+            .unwrap();
+        if let Some(line) = String::from_utf8_lossy(&out.stdout).lines().next() {
+            pid = Some(line.trim().to_string());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = pid.expect("the stage's sleep never showed up");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let host_uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let their_ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    let our_ns = std::fs::read_link("/proc/self/ns/user").unwrap();
+    sh(&format!("kill {pid}"));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let text = format!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("probed"), "{text}");
+    assert!(
+        host_uid >= 0x6000_0000,
+        "the stage is uid {host_uid} on the host"
+    );
+    assert_ne!(
+        their_ns, our_ns,
+        "the stage shares the host's user namespace"
+    );
+    assert!(
+        text.contains(&format!("uid_map: 0 {host_uid} 65536")),
+        "{text}"
+    );
+    for leak in [
+        "READ-SHADOW",
+        "LISTED-ROOT",
+        "SAW-STORE",
+        "SAW-TEST-DIR",
+        "REMOUNTED-ROOT",
+        "REMOUNTED-USR",
+        "WROTE-USR",
+    ] {
+        assert!(!text.contains(leak), "{leak}:\n{text}");
+    }
+    assert_eq!(root_line(), before, "the host's root mount changed");
+    assert!(!Path::new("/usr/osbuild-marker").exists());
+}

@@ -85,6 +85,37 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        "identity" => {
+            // What the stage is, and what of the host it can read.
+            let status = std::fs::read_to_string("/proc/self/status")?;
+            for line in status.lines().filter(|l| l.starts_with("Cap")) {
+                println!("{line}");
+            }
+            println!(
+                "uid_map: {}",
+                std::fs::read_to_string("/proc/self/uid_map")?.trim()
+            );
+            for path in [
+                "/etc/shadow",
+                "/root",
+                "/home",
+                "/var/cache/osbuild",
+                "/var/lib",
+            ] {
+                let what = match std::fs::metadata(path) {
+                    Err(e) => format!("absent ({e})"),
+                    Ok(m) if m.is_dir() => match std::fs::read_dir(path) {
+                        Ok(d) => format!("directory of {} entries", d.count()),
+                        Err(e) => format!("directory, unreadable ({e})"),
+                    },
+                    Ok(_) => match std::fs::read(path) {
+                        Ok(b) => format!("readable, {} bytes", b.len()),
+                        Err(e) => format!("unreadable ({e})"),
+                    },
+                };
+                println!("{path}: {what}");
+            }
+        }
         "abort" => std::process::abort(),
         "fail" => {
             eprintln!("about to fail");
