@@ -100,14 +100,30 @@ fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -
         }))
         .collect(),
         Kind::Native => {
+            let userns = crate::native::user_namespaces();
             let mut v = vec![
-                format!("systemd-nspawn; the build machine's / read-only; the tree {tree}"),
-                if caps.output { "the output directory writable" } else { "no output directory" }.into(),
-                if caps.network { "the host's network" } else { "a private network (loopback only)" }.into(),
-                if caps.privileged {
-                    "all of nspawn's capabilities: it can mount, so it could make the build machine's root writable"
+                if userns {
+                    format!(
+                        "systemd-nspawn in a user namespace of its own: its root is a range of 65536 unprivileged host ids; a root file system of the host's /usr (read-only) and a generated /etc, not the host's /; the tree {tree}"
+                    )
                 } else {
-                    "no CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_BOOT, CAP_SYS_RESOURCE, CAP_SYS_TTY_CONFIG, CAP_LINUX_IMMUTABLE"
+                    format!("systemd-nspawn as the host's root (OSBUILD_NATIVE_USERNS=0); the build machine's / read-only; the tree {tree}")
+                },
+                if caps.output { "the output directory writable" } else { "no output directory" }.into(),
+                if caps.network {
+                    if userns {
+                        "the host's network namespace, without any capability over it (no packet sockets); the host's loopback services are reachable"
+                    } else {
+                        "the host's network"
+                    }
+                } else {
+                    "a private network (loopback only)"
+                }
+                .into(),
+                match (caps.privileged, userns) {
+                    (true, true) => "all of nspawn's capabilities, inside its user namespace only: it can mount there, nothing on the host",
+                    (true, false) => "all of nspawn's capabilities: it can mount, so it could make the build machine's root writable",
+                    (false, _) => "no CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_BOOT, CAP_SYS_RESOURCE, CAP_SYS_TTY_CONFIG, CAP_LINUX_IMMUTABLE",
                 }
                 .into(),
             ];

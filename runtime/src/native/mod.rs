@@ -76,11 +76,11 @@ fi
 exec "$nspawn" -D "$root" --read-only "$@"
 "#;
 
-/// Whether native stages run in user namespaces on a root of their own
-/// (`OSBUILD_NATIVE_USERNS=1`). Off by default until every built-in native
-/// stage works that way.
+/// Whether native stages run in user namespaces on a root of their own:
+/// yes, unless `OSBUILD_NATIVE_USERNS=0` (the host's root and `/`, as
+/// before; for comparing the two).
 pub fn user_namespaces() -> bool {
-    std::env::var_os("OSBUILD_NATIVE_USERNS").is_some_and(|v| v == "1")
+    std::env::var_os("OSBUILD_NATIVE_USERNS").is_none_or(|v| v != "0")
 }
 
 /// Where a native stage asks for device nodes it cannot make itself (the

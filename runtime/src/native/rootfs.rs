@@ -38,7 +38,16 @@ const COPIED: &[&str] = &[
 ];
 
 /// Host directories bound read-only into `/etc`.
-const BOUND: &[&str] = &["ssl/certs", "alternatives", "dnf", "rpm"];
+/// Public keys only: the apt keyring directories a stage's `keyring` may
+/// name, never the rest of /etc/apt.
+const BOUND: &[&str] = &[
+    "ssl/certs",
+    "alternatives",
+    "dnf",
+    "rpm",
+    "apt/trusted.gpg.d",
+    "apt/keyrings",
+];
 
 const NSSWITCH: &str = "\
 passwd: files
@@ -161,6 +170,10 @@ impl RootFs {
                 }
                 self.copy(&e.path(), &format!("etc/apt/sources.list.d/{name}"), base)?;
             }
+        }
+        // apt warns when these are missing; the host's are not needed.
+        for dir in ["etc/apt/apt.conf.d", "etc/apt/preferences.d"] {
+            self.dir(dir, base)?;
         }
         for name in BOUND {
             let host = etc.join(name);
