@@ -1366,3 +1366,67 @@ echo probed
     assert_eq!(root_line(), before, "the host's root mount changed");
     assert!(!Path::new("/usr/osbuild-marker").exists());
 }
+
+/// Issue 12: a `network` native stage has a network of its own: it reaches
+/// the Debian mirror, but not a listener on the host's 127.0.0.1, sees no
+/// host interface, and cannot open a packet socket.
+#[test]
+fn a_network_stage_reaches_the_mirror_and_nothing_of_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lo")
+        .collect();
+    let script = format!(
+        r#"python3 - <<'PY'
+import socket, os
+for host in ('127.0.0.1', '10.0.2.2'):
+    try:
+        socket.create_connection((host, {port}), timeout=3)
+        print('REACHED-HOST-LOOPBACK', host)
+    except OSError as e:
+        print('no host loopback via', host, e)
+try:
+    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    print('OPENED-PACKET-SOCKET')
+except OSError as e:
+    print('no packet socket:', e)
+print('interfaces:', ' '.join(sorted(os.listdir('/sys/class/net')) if os.path.isdir('/sys/class/net') else [n for _, n in socket.if_nameindex()]))
+s = socket.create_connection(('deb.debian.org', 80), timeout=20)
+s.sendall(b'HEAD /debian/dists/bookworm/Release HTTP/1.1\r\nHost: deb.debian.org\r\nConnection: close\r\n\r\n')
+print('mirror says', s.recv(12))
+PY
+"#
+    );
+    let libdir = shell_stage(
+        dir.path(),
+        "test.net-probe",
+        json!({"tree": "read", "network": true}),
+        json!({}),
+        &script,
+    );
+    let p = one_stage(dir.path(), "test.net-probe", json!({}));
+    let run = osbuild_within(
+        120,
+        &["--libdir", libdir.to_str().unwrap(), p.to_str().unwrap()],
+    );
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "{text}");
+    assert!(text.contains("mirror says b'HTTP/1.1"), "{text}");
+    assert!(!text.contains("REACHED-HOST-LOOPBACK"), "{text}");
+    assert!(!text.contains("OPENED-PACKET-SOCKET"), "{text}");
+    let seen = text
+        .lines()
+        .find_map(|l| l.split("interfaces: ").nth(1))
+        .unwrap_or_default();
+    for name in &host_ifaces {
+        assert!(
+            !seen.split_whitespace().any(|n| n == name),
+            "the stage sees the host's {name}: {seen}"
+        );
+    }
+    drop(listener);
+}

@@ -112,7 +112,7 @@ fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -
                 if caps.output { "the output directory writable" } else { "no output directory" }.into(),
                 if caps.network {
                     if userns {
-                        "the host's network namespace, without any capability over it (no packet sockets); the host's loopback services are reachable"
+                        "a network namespace of its own, outbound only through slirp4netns: no host interface, no service on the host's loopback, no CAP_NET_RAW or CAP_NET_ADMIN"
                     } else {
                         "the host's network"
                     }

@@ -32,6 +32,7 @@ use anyhow::Context as _;
 use crate::stage::{Code, Device, Stage, TreeAccess};
 
 mod host_binds;
+mod network;
 mod rootfs;
 pub mod userns;
 
@@ -129,6 +130,10 @@ impl RunnerResult {
 /// The runner, inside the container: runs the stage with the container's
 /// stdio, records how it ended, and exits like it.
 pub fn runner_main(stage: &str) -> i32 {
+    if let Err(e) = network::wait_for_network() {
+        eprintln!("osbuild: {e}");
+        return 127;
+    }
     let status = match Command::new(stage).status() {
         Ok(s) => s,
         Err(e) => {
@@ -342,8 +347,14 @@ impl NativeHost {
                 None
             }
         };
+        let private_network = caps.network && inv.ids.is_some();
         if !caps.network {
             args.push("--private-network".into());
+        } else if private_network {
+            // Its own network, which slirp4netns connects once it is up.
+            args.push("--private-network".into());
+            args.push(format!("--drop-capability={}", network::DROPPED));
+            args.push(format!("--setenv={}={STATUS}/network", network::READY_ENV));
         } else if Path::new("/run/systemd/resolve").is_dir() {
             // /etc/resolv.conf may point there (systemd-resolved hosts).
             args.push("--bind-ro=/run/systemd/resolve".into());
@@ -422,6 +433,18 @@ impl NativeHost {
         let mut child = cmd
             .spawn()
             .context("starting unshare (util-linux) for systemd-nspawn")?;
+        let _slirp = if private_network {
+            match network::Slirp::attach(child.id(), &status_dir.path().join("network")) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
 
         let mut input = inv.options.clone();
         input.insert("tree".into(), TREE.into());

@@ -142,7 +142,27 @@ impl RootFs {
         self.file("etc/nsswitch.conf", NSSWITCH.as_bytes(), base)?;
         self.file("etc/hosts", HOSTS.as_bytes(), base)?;
         if network {
-            self.copy(&etc.join("resolv.conf"), "etc/resolv.conf", base)?;
+            // The host's (mmdebstrap copies it into the tree, so images
+            // stay as they were), unless it names a resolver on the host's
+            // loopback, which the stage cannot reach: then slirp4netns's.
+            let host = etc.join("resolv.conf");
+            match read_regular(&host) {
+                Ok((bytes, _)) if names_loopback_resolver(&String::from_utf8_lossy(&bytes)) => {
+                    self.file(
+                        "etc/resolv.conf",
+                        super::network::RESOLV_CONF.as_bytes(),
+                        base,
+                    )?;
+                }
+                Ok(_) => self.copy(&host, "etc/resolv.conf", base)?,
+                Err(_) => {
+                    self.file(
+                        "etc/resolv.conf",
+                        super::network::RESOLV_CONF.as_bytes(),
+                        base,
+                    )?;
+                }
+            }
         }
         // os-release is usually a link into /usr, which is there.
         match std::fs::read_link(etc.join("os-release")) {
@@ -247,6 +267,19 @@ fn read_regular(path: &Path) -> std::io::Result<(Vec<u8>, u32)> {
     Ok((bytes, m.permissions().mode()))
 }
 
+/// Whether a resolv.conf sends queries to the host's loopback (systemd-
+/// resolved's 127.0.0.53, a local dnsmasq).
+fn names_loopback_resolver(text: &str) -> bool {
+    text.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some("nameserver")
+            && words
+                .next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback())
+    })
+}
+
 /// The lines of a passwd- or group-style file for `names`, with the
 /// password field `x` whatever it held.
 fn entries(file: &Path, names: &[&str]) -> anyhow::Result<Vec<u8>> {
@@ -272,6 +305,15 @@ fn pick_entries(text: &str, names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resolver_on_the_hosts_loopback_is_noticed() {
+        assert!(names_loopback_resolver(
+            "# x\nnameserver 127.0.0.53\noptions edns0\n"
+        ));
+        assert!(names_loopback_resolver("nameserver ::1\n"));
+        assert!(!names_loopback_resolver("nameserver 10.255.255.53\n"));
+    }
 
     #[test]
     fn only_the_tool_users_without_their_passwords() {
