@@ -1430,3 +1430,66 @@ PY
     }
     drop(listener);
 }
+
+/// Issue 12: the device-node requests a native stage leaves (it cannot
+/// make nodes in its user namespace) are a file the stage controls: only
+/// harmless character devices, only where it left an empty regular file,
+/// and never through a symlink to a host file.
+#[test]
+fn a_native_stages_node_requests_make_only_harmless_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"host secret\n").unwrap();
+    let cases = [
+        (
+            "mem",
+            ": > /run/osbuild/tree/mem\necho \"c 1 1 /mem\" >> \"$OSBUILD_NODE_REQUESTS\"\n"
+                .to_string(),
+            "the device node /mem (1:1): a native stage may ask only for null, zero, full, random, urandom, tty, console or ptmx",
+        ),
+        (
+            "link",
+            format!(
+                "ln -s {} /run/osbuild/tree/null\necho \"c 1 3 /null\" >> \"$OSBUILD_NODE_REQUESTS\"\n",
+                secret.display()
+            ),
+            "the device node /null (1:3): the stage left something other than an empty file there",
+        ),
+        (
+            "block",
+            ": > /run/osbuild/tree/disk\necho \"b 7 0 /disk\" >> \"$OSBUILD_NODE_REQUESTS\"\n"
+                .to_string(),
+            "the stage asked for a device node in a form osbuild does not know: \"b 7 0 /disk\"",
+        ),
+    ];
+    for (what, script, message) in cases {
+        let name = format!("test.nodes-{what}");
+        let libdir = shell_stage(
+            dir.path(),
+            &name,
+            json!({"tree": "read-write"}),
+            json!({}),
+            &script,
+        );
+        let p = one_stage(dir.path(), &name, json!({}));
+        let saved = dir.path().join(format!("{what}.tar"));
+        osbuild_within(
+            60,
+            &[
+                "--libdir",
+                libdir.to_str().unwrap(),
+                "--save",
+                saved.to_str().unwrap(),
+                p.to_str().unwrap(),
+            ],
+        )
+        .fails_with(1, &format!("stage 0 ({name}) failed: {message}"));
+        assert!(!saved.exists(), "{what}: a tree was saved");
+    }
+    assert_eq!(std::fs::read(&secret).unwrap(), b"host secret\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::symlink_metadata(&secret).unwrap().mode() & 0o170000,
+        0o100000
+    );
+}

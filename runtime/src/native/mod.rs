@@ -62,9 +62,8 @@ const DROPPED_CAPABILITIES: &[&str] = &[
 /// Runs inside the new namespaces: a private tmpfs for nspawn's state
 /// (locks, per-machine directories; nothing left on the host, and no
 /// complaints where /run is not a tmpfs), then nspawn on the stage's
-/// root, read-only.
-/// Without user namespaces (`root` is `host`), the host's / is bound
-/// there without its submounts as the root.
+/// root, read-only. Without user namespaces (`root` is `host`), the
+/// host's / is bound there without its submounts as the root.
 const WRAPPER: &str = r#"set -e
 mkdir -p /run/systemd/nspawn
 mount -t tmpfs -o mode=0755 osbuild-nspawn /run/systemd/nspawn
