@@ -8,43 +8,6 @@ use std::path::Path;
 use common::*;
 use serde_json::json;
 
-/// A small OS tree with what real trees hold: unit files, a setuid
-/// binary, a file capability, hard links, a device node, a fifo, odd
-/// owners and modes, sub-second mtimes; packed with GNU tar.
-fn base_archive(dir: &Path) -> std::path::PathBuf {
-    let src = dir.join("src");
-    let archive = dir.join("base.tar.gz");
-    sh(&format!(
-        r#"
-        cd {src}
-        mkdir -p usr/lib/systemd/system usr/bin usr/share/doc etc/systemd/system/multi-user.target.wants dev run
-        ln -s usr/lib lib
-        ln -s usr/bin bin
-        cd usr/lib/systemd/system
-        printf '[Unit]\nDescription=ssh\n[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n' > ssh.service
-        printf '[Unit]\nDescription=getty on %%I\n[Service]\nExecStart=-/sbin/agetty %%I\n[Install]\nWantedBy=getty.target\nDefaultInstance=tty1\n' > getty@.service
-        printf '[Unit]\nDescription=cups\n[Service]\nExecStart=/usr/sbin/cupsd\n[Install]\nWantedBy=printer.target\nAlso=cups.socket\n' > cups.service
-        printf '[Socket]\nListenStream=631\n[Install]\nWantedBy=sockets.target\n' > cups.socket
-        printf '[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' > old.service
-        cd {src}
-        ln -s /lib/systemd/system/old.service etc/systemd/system/multi-user.target.wants/old.service
-        printf 'binary' > usr/bin/su && chmod 4755 usr/bin/su
-        printf 'pinger' > usr/bin/ping && setcap cap_net_raw+ep usr/bin/ping
-        printf 'same inode' > usr/share/doc/a && ln usr/share/doc/a usr/share/doc/b
-        mknod dev/null c 1 3 && chmod 666 dev/null
-        mkfifo run/initctl && chmod 600 run/initctl
-        printf 'root:*:19000::::::\n' > etc/shadow && chown 0:42 etc/shadow && chmod 640 etc/shadow
-        printf 'mine' > usr/share/doc/owned && chown 1000:1001 usr/share/doc/owned
-        chmod 1777 run
-        find . -exec touch -h -d @1600000000.25 {{}} +
-        tar --xattrs --xattrs-include='*' --numeric-owner --format=posix -C {src} -czf {archive} .
-        "#,
-        src = src.display(),
-        archive = archive.display(),
-    ));
-    archive
-}
-
 fn pipeline(dir: &Path) -> std::path::PathBuf {
     write_pipeline(
         dir,
@@ -65,7 +28,7 @@ fn pipeline(dir: &Path) -> std::path::PathBuf {
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
-    let archive = base_archive(dir.path());
+    let archive = small_os_archive(dir.path());
     let pipeline = pipeline(dir.path());
     (dir, archive, pipeline)
 }

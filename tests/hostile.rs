@@ -344,7 +344,13 @@ fn a_cached_archive_tree_is_not_reused_under_a_stricter_policy() {
 fn trusted_xattrs_are_refused_from_archives_and_stages() {
     let dir = tempfile::tempdir().unwrap();
     let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
-    for key in ["trusted.overlay.opaque", "security.ima", "trusted.evil"] {
+    for key in [
+        "trusted.overlay.opaque",
+        "security.ima",
+        "trusted.evil",
+        "user.overlay.opaque",
+        "user.osbuild.device",
+    ] {
         let a = archive(
             dir.path(),
             "x.tar",
@@ -459,6 +465,12 @@ fn a_stage_with_devices_gets_the_nodes_and_no_capability() {
 [ $((0x$cap & 0x200000)) -eq 0 ] && echo "no CAP_SYS_ADMIN"
 [ $((0x$cap & 0x8000000)) -eq 0 ] && echo "no CAP_MKNOD"
 [ -c /dev/loop-control ] && echo "has /dev/loop-control"
+printf 'through a loop device' > /tmp/img && truncate -s 1M /tmp/img
+if dev=$(losetup --find --show /tmp/img 2>&1); then
+  echo "attached"; head -c 21 "$dev"; echo; losetup -d "$dev"
+else
+  echo "losetup: $dev"
+fi
 if mount -o remount,rw / 2>/dev/null; then
   echo PWNED > /etc/osbuild-hostile-c2-marker
   echo "REMOUNTED the host root"
@@ -485,6 +497,7 @@ fi
         "no CAP_SYS_ADMIN",
         "no CAP_MKNOD",
         "has /dev/loop-control",
+        "test.devices: attached\ntest.devices: through a loop device",
         "remount refused",
     ] {
         assert!(run.stderr.contains(want), "{want}:\n{}", run.stderr);
@@ -501,7 +514,7 @@ fi
     assert!(
         audit
             .stdout
-            .contains("/dev/loop-control and /dev/loop[0-9]* bound in (no capability with it)"),
+            .contains("/dev/loop-control and /dev/loop[0-9]* bound in, made again for the stage and owned by its root (no capability with it: it can attach files"),
         "{}",
         audit.stdout
     );

@@ -611,3 +611,53 @@ fn the_copy_handoff_caches_and_deletes_the_same_way() {
         "{list}"
     );
 }
+
+/// Regression: a store built with the overlay handoff, read back with
+/// `--handoff copy`, gave `--save` only the top layer (with overlayfs's
+/// `trusted.overlay.*` attributes) when every stage was cached.
+#[test]
+fn a_store_of_layers_read_with_the_copy_handoff_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = base(dir.path());
+    let b = Build {
+        dir: dir.path(),
+        store: dir.path().join("store"),
+    };
+    let pipeline = json!({"pipeline": [
+        hostname("layers"),
+        {"name": "io.weldr.files", "options": {
+            "remove": ["/usr/share/doc"],
+            "mkdir": [{"path": "/usr/share/doc"}],
+            "write": [{"path": "/usr/share/doc/new", "content": "x"}]
+        }}
+    ]});
+    let mut sums = Vec::new();
+    for (round, handoff) in ["overlay", "copy", "copy"].iter().enumerate() {
+        let save = dir.path().join(format!("tree{round}.tar"));
+        let mut args = vec!["--handoff", handoff, "--from", archive.to_str().unwrap()];
+        args.extend(["--save", save.to_str().unwrap()]);
+        let run = b.run(pipeline.clone(), &args);
+        run.ok();
+        let what: Vec<String> = outcomes(&run.stderr).into_iter().map(|(_, w)| w).collect();
+        assert_eq!(
+            what,
+            [if round == 0 { "done" } else { "cached" }; 2],
+            "{}",
+            run.stderr
+        );
+        let listing = sh(&format!(
+            "tar --xattrs -tvf {} --numeric-owner",
+            save.display()
+        ));
+        assert!(
+            listing.contains("./etc/hostname")
+                && listing.contains("./usr/share/doc/new")
+                && !listing.contains("readme")
+                && !listing.contains("overlay"),
+            "{listing}"
+        );
+        sums.push(sha256(&save));
+    }
+    assert_eq!(sums[0], sums[1]);
+    assert_eq!(sums[0], sums[2]);
+}

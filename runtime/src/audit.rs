@@ -128,7 +128,14 @@ fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -
                 .into(),
             ];
             for d in &caps.devices {
-                v.push(format!("{} bound in (no capability with it)", d.nodes()));
+                v.push(if userns {
+                    format!(
+                        "{} bound in, made again for the stage and owned by its root (no capability with it: it can attach files to the loop devices there are, not mount what they hold; partitions appear on the host only)",
+                        d.nodes()
+                    )
+                } else {
+                    format!("{} bound in (no capability with it)", d.nodes())
+                });
             }
             if caps.tree == TreeAccess::ReadWrite {
                 v.push("may set any file capability (security.capability) or SELinux label in the tree".into());
@@ -194,6 +201,11 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                     }
                 }
                 crate::stage::Code::Native(..) => {
+                    if crate::rootless::unprivileged() {
+                        refused.push(
+                            "native stages need root: systemd-nspawn runs only as the host's root, and osbuild runs as an ordinary user (rootless, wasm stages only); run osbuild as root".to_string(),
+                        );
+                    }
                     notes.push("native: its reach is what nspawn grants, not visible in the binary".to_string());
                     None
                 }

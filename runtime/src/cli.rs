@@ -249,10 +249,33 @@ fn report(err: &BuildError) {
 /// refuses to start without one.
 static PRIVATE_MOUNTS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
 
-fn enter_private_mount_namespace() {
+/// Every mount osbuild makes (the overlay trees) lives in a mount namespace
+/// of its own, so none outlives osbuild, even a SIGKILLed one. Run by an
+/// ordinary user, osbuild first becomes root of a user namespace of its
+/// own (a rootless build, [`crate::rootless`]). Done before any other
+/// thread exists: unshare(2) needs a single-threaded process.
+fn enter_namespaces(cli: &Cli) {
+    let result = if rustix::process::geteuid().is_root() {
+        enter_private_mount_namespace()
+    } else {
+        if matches!(
+            cli.command,
+            Some(Command::Boot { .. } | Command::Stages { .. })
+        ) {
+            return;
+        }
+        let store = cli.build.common.store.clone().unwrap_or_else(default_store);
+        crate::rootless::enter(Some(&store)).map_err(|e| {
+            format!("osbuild runs as an ordinary user, and cannot build rootless: {e}")
+        })
+    };
+    let _ = PRIVATE_MOUNTS.set(result);
+}
+
+fn enter_private_mount_namespace() -> Result<(), String> {
     // SAFETY: called first thing in main, before any other thread exists,
     // and CLONE_NEWNS shares nothing a thread could rely on.
-    let result = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
         .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
         .and_then(|()| {
             rustix::mount::mount_change(
@@ -261,8 +284,10 @@ fn enter_private_mount_namespace() {
                     | rustix::mount::MountPropagationFlags::PRIVATE,
             )
             .map_err(|e| format!("making / private in it: {e}"))
-        });
-    let _ = PRIVATE_MOUNTS.set(result);
+        })
+        .map_err(|e| {
+            format!("cannot make a private mount namespace ({e}): osbuild builds as root (or with CAP_SYS_ADMIN)")
+        })
 }
 
 /// Fails unless osbuild has a private mount namespace: without one, the
@@ -270,9 +295,7 @@ fn enter_private_mount_namespace() {
 fn require_private_mounts() -> Result<(), BuildError> {
     match PRIVATE_MOUNTS.get() {
         Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(BuildError::Other(anyhow::anyhow!(
-            "cannot make a private mount namespace ({e}): osbuild builds as root (or with CAP_SYS_ADMIN)"
-        ))),
+        Some(Err(e)) => Err(BuildError::Other(anyhow::anyhow!("{e}"))),
         None => Ok(()),
     }
 }
@@ -283,14 +306,11 @@ pub fn main() -> i32 {
     if argv.len() == 3 && argv[1] == crate::native::RUNNER_COMMAND {
         return crate::native::runner_main(&argv[2]);
     }
-    // Every mount osbuild makes (the overlay trees) lives in a mount
-    // namespace of its own, so none outlives osbuild, even a SIGKILLed one.
-    // Done first: unshare(CLONE_NEWNS) needs a single-threaded process.
-    enter_private_mount_namespace();
+    let cli = Cli::parse();
+    enter_namespaces(&cli);
     crate::signals::install();
     // Files the stages create get predictable modes, whatever the caller's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Audit { pipeline, json }) => audit(&cli.build.common, &pipeline, json),
         Some(Command::Store { action }) => {

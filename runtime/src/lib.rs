@@ -28,6 +28,7 @@ pub mod place;
 pub mod policy;
 pub mod progress;
 pub mod reach;
+pub mod rootless;
 pub mod signals;
 pub mod stage;
 pub mod store;

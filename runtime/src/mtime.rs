@@ -165,8 +165,12 @@ fn clamp_upper_entry(
     }
     let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
     let opaque = is_dir
-        && rustix::fs::lgetxattr(&path, "trusted.overlay.opaque", &mut [0u8; 4][..])
-            .is_ok_and(|n| n == 1);
+        && rustix::fs::lgetxattr(
+            &path,
+            format!("{}opaque", crate::rootless::overlay_xattr_prefix()).as_str(),
+            &mut [0u8; 4][..],
+        )
+        .is_ok_and(|n| n == 1);
     let lower = if parent_new || opaque {
         None
     } else {

@@ -22,6 +22,8 @@ use rustix::fs::{
     AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, UTIME_OMIT,
 };
 
+pub mod stand_in;
+
 /// The kind of a file system entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -227,6 +229,42 @@ pub fn refused_special(what: &str) -> io::Error {
     )
 }
 
+/// Whether `st` could be a device stand-in (see [`stand_in`]): only then
+/// is its attribute read, so a root build never pays for it.
+fn may_stand_in(st: &rustix::fs::Stat) -> bool {
+    stand_in::enabled()
+        && st.st_size == 0
+        && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+}
+
+/// What the stand-in whose descriptor's `/proc/self/fd` path is `path`
+/// (a regular file: the magic link leads to it) stands for.
+fn read_stand_in(path: &CString) -> Option<(EntryKind, u32, u32)> {
+    let mut buf = [0u8; 32];
+    let n = rustix::fs::getxattr(path.as_c_str(), stand_in::XATTR, &mut buf[..]).ok()?;
+    stand_in::decode(&buf[..n])
+}
+
+fn with_stand_in(st: rustix::fs::Stat, stands_for: Option<(EntryKind, u32, u32)>) -> Metadata {
+    let mut m = Metadata::from_stat(&st);
+    if let Some((kind, major, minor)) = stands_for {
+        m.kind = kind;
+        m.rdev = rustix::fs::makedev(major, minor);
+    }
+    m
+}
+
+/// The stand-ins' attribute is osbuild's alone to set or remove.
+fn refuse_own_xattr(name: &str) -> io::Result<()> {
+    if name == stand_in::XATTR {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{name} is osbuild's own (it marks device-node stand-ins in rootless builds)"),
+        ));
+    }
+    Ok(())
+}
+
 fn relative(path: &Path) -> &Path {
     path.strip_prefix("/").unwrap_or(path)
 }
@@ -314,13 +352,30 @@ impl Root {
 
     /// `lstat` (follow = false) or `stat` (follow = true), inside the root.
     pub fn metadata(&self, path: &Path, follow: bool) -> io::Result<Metadata> {
-        let st = if follow || split(path)?.is_none() {
+        let fd = if follow || split(path)?.is_none() {
             // Following needs no split, so `a/..` is fine here.
-            rustix::fs::fstat(self.followed(path)?).map_err(errno)?
+            self.followed(path)?
         } else {
             let e = self.entry(path)?;
-            rustix::fs::statat(&e.parent, &e.name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?
+            let st =
+                rustix::fs::statat(&e.parent, &e.name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+            if !may_stand_in(&st) {
+                return Ok(Metadata::from_stat(&st));
+            }
+            // A stand-in's attribute is read through a descriptor of the
+            // entry, so both answers are about one inode.
+            rustix::fs::openat(
+                &e.parent,
+                &e.name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno)?
         };
+        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        if may_stand_in(&st) {
+            return Ok(with_stand_in(st, read_stand_in(&Self::proc_fd(&fd))));
+        }
         Ok(Metadata::from_stat(&st))
     }
 
@@ -412,6 +467,16 @@ impl Root {
         let st = rustix::fs::fstat(fd).map_err(errno)?;
         if let Some(what) = special_kind(&st) {
             return Err(refused_special(&what));
+        }
+        if may_stand_in(&st)
+            && let Some((kind, major, minor)) = read_stand_in(&Self::proc_fd(fd))
+        {
+            let what = if kind == EntryKind::BlockDevice {
+                "a block device"
+            } else {
+                "a character device"
+            };
+            return Err(refused_special(&format!("{what} ({major}:{minor})")));
         }
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             return Err(io::Error::new(
@@ -576,6 +641,9 @@ impl Root {
         minor: u32,
     ) -> io::Result<()> {
         let e = self.entry(path)?;
+        if kind != NodeKind::Fifo && stand_in::enabled() {
+            return Self::make_stand_in(&e, kind, mode_bits, major, minor);
+        }
         let ft = match kind {
             NodeKind::BlockDevice => FileType::BlockDevice,
             NodeKind::CharDevice => FileType::CharacterDevice,
@@ -585,6 +653,36 @@ impl Root {
         rustix::fs::mknodat(&e.parent, &e.name, ft, mode(mode_bits), dev).map_err(errno)?;
         // mknod applies the umask: set the bits exactly as asked.
         rustix::fs::chmodat(&e.parent, &e.name, mode(mode_bits), AtFlags::empty()).map_err(errno)
+    }
+
+    fn make_stand_in(
+        e: &Entry,
+        kind: NodeKind,
+        mode_bits: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
+        let fd = rustix::fs::openat(
+            &e.parent,
+            &e.name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            mode(mode_bits),
+        )
+        .map_err(errno)?;
+        let kind = if kind == NodeKind::BlockDevice {
+            EntryKind::BlockDevice
+        } else {
+            EntryKind::CharDevice
+        };
+        let value = stand_in::encode(kind, major, minor);
+        rustix::fs::fsetxattr(
+            &fd,
+            stand_in::XATTR,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(errno)?;
+        rustix::fs::fchmod(&fd, mode(mode_bits)).map_err(errno)
     }
 
     /// Runs `f` with a path naming the entry itself (`follow = false`) or
@@ -609,6 +707,9 @@ impl Root {
 
     /// The value of extended attribute `name`, or `None` if it is not set.
     pub fn get_xattr(&self, path: &Path, name: &str, follow: bool) -> io::Result<Option<Vec<u8>>> {
+        if name == stand_in::XATTR {
+            return Ok(None);
+        }
         let r = self.with_xattr_path(path, follow, |p, follow| {
             let size = if follow {
                 rustix::fs::getxattr_query(p.as_c_str(), name)?
@@ -652,7 +753,7 @@ impl Root {
         })?;
         let mut names: Vec<String> = raw
             .split(|b| *b == 0)
-            .filter(|n| !n.is_empty())
+            .filter(|n| !n.is_empty() && *n != stand_in::XATTR.as_bytes())
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .collect();
         names.sort();
@@ -661,6 +762,7 @@ impl Root {
 
     /// Sets extended attribute `name` to `value`.
     pub fn set_xattr(&self, path: &Path, name: &str, value: &[u8], follow: bool) -> io::Result<()> {
+        refuse_own_xattr(name)?;
         self.with_xattr_path(path, follow, |p, follow| {
             let flags = rustix::fs::XattrFlags::empty();
             if follow {
@@ -673,6 +775,7 @@ impl Root {
 
     /// Removes extended attribute `name`.
     pub fn remove_xattr(&self, path: &Path, name: &str, follow: bool) -> io::Result<()> {
+        refuse_own_xattr(name)?;
         self.with_xattr_path(path, follow, |p, follow| {
             if follow {
                 rustix::fs::removexattr(p.as_c_str(), name)

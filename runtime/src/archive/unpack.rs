@@ -215,11 +215,15 @@ fn io_refusal(raw: &[u8], e: io::Error) -> UnpackError {
 
 /// Whether an archive (or a stage) may set the extended attribute `name`:
 /// `trusted.*` is the kernel's and overlayfs's own (`trusted.overlay.*`
-/// would rewrite what the tree's layers mean), and `security.*` other than
-/// file capabilities and SELinux labels (which images need) belong to the
-/// build host's security modules.
+/// would rewrite what the tree's layers mean), and so are `user.overlay.*`
+/// (a rootless build's layers) and `user.osbuild.*` (a rootless build's
+/// device stand-ins); `security.*` other than file capabilities and
+/// SELinux labels (which images need) belong to the build host's security
+/// modules.
 pub fn xattr_allowed(name: &str) -> bool {
-    name.starts_with("user.")
+    (name.starts_with("user.")
+        && !name.starts_with("user.overlay.")
+        && !name.starts_with("user.osbuild."))
         || name.starts_with("system.posix_acl_")
         || name == "security.capability"
         || name == "security.selinux"
@@ -449,9 +453,10 @@ pub fn unpack_file(
                 return Err(refused(
                     &raw,
                     format!(
-                        "carries the extended attribute {name}; from archives osbuild takes user.*, \
-                         security.capability and security.selinux (and system.* ACLs), never other \
-                         trusted.* or security.* attributes"
+                        "carries the extended attribute {name}; from archives osbuild takes user.* \
+                         (but user.overlay.* and user.osbuild.*, which are the store's own), \
+                         security.capability and security.selinux (and system.* ACLs), never \
+                         trusted.* or other security.* attributes"
                     ),
                 ));
             }

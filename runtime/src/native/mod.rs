@@ -31,6 +31,7 @@ use anyhow::Context as _;
 
 use crate::stage::{Code, Device, Stage, TreeAccess};
 
+mod devices;
 mod host_binds;
 mod network;
 mod rootfs;
@@ -371,11 +372,21 @@ impl NativeHost {
                 DROPPED_CAPABILITIES.join(",")
             ));
         }
+        let mut nodes = Vec::new();
         for device in &caps.devices {
-            for node in device_nodes(*device)? {
-                args.push(format!("--bind={node}"));
-            }
+            nodes.extend(device_nodes(*device)?);
         }
+        let _devices = match inv.ids {
+            Some(ids) if !nodes.is_empty() => {
+                let made = devices::DeviceNodes::make(root_dir.path(), &nodes, ids)?;
+                args.extend(made.nspawn_args().iter().cloned());
+                Some(made)
+            }
+            _ => {
+                args.extend(nodes.iter().map(|n| format!("--bind={n}")));
+                None
+            }
+        };
         let (_host_binds, pairs) = host_binds::HostBinds::new(&inv.host_paths, inv.work)?;
         // Not id-mapped: the stage reads them as any other user would.
         for (bound, seen_at) in &pairs {

@@ -39,6 +39,20 @@ impl std::fmt::Display for Handoff {
     }
 }
 
+/// Self-contained layers: no redirects or metadata-only copies that would
+/// tie a stored layer to the exact stack it was made on. A rootless
+/// build's overlay keeps its attributes (opaque directories) under
+/// `user.overlay.*` (`trusted.*` is the host root's alone), and the kernel
+/// then wants redirects neither made nor followed (`nofollow`; `off` means
+/// "follow" here).
+fn layer_options() -> &'static str {
+    if crate::rootless::active() {
+        "redirect_dir=nofollow,metacopy=off,index=off,userxattr"
+    } else {
+        "redirect_dir=off,metacopy=off,index=off"
+    }
+}
+
 fn mount_overlay(
     merged: &Path,
     lowers: &[PathBuf],
@@ -56,12 +70,11 @@ fn mount_overlay(
         .map(|p| p.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(":");
-    // Self-contained layers: no redirects or metadata-only copies that
-    // would tie a stored layer to the exact stack it was made on.
     let data = format!(
-        "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+        "lowerdir={lower},upperdir={},workdir={},{}",
         upper.display(),
-        work.display()
+        work.display(),
+        layer_options()
     );
     if data.len() >= 4000 {
         anyhow::bail!(
@@ -83,7 +96,7 @@ fn mount_overlay(
     Ok(())
 }
 
-/// Mounts `lowers` (two or more) read-only, as one merged view.
+/// Mounts `lowers` (two or more, top first) read-only, as one merged view.
 fn mount_lowers(view: &Path, lowers: &[PathBuf]) -> anyhow::Result<()> {
     let lower = lowers
         .iter()
@@ -96,9 +109,7 @@ fn mount_lowers(view: &Path, lowers: &[PathBuf]) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?
         .join(":");
-    let data = CString::new(format!(
-        "lowerdir={lower},redirect_dir=off,metacopy=off,index=off"
-    ))?;
+    let data = CString::new(format!("lowerdir={lower},{}", layer_options()))?;
     rustix::mount::mount(
         "overlay",
         view,
@@ -153,7 +164,7 @@ fn copy_dir_attributes(from: &Path, to: &Path) -> anyhow::Result<()> {
     dst.set_owner(root, m.uid, m.gid, false)?;
     dst.set_mode(root, m.mode)?;
     for name in src.list_xattrs(root, false)? {
-        if name.starts_with("trusted.overlay.") {
+        if name.starts_with(crate::rootless::overlay_xattr_prefix()) {
             continue;
         }
         if let Some(v) = src.get_xattr(root, &name, false)? {
@@ -258,7 +269,7 @@ impl Workspace {
             }
         }
         if let Some(top) = ws.pinned.first() {
-            if !writable {
+            if !writable && !layered {
                 // Nothing will change it: read the stored tree in place.
                 bind_inert(&top.tree(), &ws.tree, true)?;
                 ws.mounted = true;
@@ -266,13 +277,20 @@ impl Workspace {
                 return Ok(ws);
             }
             std::fs::remove_dir(&ws.tree)?;
-            if ws.lowers.len() > 1 && layered {
+            if layered {
                 // The stored tree is a stack of overlay layers (built with
                 // the overlay handoff): copy what they show together, never
-                // one layer with its whiteouts.
+                // a layer by itself, with its whiteouts and overlayfs's own
+                // attributes. (Read in place it would be an overlay, which
+                // a native stage's id-mapped bind cannot take.)
                 let view = dir.join("layers");
+                let bottom = dir.join("layers-bottom");
                 std::fs::create_dir(&view)?;
-                mount_lowers(&view, &ws.lowers)?;
+                std::fs::create_dir(&bottom)?;
+                let mut lowers = ws.lowers.clone();
+                // overlayfs wants two lower layers at least.
+                lowers.push(bottom);
+                mount_lowers(&view, &lowers)?;
                 let copied = copy_tree(&view, &ws.tree);
                 unmount(&view)?;
                 copied?;

@@ -192,8 +192,9 @@ impl wit::Host for TreeHost {
             return Err(TreeError {
                 kind: ErrorKind::PermissionDenied,
                 message: format!(
-                    "{path}: a stage may set user.*, security.capability and security.selinux \
-                     attributes (and ACLs), not {name}"
+                    "{path}: a stage may set user.* (but user.overlay.* and user.osbuild.*, the \
+                     store's own), security.capability and security.selinux attributes (and \
+                     ACLs), not {name}"
                 ),
             });
         }
