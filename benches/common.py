@@ -2,6 +2,7 @@
 cached Debian tree to measure on. Timings are always reported as ratios
 against a baseline measured in the same run."""
 
+import hashlib
 import json
 import os
 import statistics
@@ -48,13 +49,26 @@ def median_time(cmd, n, **kw):
     return statistics.median(run(cmd, **kw)[0] for _ in range(n))
 
 
-def debian_tarball(kernel=True):
-    """A Debian bookworm tree as a .tar (mmdebstrap, cached in target/bench)."""
+# What examples/debian-config.json configures (its services and files),
+# as tests/common's debian_base installs it.
+CONFIG_PACKAGES = ("systemd", "systemd-sysv", "tzdata", "openssh-server", "chrony",
+                   "procps", "kmod", "locales", "dbus")
+
+
+def debian_tarball(kernel=True, packages=()):
+    """A Debian bookworm tree as a .tar (mmdebstrap, cached in target/bench):
+    minbase, with a kernel or with `packages`."""
     WORK.mkdir(parents=True, exist_ok=True)
-    name = "bookworm-kernel.tar" if kernel else "bookworm-minbase.tar"
+    if packages:
+        name = "bookworm-" + hashlib.sha256(",".join(packages).encode()).hexdigest()[:12] + ".tar"
+    else:
+        name = "bookworm-kernel.tar" if kernel else "bookworm-minbase.tar"
     path = WORK / name
     if not path.exists():
-        include = ["--include=linux-image-amd64,systemd-sysv"] if kernel else []
+        if packages:
+            include = ["--include=" + ",".join(packages)]
+        else:
+            include = ["--include=linux-image-amd64,systemd-sysv"] if kernel else []
         log(f"making {path} with mmdebstrap (about a minute)...")
         tmp = path.with_suffix(".tmp.tar")
         subprocess.run(

@@ -450,27 +450,52 @@ fn shell_stage(
     libdir
 }
 
-/// C2: `devices` binds the device's nodes and nothing else: no
-/// CAP_SYS_ADMIN, no CAP_MKNOD, no remounting the host root.
+/// C2: `devices` gives the device's nodes and nothing else: no
+/// CAP_SYS_ADMIN, no CAP_MKNOD, no remounting the host root, none of the
+/// host's loop devices (review of issue 12: a copy of every /dev/loopN let
+/// a stage write a loop device the host was using).
 #[test]
 fn a_stage_with_devices_gets_the_nodes_and_no_capability() {
     let dir = tempfile::tempdir().unwrap();
     let marker = Path::new("/etc/osbuild-hostile-c2-marker");
+    // A loop device the host is using, over a file this test owns: what a
+    // stage holding a copy of /dev/loopN could read and write.
+    let scratch = dir.path().join("host-disk.img");
+    let mut bytes = b"the host's loop device".to_vec();
+    bytes.resize(1 << 20, 0x5a);
+    std::fs::write(&scratch, &bytes).unwrap();
+    let attached = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(attached.status.success(), "{attached:?}");
+    let host_loop = String::from_utf8(attached.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(host_loop.clone());
+
     let libdir = shell_stage(
         dir.path(),
         "test.devices",
-        json!({"tree": "read", "devices": ["loop"]}),
+        json!({"tree": "read", "devices": ["fuse"]}),
         json!({}),
-        r#"cap=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+        &format!(
+            r#"cap=$(awk '/^CapEff/ {{print $2}}' /proc/self/status)
 [ $((0x$cap & 0x200000)) -eq 0 ] && echo "no CAP_SYS_ADMIN"
 [ $((0x$cap & 0x8000000)) -eq 0 ] && echo "no CAP_MKNOD"
-[ -c /dev/loop-control ] && echo "has /dev/loop-control"
-printf 'through a loop device' > /tmp/img && truncate -s 1M /tmp/img
-if dev=$(losetup --find --show /tmp/img 2>&1); then
-  echo "attached"; head -c 21 "$dev"; echo; losetup -d "$dev"
-else
-  echo "losetup: $dev"
-fi
+if exec 3<>/dev/fuse; then echo "opened /dev/fuse"; fi
+ls /dev/loop-control /dev/loop[0-9]* >/dev/null 2>&1 || echo "no loop device"
+if mknod /tmp/l b 7 {minor} 2>/dev/null; then echo PWNED > /tmp/l; echo "MADE a loop node"; fi
 if mount -o remount,rw / 2>/dev/null; then
   echo PWNED > /etc/osbuild-hostile-c2-marker
   echo "REMOUNTED the host root"
@@ -478,6 +503,8 @@ else
   echo "remount refused"
 fi
 "#,
+            minor = host_loop.trim_start_matches("/dev/loop")
+        ),
     );
     let p = one_stage(dir.path(), "test.devices", json!({}));
     let policy = dir.path().join("policy.json");
@@ -496,12 +523,13 @@ fi
     for want in [
         "no CAP_SYS_ADMIN",
         "no CAP_MKNOD",
-        "has /dev/loop-control",
-        "test.devices: attached\ntest.devices: through a loop device",
+        "opened /dev/fuse",
+        "no loop device",
         "remount refused",
     ] {
         assert!(run.stderr.contains(want), "{want}:\n{}", run.stderr);
     }
+    assert!(!run.stderr.contains("MADE"), "{}", run.stderr);
     assert!(!marker.exists(), "the stage wrote the host's /etc");
 
     let audit = osbuild(&[
@@ -511,17 +539,50 @@ fi
         p.to_str().unwrap(),
     ]);
     audit.ok();
-    assert!(
-        audit
-            .stdout
-            .contains("/dev/loop-control and /dev/loop[0-9]* bound in, made again for the stage and owned by its root (no capability with it: it can attach files"),
-        "{}",
-        audit.stdout
+    for want in [
+        "/dev/fuse made again for the stage and owned by its root (no capability with it",
+        "no CAP_SYS_ADMIN, CAP_MKNOD",
+    ] {
+        assert!(audit.stdout.contains(want), "{want}:\n{}", audit.stdout);
+    }
+
+    // Loop devices are the host's: a stage in a user namespace is refused
+    // them before anything runs, and the host's stays as it was.
+    let loop_libdir = shell_stage(
+        dir.path(),
+        "test.loop",
+        json!({"tree": "read", "devices": ["loop"]}),
+        json!({}),
+        "for d in /dev/loop[0-9]*; do echo PWNED > \"$d\"; done\necho RAN\n",
     );
+    let lp = write_pipeline(
+        dir.path(),
+        "loop.json",
+        json!({"pipeline": [{"name": "test.loop"}]}),
+    );
+    let refused = "stage test.loop refused: needs devices (loop), which a stage in a user namespace cannot have: loop devices are shared by the whole host";
+    let run = osbuild(&[
+        "--libdir",
+        loop_libdir.to_str().unwrap(),
+        lp.to_str().unwrap(),
+    ]);
+    run.fails_with(2, refused);
+    assert!(!run.stderr.contains("RAN"), "{}", run.stderr);
+    let audit = osbuild(&[
+        "--libdir",
+        loop_libdir.to_str().unwrap(),
+        "audit",
+        lp.to_str().unwrap(),
+    ]);
+    for want in [
+        "loop devices: refused in a user namespace (they are shared by the whole host)",
+        "needs devices (loop), which a stage in a user namespace cannot have",
+    ] {
+        assert!(audit.stdout.contains(want), "{want}:\n{}", audit.stdout);
+    }
     assert!(
-        audit.stdout.contains("no CAP_SYS_ADMIN, CAP_MKNOD"),
-        "{}",
-        audit.stdout
+        std::fs::read(&scratch).unwrap() == bytes,
+        "the host's loop device was written"
     );
 
     // The policy decides on devices by themselves.
@@ -535,7 +596,7 @@ fi
     ])
     .fails_with(
         2,
-        "pipeline[0].name: stage test.devices refused: policy: stage test.devices: needs devices (loop); the policy does not allow it",
+        "pipeline[0].name: stage test.devices refused: policy: stage test.devices: needs devices (fuse); the policy does not allow it",
     );
 }
 
@@ -904,6 +965,98 @@ fn the_store_is_private_and_refused_when_others_can_write_it() {
         2,
         "which belongs to user 65534; another user could swap the store for one of theirs",
     );
+}
+
+/// Review of issue 12: a store path through a symbolic link another user
+/// planted (in /tmp, or where XDG_CACHE_HOME points) aimed at a directory
+/// of osbuild's user: that directory was made 0700 and old entries of its
+/// `tmp/` were removed. Nor may a directory that is not a store be taken
+/// for one.
+#[test]
+fn a_store_path_through_another_users_link_or_at_a_directory_that_is_no_store_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
+    // The victim: a directory of root's with an old file in tmp/.
+    let victim = dir.path().join("documents");
+    std::fs::create_dir_all(victim.join("tmp")).unwrap();
+    std::fs::write(victim.join("tmp/notes.txt"), b"keep me\n").unwrap();
+    sh(&format!(
+        "touch -d '2020-01-01' {}/tmp/notes.txt {}/tmp",
+        victim.display(),
+        victim.display()
+    ));
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let unchanged = |victim: &Path| {
+        assert_eq!(std::fs::metadata(victim).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(
+            std::fs::read(victim.join("tmp/notes.txt")).unwrap(),
+            b"keep me\n"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(victim)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["tmp"], "osbuild made files in {}", victim.display());
+    };
+
+    // In a sticky directory anyone can write, a link of user 65534's.
+    let sticky = dir.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = sticky.join("osbuild");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    sh(&format!("chown -h 65534 {}", link.display()));
+    let run = osbuild(&["--store", link.to_str().unwrap(), p.to_str().unwrap()]);
+    run.fails_with(
+        2,
+        &format!(
+            "--store: {}: the store's path goes through {}, a symbolic link that belongs to user 65534, who could point it anywhere",
+            link.display(),
+            link.display()
+        ),
+    );
+    unchanged(&victim);
+    // Through a second link of root's, and from the default store's
+    // variable, the same.
+    let ours = dir.path().join("ours");
+    std::os::unix::fs::symlink(&sticky, &ours).unwrap();
+    osbuild(&[
+        "--store",
+        ours.join("osbuild").to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .fails_with(2, "a symbolic link that belongs to user 65534");
+    let cached = Command::new(OSBUILD)
+        .env("XDG_CACHE_HOME", &sticky)
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(cached.status.code(), Some(2), "{cached:?}");
+    assert!(
+        String::from_utf8_lossy(&cached.stderr)
+            .contains("a symbolic link that belongs to user 65534"),
+        "{cached:?}"
+    );
+    unchanged(&victim);
+
+    // Given directly, a directory that is not a store (not empty, no lock).
+    osbuild(&["--store", victim.to_str().unwrap(), p.to_str().unwrap()]).fails_with(
+        2,
+        &format!(
+            "--store: {}: this directory is not an osbuild store (it is not empty and has no lock file)",
+            victim.display()
+        ),
+    );
+    unchanged(&victim);
+
+    // A link of root's own to a new store is followed, as before.
+    let store_link = dir.path().join("store-link");
+    std::os::unix::fs::symlink(dir.path().join("real-store"), &store_link).unwrap();
+    std::fs::create_dir(dir.path().join("real-store")).unwrap();
+    osbuild(&["--store", store_link.to_str().unwrap(), p.to_str().unwrap()]).ok();
+    assert!(dir.path().join("real-store/lock").is_file());
 }
 
 /// H1: what a stage leaves in its output directory must be a regular file

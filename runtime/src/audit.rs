@@ -128,9 +128,11 @@ fn sandbox(kind: Kind, caps: &Capabilities, host_paths: &[std::path::PathBuf]) -
                 .into(),
             ];
             for d in &caps.devices {
-                v.push(if userns {
+                v.push(if userns && *d == metadata::Device::Loop {
+                    "loop devices: refused in a user namespace (they are shared by the whole host)".to_string()
+                } else if userns {
                     format!(
-                        "{} bound in, made again for the stage and owned by its root (no capability with it: it can attach files to the loop devices there are, not mount what they hold; partitions appear on the host only)",
+                        "{} made again for the stage and owned by its root (no capability with it: it cannot mount what it opens there)",
                         d.nodes()
                     )
                 } else {
@@ -205,6 +207,9 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                         refused.push(
                             "native stages need root: systemd-nspawn runs only as the host's root, and osbuild runs as an ordinary user (rootless, wasm stages only); run osbuild as root".to_string(),
                         );
+                    }
+                    if crate::native::user_namespaces() && caps.devices.contains(&metadata::Device::Loop) {
+                        refused.push(crate::native::LOOP_IN_USERNS.to_string());
                     }
                     notes.push("native: its reach is what nspawn grants, not visible in the binary".to_string());
                     None

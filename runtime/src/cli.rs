@@ -308,6 +308,14 @@ pub fn main() -> i32 {
     }
     let cli = Cli::parse();
     enter_namespaces(&cli);
+    if !rustix::process::geteuid().is_root()
+        && let Some(Err(e)) = PRIVATE_MOUNTS.get()
+    {
+        // Still the ordinary user outside any namespace: nothing of the
+        // store (owned by subordinate ids) is reachable from here.
+        eprintln!("osbuild: error: {e}");
+        return 1;
+    }
     crate::signals::install();
     // Files the stages create get predictable modes, whatever the caller's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));

@@ -180,8 +180,13 @@ pub fn enter(store: Option<&Path>) -> Result<(), String> {
 
 /// Unshares the namespaces and has a child, forked before, write their maps.
 fn map_from_a_child(uid: u32, uids: Range, gid: u32, gids: Range) -> Result<(), String> {
-    let (go_r, go_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (done_r, done_w) = rustix::pipe::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // Close-on-exec: newuidmap must not hold them open (then the parent's
+    // read would wait on it).
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))
+    };
+    let (go_r, go_w) = pipe()?;
+    let (done_r, done_w) = pipe()?;
     let parent = std::process::id();
     // SAFETY: the process has one thread, so the child may allocate and
     // spawn; it ends with _exit.
@@ -235,7 +240,47 @@ fn map_from_a_child(uid: u32, uids: Range, gid: u32, gids: Range) -> Result<(), 
     let mut status = 0;
     // SAFETY: pid is our child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    result
+    result?;
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!(
+            "the process that maps the user namespace's ids ended abnormally (wait status {status:#x})"
+        ));
+    }
+    // What the kernel holds, not what the tools said.
+    let mapped = |file: &str, own: u32, range: Range| -> Result<(), String> {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        let lines: Vec<Vec<u64>> = text
+            .lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .collect();
+        let want = [
+            vec![0, u64::from(own), 1],
+            vec![1, u64::from(range.start), u64::from(SUBORDINATE_IDS)],
+        ];
+        if lines != want {
+            return Err(format!(
+                "{file} is {:?} after mapping, not 0 {own} 1 and 1 {} {SUBORDINATE_IDS}",
+                text.trim(),
+                range.start,
+            ));
+        }
+        Ok(())
+    };
+    mapped("/proc/self/uid_map", uid, uids)?;
+    mapped("/proc/self/gid_map", gid, gids)
+}
+
+/// Where Debian's `uidmap` puts a tool (setuid root: never looked up on
+/// `PATH`).
+fn tool_path(tool: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
 }
 
 /// In the child: `newuidmap` and `newgidmap` on `pid`.
@@ -244,7 +289,10 @@ fn write_maps(pid: u32, uid: u32, uids: Range, gid: u32, gids: Range) -> Result<
         ("newuidmap", uid, uids, SUBUID),
         ("newgidmap", gid, gids, SUBGID),
     ] {
-        let out = std::process::Command::new(tool)
+        let path = tool_path(tool).ok_or_else(|| {
+            format!("{tool} not found in /usr/bin or /usr/sbin: rootless builds need it to map the tree's owners to your subordinate ids; as root: apt-get install uidmap")
+        })?;
+        let out = std::process::Command::new(&path)
             .arg(pid.to_string())
             .args(map_args(own, range))
             .stdin(std::process::Stdio::null())

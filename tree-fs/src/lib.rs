@@ -764,6 +764,20 @@ impl Root {
     pub fn set_xattr(&self, path: &Path, name: &str, value: &[u8], follow: bool) -> io::Result<()> {
         refuse_own_xattr(name)?;
         self.with_xattr_path(path, follow, |p, follow| {
+            // The kernel refuses `user.` attributes on device nodes; a
+            // stand-in refuses them too, so a rootless build keeps the
+            // same bytes as a root one.
+            if name.starts_with("user.") && stand_in::enabled() {
+                let mut buf = [0u8; 32];
+                let marked = if follow {
+                    rustix::fs::getxattr(p.as_c_str(), stand_in::XATTR, &mut buf[..])
+                } else {
+                    rustix::fs::lgetxattr(p.as_c_str(), stand_in::XATTR, &mut buf[..])
+                };
+                if marked.is_ok() {
+                    return Err(rustix::io::Errno::PERM);
+                }
+            }
             let flags = rustix::fs::XattrFlags::empty();
             if follow {
                 rustix::fs::setxattr(p.as_c_str(), name, value, flags)

@@ -76,6 +76,24 @@ fn a_stand_in_is_seen_as_the_node_it_stands_for_and_is_never_opened() {
         assert!(e.to_string().contains("osbuild's own"), "{e}");
     }
 
+    // A user attribute, refused on a device node by the kernel, is refused
+    // on its stand-in (followed through a link too); a trusted one is not.
+    for (path, follow) in [("/null", false), ("/link", true)] {
+        let e = root
+            .set_xattr(Path::new(path), "user.note", b"x", follow)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc_eperm()), "{path}: {e}");
+    }
+    root.set_xattr(Path::new("/null"), "trusted.note", b"x", false)
+        .unwrap();
+    assert_eq!(
+        root.list_xattrs(Path::new("/null"), false).unwrap(),
+        ["trusted.note"]
+    );
+    std::fs::write(dir.path().join("empty"), b"").unwrap();
+    root.set_xattr(Path::new("/empty"), "user.note", b"x", false)
+        .unwrap();
+
     // Opened for reading or writing, it is refused as a device would be.
     for e in [
         root.open_file(Path::new("/null")).unwrap_err(),
@@ -114,4 +132,8 @@ fn only_an_empty_file_with_a_well_formed_mark_is_a_stand_in() {
         assert_eq!(m.kind, EntryKind::File, "{name}");
     }
     assert_eq!(root.read(Path::new("written-into")).unwrap(), b"data");
+}
+
+fn libc_eperm() -> i32 {
+    1
 }

@@ -4,10 +4,10 @@
 //! the stage can open. Instead each named node is made again (same kind
 //! and number) on a tmpfs of the stage's own, owned by the stage's root
 //! and mode 0600, and bound at its `/dev` path. The stage can open exactly
-//! those nodes; it gets no capability on the host with them, so whatever
-//! needs one there (mounting what a loop device holds) still fails, and
-//! nodes made after the stage started (a new loop device, its partitions)
-//! appear on the host only.
+//! those nodes and gets no capability on the host with them. Only devices
+//! whose every open is private to the opener come here (`fuse`, `kvm`);
+//! loop devices are shared by the whole host and are refused before this
+//! (`LOOP_IN_USERNS`).
 
 use std::path::{Path, PathBuf};
 

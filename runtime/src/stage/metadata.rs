@@ -137,8 +137,9 @@ pub struct Capabilities {
 #[serde(rename_all = "kebab-case")]
 pub enum Device {
     /// `/dev/loop-control` and every `/dev/loopN`: loop devices over image
-    /// files. The stage can attach any file it can open; it cannot mount
-    /// (that needs `privileged`).
+    /// files. Only for a stage run as the host's root
+    /// (`OSBUILD_NATIVE_USERNS=0`): the host's loop devices are shared by
+    /// all of it, so a stage in a user namespace is refused them.
     Loop,
     /// `/dev/fuse`: user-space file systems (mounting one needs `privileged`).
     Fuse,

@@ -42,16 +42,22 @@ use serde::{Deserialize, Serialize};
 /// one else can write it (or it is sticky, as `/tmp` is), so no one else
 /// can swap a part of it for a symlink to a store of their making.
 pub fn secure_root(root: &Path) -> Result<PathBuf, String> {
-    check_root(root)?;
-    let real = root
-        .canonicalize()
-        .map_err(|e| format!("{}: resolving it: {e}", root.display()))?;
-    if crate::rootless::store_checked(&real) {
+    if let Ok(real) = root.canonicalize()
+        && crate::rootless::store_checked(&real)
+    {
         // Checked from the host's side before osbuild entered its user
-        // namespace, where the host's own directories belong to no one.
+        // namespace, where the host's own files belong to no one.
         return Ok(real);
     }
     let euid = rustix::process::geteuid().as_raw();
+    check_symlinks(root, euid)?;
+    check_root(root, euid)?;
+    // Again: a link planted where the store was missing, between the first
+    // look and its creation, is seen now.
+    check_symlinks(root, euid)?;
+    let real = root
+        .canonicalize()
+        .map_err(|e| format!("{}: resolving it: {e}", root.display()))?;
     for dir in real.ancestors().skip(1) {
         let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let others_write = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
@@ -71,37 +77,112 @@ pub fn secure_root(root: &Path) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-fn check_root(root: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let euid = rustix::process::geteuid().as_raw();
-    match std::fs::metadata(root) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("{}: creating it: {e}", parent.display()))?;
+/// Follows `path` as the kernel would and refuses a symbolic link on the
+/// way that belongs to neither root nor osbuild's user. Anyone can plant a
+/// link in `/tmp`, or wherever `XDG_CACHE_HOME` points: one aimed at a
+/// directory of the user's own would pass every check of the resolved
+/// path, and osbuild would make that directory private and clean its
+/// `tmp/`.
+fn check_symlinks(path: &Path, euid: u32) -> Result<(), String> {
+    use std::path::Component;
+    let absolute =
+        std::path::absolute(path).map_err(|e| format!("{}: resolving it: {e}", path.display()))?;
+    let mut pending: Vec<std::ffi::OsString> = absolute
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match Path::new(&part).components().next() {
+            Some(Component::RootDir) => {
+                at = PathBuf::from("/");
+                continue;
             }
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(root)
-                .or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(|e| format!("{}: creating the store: {e}", root.display()))?;
-            Ok(())
+            Some(Component::ParentDir) => {
+                at.pop();
+                continue;
+            }
+            Some(Component::Normal(_)) => {}
+            _ => continue,
         }
-        Err(e) => Err(format!("{}: {e}", root.display())),
-        Ok(m) if !m.is_dir() => Err(format!("{}: not a directory", root.display())),
-        Ok(m) if m.uid() != euid => Err(format!(
+        let next = at.join(&part);
+        let m = match std::fs::symlink_metadata(&next) {
+            // The rest does not exist yet: osbuild makes it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", next.display())),
+            Ok(m) => m,
+        };
+        if !m.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        if m.uid() != 0 && m.uid() != euid {
+            return Err(format!(
+                "{}: the store's path goes through {}, a symbolic link that belongs to user {}, who could point it anywhere: give a store path without it (--store DIR)",
+                path.display(),
+                next.display(),
+                m.uid()
+            ));
+        }
+        links += 1;
+        if links > 40 {
+            return Err(format!(
+                "{}: too many levels of symbolic links",
+                path.display()
+            ));
+        }
+        let target = std::fs::read_link(&next).map_err(|e| format!("{}: {e}", next.display()))?;
+        pending.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+    }
+    Ok(())
+}
+
+/// Whether `dir` (which exists) may be taken for a store: empty, or
+/// holding a store's `lock`. osbuild makes a store private and removes
+/// what it finds in its `tmp/`, which it must never do to a directory that
+/// is something else.
+fn is_store_dir(dir: &Path) -> Result<bool, String> {
+    let mut entries =
+        std::fs::read_dir(dir).map_err(|e| format!("{}: listing it: {e}", dir.display()))?;
+    if entries.next().is_none() {
+        return Ok(true);
+    }
+    Ok(std::fs::symlink_metadata(dir.join("lock")).is_ok_and(|m| m.is_file()))
+}
+
+fn check_root(root: &Path, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Err(e) = std::fs::symlink_metadata(root) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(format!("{}: {e}", root.display()));
+        }
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("{}: creating it: {e}", parent.display()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(root) {
+            // Someone else's (or a link) made meanwhile: checked below.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: creating the store: {e}", root.display())),
+            Ok(()) => {}
+        }
+    }
+    let m = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if !m.is_dir() {
+        return Err(format!("{}: not a directory", root.display()));
+    }
+    if m.uid() != euid {
+        return Err(format!(
             "{}: the store belongs to user {}, not to the user running osbuild ({euid}); stored trees and compiled stages must be yours alone: use a store of your own (--store DIR) or chown -R {euid} {}",
             root.display(),
             m.uid(),
             root.display()
-        )),
-        Ok(m) if m.mode() & 0o022 != 0 => Err(format!(
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
             "{}: the store is writable by {} (mode {:o}), who could replace what osbuild runs; chmod 700 {} (and check nothing in it was changed)",
             root.display(),
             if m.mode() & 0o002 != 0 {
@@ -111,21 +192,23 @@ fn check_root(root: &Path) -> Result<(), String> {
             },
             m.mode() & 0o7777,
             root.display()
-        )),
-        Ok(m) => {
-            if m.mode() & 0o077 != 0 {
-                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(
-                    |e| {
-                        format!(
-                            "{}: making the store private (chmod 700): {e}",
-                            root.display()
-                        )
-                    },
-                )?;
-            }
-            Ok(())
-        }
+        ));
     }
+    if !is_store_dir(root)? {
+        return Err(format!(
+            "{}: this directory is not an osbuild store (it is not empty and has no lock file): osbuild would make it private and clean its tmp/; give a new or empty directory (--store DIR)",
+            root.display()
+        ));
+    }
+    if m.mode() & 0o077 != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            format!(
+                "{}: making the store private (chmod 700): {e}",
+                root.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// How an object's `tree/` relates to its parent.
@@ -279,12 +362,13 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> anyhow::Result<Store> {
         let root = &secure_root(root).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The lock first: it is what says this directory is a store.
+        let lock = File::create(root.join("lock"))
+            .with_context(|| format!("opening {}/lock", root.display()))?;
         for sub in ["objects", "tmp"] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store at {}", root.display()))?;
         }
-        let lock = File::create(root.join("lock"))
-            .with_context(|| format!("opening {}/lock", root.display()))?;
         // Waits while `osbuild store clear` runs.
         flock(lock.as_fd(), FlockOperation::LockShared).context("locking the store")?;
         let store = Store {
@@ -347,6 +431,12 @@ impl Store {
             return;
         };
         for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // Only what osbuild makes there; anything else is left alone.
+            if !name.starts_with("build-") && !name.starts_with("evict-") {
+                continue;
+            }
             let path = e.path();
             let stale = match File::open(path.join("lock")) {
                 Ok(f) => try_lock(&f, FlockOperation::NonBlockingLockExclusive),
@@ -356,7 +446,7 @@ impl Store {
                     e.metadata()
                         .map(|m| now() - m.mtime() > 60)
                         .unwrap_or(false)
-                        || e.file_name().to_string_lossy().starts_with("evict-")
+                        || name.starts_with("evict-")
                 }
             };
             if stale {
