@@ -5,8 +5,8 @@ configuration needs: systemd, openssh-server, chrony...) --save a .tar,
 as an ordinary user (a user namespace, unprivileged overlayfs,
 device-node stand-ins) vs the same as root, alternating, nothing cached
 but the compiled stages.
-Prints the ratio from this run. Needs root (it creates the user, as
-tests/rootless.rs does) and the Debian mirror once (the tree is cached)."""
+Prints the ratio from this run. Needs root (it creates its own user,
+as tests/rootless.rs does) and the Debian mirror once (the tree is cached)."""
 
 import os
 import shutil
@@ -18,7 +18,9 @@ from pathlib import Path
 
 from common import CONFIG_PACKAGES, OSBUILD, ROOT, WORK, build_release, debian_tarball, log
 
-USER = "osbuild-rootless"
+# Not tests/rootless.rs's user: a bench and the tests may run at once, and
+# each empties its user's store.
+USER = "osbuild-bench"
 RUNS = int(os.environ.get("OSBUILD_BENCH_RUNS", "5"))
 CONFIG = ROOT / "examples" / "debian-config.json"
 
@@ -28,8 +30,8 @@ def ensure_user():
         subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
     for f in ("/etc/subuid", "/etc/subgid"):
         if not any(l.startswith(USER + ":") for l in Path(f).read_text().splitlines()):
-            subprocess.run(["usermod", "--add-subuids", "1200000-1265535",
-                            "--add-subgids", "1200000-1265535", USER], check=True)
+            subprocess.run(["usermod", "--add-subuids", "1300000-1365535",
+                            "--add-subgids", "1300000-1365535", USER], check=True)
     return subprocess.run(["getent", "passwd", USER], capture_output=True, text=True,
                           check=True).stdout.split(":")[5]
 
