@@ -17,7 +17,8 @@ WORK = ROOT / "target" / "bench"
 # OSBUILD_BENCH_BIN: measure a binary already built (a debug build, say;
 # the ratios compare two modes of one binary) instead of building release.
 OSBUILD = Path(os.environ.get("OSBUILD_BENCH_BIN", ROOT / "target" / "release" / "osbuild"))
-TEST_STAGES = ROOT / "target" / "stage-build" / "test-stages"
+TEST_STAGES = Path(os.environ.get("OSBUILD_BENCH_TEST_STAGES",
+                                  ROOT / "target" / "stage-build" / "test-stages-release"))
 MIRROR = os.environ.get("OSBUILD_MIRROR", "http://deb.debian.org/debian")
 
 
@@ -28,7 +29,9 @@ def log(msg):
 def build_release():
     if os.environ.get("OSBUILD_BENCH_BIN"):
         return
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "osbuild"], cwd=ROOT, check=True)
+    # The test stages are a crate of their own (never in the binary).
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "osbuild-cli", "-p", "osbuild-test-stages"],
+                   cwd=ROOT, check=True)
 
 
 def run(cmd, **kw):

@@ -1,0 +1,633 @@
+//! The command line: `osbuild [--from ARCHIVE] [--save ARCHIVE] PIPELINE`,
+//! as the original osbuild has it, plus subcommands to inspect stages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use osbuild::error::BuildError;
+use osbuild::executor::{self, BuildConfig};
+use osbuild::pipeline;
+use std::io::IsTerminal;
+
+use osbuild::progress::{JsonReporter, PlainReporter, Reporter, TerminalReporter};
+use osbuild::stage::Stage;
+use osbuild::store::workspace::Handoff;
+use osbuild::wasm::Limits;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "osbuild",
+    version,
+    about = "Build operating system images from a pipeline of sandboxed stages"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The pipeline to build (JSON).
+    pub pipeline: Option<PathBuf>,
+    /// Unpack this archive (.tar.gz or .tar) into the tree before the first stage.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub from: Option<PathBuf>,
+    /// Write the final tree to this archive (.tar.gz or .tar), deterministically.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub save: Option<PathBuf>,
+    /// Where stages such as image assemblers write their outputs.
+    #[arg(long = "output-directory", value_name = "DIR", default_value = ".")]
+    pub output_directory: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Per-stage time limit in seconds [default: 600]. Given, it is also the
+    /// most a stage's metadata can ask for (else the policy's
+    /// "max-timeout-secs", else 4 hours).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Per-stage memory limit for wasm stages, in MiB [default: 1024].
+    /// Given, it is also the most a stage's metadata can ask for (else the
+    /// policy's "max-memory-mib", else 8192).
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Build without reading or writing the store's cached results.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Keep the store under this size, evicting least recently used results
+    /// (bytes, or with K, M, G, T).
+    #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
+    pub cache_max_size: u64,
+    /// The most file content a --from archive may unpack to: a gzip bomb
+    /// stops there, and nothing is left behind.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_tree_size: u64,
+    /// How the tree moves between stages and into the store: overlay or copy
+    /// [default: overlay where it works, else copy].
+    #[arg(long, value_name = "HOW", value_parser = parse_handoff)]
+    pub handoff: Option<Handoff>,
+    /// Print each stage's id and whether it is cached; run nothing.
+    #[arg(long)]
+    pub inspect: bool,
+    /// Print only stage output and errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// How to show progress: `text` (a line per stage; a live view on a
+    /// terminal) or `json` (one JSON object per event on stdout).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub monitor: String,
+    /// Print the build's result as JSON on stdout: each stage's id, duration
+    /// and whether it was cached, and the outputs written with their sha256.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// The store for cached results and compiled stages
+    /// [default: $XDG_CACHE_HOME/osbuild, or ~/.cache/osbuild].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub store: Option<PathBuf>,
+    /// A directory of stages, searched before the built-in ones (repeatable).
+    #[arg(long = "libdir", value_name = "DIR", global = true)]
+    pub libdirs: Vec<PathBuf>,
+    /// A policy (JSON) saying what the build may use: stage kinds, network,
+    /// privileges, devices, pinned stage digests. See the README.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub policy: Option<PathBuf>,
+    /// A host directory whose contents stages' options may name
+    /// (`file:///srv/repo`), bound read-only into native stages; none is
+    /// unless allowed here or in the policy's "host-paths" (repeatable).
+    #[arg(long = "allow-host-path", value_name = "DIR", global = true)]
+    pub allowed_host_paths: Vec<PathBuf>,
+}
+
+impl CommonArgs {
+    fn policy(&self) -> Result<Option<osbuild::policy::Policy>, BuildError> {
+        self.policy
+            .as_deref()
+            .map(osbuild::policy::Policy::load)
+            .transpose()
+            .map_err(|e| BuildError::Input(vec![e]))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the available stages, or show one stage's metadata and schema.
+    Stages {
+        #[command(subcommand)]
+        action: Option<StagesCommand>,
+    },
+    /// Show what every stage of a pipeline may touch, running nothing: kind,
+    /// digest, declared capabilities, a wasm stage's actual imports, and any
+    /// mismatch or policy violation (exit 2 if a build would be refused).
+    Audit {
+        /// The pipeline to audit.
+        pipeline: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look into the store of cached results.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
+    /// Boot a disk image in QEMU, serial console on the terminal; the image
+    /// is not changed (-snapshot). Exits with QEMU's status.
+    Boot {
+        /// The image (qcow2 or raw).
+        image: PathBuf,
+        /// Also write the console output to this file.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Guest memory in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        memory: u64,
+        /// Give the guest a network (QEMU user-mode NAT).
+        #[arg(long)]
+        network: bool,
+        /// kvm or tcg [default: kvm where it is usable, else tcg].
+        #[arg(long, value_name = "ACCEL")]
+        accel: Option<osbuild::boot::Accel>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// List the cached results: id, stage, size, last use.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached result and compiled stage.
+    Clear,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StagesCommand {
+    /// Print a stage's metadata and options schema (by name or .wasm file).
+    Show { stage: String },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
+}
+
+fn parse_handoff(s: &str) -> Result<Handoff, String> {
+    match s {
+        "overlay" => Ok(Handoff::Overlay),
+        "copy" => Ok(Handoff::Copy),
+        _ => Err(format!("{s:?}: use overlay or copy")),
+    }
+}
+
+/// The limits of a build: the command line's, which cap what stages ask
+/// for; without them, defaults capped by the policy or built-in maxima.
+fn limits(
+    memory_mib: Option<u64>,
+    timeout_secs: Option<u64>,
+    policy: Option<&osbuild::policy::Policy>,
+) -> Limits {
+    const MIB: u64 = 1024 * 1024;
+    let max_memory = memory_mib
+        .or_else(|| policy.and_then(|p| p.max_memory_mib))
+        .unwrap_or(Limits::MAX_MEMORY_MIB);
+    let max_timeout = timeout_secs
+        .or_else(|| policy.and_then(|p| p.max_timeout_secs))
+        .unwrap_or(Limits::MAX_TIMEOUT_SECS);
+    let memory = memory_mib.unwrap_or(1024).min(max_memory);
+    let timeout = timeout_secs.unwrap_or(600).min(max_timeout);
+    Limits {
+        memory_bytes: memory.saturating_mul(MIB),
+        timeout: Duration::from_secs(timeout),
+        max_memory_bytes: max_memory.saturating_mul(MIB),
+        max_timeout: Duration::from_secs(max_timeout),
+    }
+}
+
+fn default_store() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("osbuild");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".cache/osbuild");
+    }
+    PathBuf::from("/var/cache/osbuild")
+}
+
+fn report(err: &BuildError) {
+    match err {
+        BuildError::Input(errors) => {
+            for e in errors {
+                eprintln!("osbuild: error: {e}");
+            }
+        }
+        BuildError::Other(e) => eprintln!("osbuild: error: {e:#}"),
+        other => eprintln!("osbuild: error: {other}"),
+    }
+}
+
+/// Whether osbuild has a mount namespace of its own (see `main`); a build
+/// refuses to start without one.
+static PRIVATE_MOUNTS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
+/// Every mount osbuild makes (the overlay trees) lives in a mount namespace
+/// of its own, so none outlives osbuild, even a SIGKILLed one. Run by an
+/// ordinary user, osbuild first becomes root of a user namespace of its
+/// own (a rootless build, [`osbuild::rootless`]). Done before any other
+/// thread exists: unshare(2) needs a single-threaded process.
+fn enter_namespaces(cli: &Cli) {
+    let result = if rustix::process::geteuid().is_root() {
+        enter_private_mount_namespace()
+    } else {
+        if matches!(
+            cli.command,
+            Some(Command::Boot { .. } | Command::Stages { .. })
+        ) {
+            return;
+        }
+        let store = cli.build.common.store.clone().unwrap_or_else(default_store);
+        osbuild::rootless::enter(Some(&store)).map_err(|e| {
+            format!("osbuild runs as an ordinary user, and cannot build rootless: {e}")
+        })
+    };
+    let _ = PRIVATE_MOUNTS.set(result);
+}
+
+fn enter_private_mount_namespace() -> Result<(), String> {
+    // SAFETY: called first thing in main, before any other thread exists,
+    // and CLONE_NEWNS shares nothing a thread could rely on.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
+        .and_then(|()| {
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::REC
+                    | rustix::mount::MountPropagationFlags::PRIVATE,
+            )
+            .map_err(|e| format!("making / private in it: {e}"))
+        })
+        .map_err(|e| {
+            format!("cannot make a private mount namespace ({e}): osbuild builds as root (or with CAP_SYS_ADMIN)")
+        })
+}
+
+/// Fails unless osbuild has a private mount namespace: without one, the
+/// tree's mounts would land in the host's and outlive a killed osbuild.
+fn require_private_mounts() -> Result<(), BuildError> {
+    match PRIVATE_MOUNTS.get() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(BuildError::Other(anyhow::anyhow!("{e}"))),
+        None => Ok(()),
+    }
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == osbuild::native::RUNNER_COMMAND {
+        return osbuild::native::runner_main(&argv[2]);
+    }
+    let cli = Cli::parse();
+    enter_namespaces(&cli);
+    if !rustix::process::geteuid().is_root()
+        && let Some(Err(e)) = PRIVATE_MOUNTS.get()
+    {
+        // Still the ordinary user outside any namespace: nothing of the
+        // store (owned by subordinate ids) is reachable from here.
+        eprintln!("osbuild: error: {e}");
+        return 1;
+    }
+    osbuild::signals::install();
+    // Files the stages create get predictable modes, whatever the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let result = match cli.command {
+        Some(Command::Audit { pipeline, json }) => audit(&cli.build.common, &pipeline, json),
+        Some(Command::Store { action }) => {
+            store_command(&cli.build.common, action).map_err(BuildError::from)
+        }
+        Some(Command::Stages { action }) => {
+            stages(&cli.build.common, action).map_err(BuildError::from)
+        }
+        Some(Command::Boot {
+            image,
+            log,
+            memory,
+            network,
+            accel,
+        }) => {
+            let opts = osbuild::boot::BootOptions {
+                image,
+                log,
+                memory,
+                network,
+                accel,
+            };
+            match osbuild::boot::run(&opts) {
+                Ok(code) => return code,
+                Err(e) => Err(BuildError::from(e)),
+            }
+        }
+        None => build(cli.build),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn load_pipeline(path: Option<&std::path::Path>) -> Result<pipeline::Pipeline, BuildError> {
+    let Some(path) = path else {
+        return Err(BuildError::input(
+            "PIPELINE",
+            "no pipeline given; usage: osbuild [--from ARCHIVE] [--save ARCHIVE] PIPELINE",
+        ));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BuildError::input(
+            path.display().to_string(),
+            format!("cannot read the pipeline: {e}"),
+        )
+    })?;
+    pipeline::parse(&text).map_err(|errors| {
+        BuildError::Input(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.path = format!("{}: {}", path.display(), e.path);
+                    e
+                })
+                .collect(),
+        )
+    })
+}
+
+fn build(args: BuildArgs) -> Result<(), BuildError> {
+    let started = std::time::Instant::now();
+    let reporter: Arc<dyn Reporter> = if args.monitor == "json" {
+        Arc::new(JsonReporter)
+    } else if std::io::stderr().is_terminal() && !args.quiet && !args.inspect {
+        Arc::new(TerminalReporter::new())
+    } else {
+        Arc::new(PlainReporter { quiet: args.quiet })
+    };
+    let want_result = (args.json || args.monitor == "json") && !args.inspect;
+    let pipeline = match load_pipeline(args.pipeline.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            if want_result {
+                let result = result_json(None, started.elapsed(), Err(&e));
+                reporter.build_finished(&result);
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&result).unwrap_or_default()
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
+    let policy = args.common.policy()?;
+    let config = BuildConfig {
+        limits: limits(args.memory, args.timeout, policy.as_ref()),
+        policy,
+        cache: !args.no_cache,
+        cache_max_size: args.cache_max_size,
+        handoff: args.handoff,
+        from: args.from,
+        save: args.save,
+        output_dir: args.output_directory,
+        store: args.common.store.unwrap_or_else(default_store),
+        registry: osbuild_builtins::registry(args.common.libdirs),
+        allowed_host_paths: args.common.allowed_host_paths,
+        max_tree_size: args.max_tree_size,
+    };
+    if args.inspect {
+        for s in executor::inspect(&pipeline, &config)? {
+            println!(
+                "{:>3}  {:<28} {}  {}",
+                s.index,
+                s.name,
+                s.id,
+                if s.cached { "cached" } else { "runs" }
+            );
+        }
+        return Ok(());
+    }
+    let outcome = require_private_mounts()
+        .and_then(|()| executor::build(&pipeline, &config, Arc::clone(&reporter)));
+    if want_result {
+        let result = result_json(
+            pipeline.name.as_deref(),
+            started.elapsed(),
+            outcome.as_ref(),
+        );
+        reporter.build_finished(&result);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+        }
+    }
+    outcome.map(|_| ())
+}
+
+/// The result object of `--json` (and the `build-finished` event).
+fn result_json(
+    name: Option<&str>,
+    elapsed: Duration,
+    outcome: Result<&executor::BuildReport, &BuildError>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let file = |p: &std::path::Path| {
+        json!({
+            "path": p.display().to_string(),
+            "size": std::fs::metadata(p).map(|m| m.len()).ok(),
+            "sha256": osbuild::store::ids::file_digest(p).ok(),
+        })
+    };
+    match outcome {
+        Ok(r) => json!({
+            "success": true,
+            "pipeline": name,
+            "duration_ms": ms(elapsed),
+            "stages": r.stages.iter().map(|s| json!({
+                "index": s.index,
+                "name": s.name,
+                "id": s.id,
+                "duration_ms": ms(s.duration),
+                "cached": s.cached,
+            })).collect::<Vec<_>>(),
+            "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
+            "saved": r.saved.as_deref().map(file),
+        }),
+        Err(e) => {
+            let error = match e {
+                BuildError::Input(errors) => json!({
+                    "kind": "input",
+                    "message": e.to_string(),
+                    "errors": errors.iter().map(|i| json!({"path": i.path, "message": i.message})).collect::<Vec<_>>(),
+                }),
+                BuildError::Stage {
+                    index,
+                    name,
+                    message,
+                    tail,
+                } => json!({
+                    "kind": "stage",
+                    "stage": {"index": index, "name": name},
+                    "message": message,
+                    "output_tail": tail,
+                }),
+                BuildError::Interrupted => json!({"kind": "interrupted", "message": "interrupted"}),
+                BuildError::Other(e) => json!({"kind": "other", "message": format!("{e:#}")}),
+            };
+            json!({
+                "success": false,
+                "pipeline": name,
+                "duration_ms": ms(elapsed),
+                "exit_code": e.exit_code(),
+                "error": error,
+            })
+        }
+    }
+}
+
+fn stages(common: &CommonArgs, action: Option<StagesCommand>) -> anyhow::Result<()> {
+    let registry = osbuild_builtins::registry(common.libdirs.clone());
+    match action {
+        None => {
+            for name in registry.names() {
+                match registry.find(&name) {
+                    Ok(Some(s)) => println!(
+                        "{:<28} {:<7} {}",
+                        name,
+                        s.kind().to_string(),
+                        s.meta.summary
+                    ),
+                    Ok(None) => {}
+                    Err(e) => println!("{name:<28} (invalid: {e})"),
+                }
+            }
+        }
+        Some(StagesCommand::Show { stage }) => {
+            let s = if stage.ends_with(".wasm") || stage.contains('/') {
+                Stage::load_file(std::path::Path::new(&stage)).map_err(anyhow::Error::msg)?
+            } else {
+                registry
+                    .find(&stage)
+                    .map_err(anyhow::Error::msg)?
+                    .with_context(|| {
+                        format!("no stage named {stage:?}; `osbuild stages` lists them")
+                    })?
+            };
+            let mut v = serde_json::to_value(&s.meta)?;
+            v["digest"] = serde_json::Value::String(format!("sha256:{}", s.digest));
+            v["origin"] = serde_json::Value::String(s.origin.to_string());
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+fn store_command(common: &CommonArgs, action: StoreCommand) -> anyhow::Result<()> {
+    let root = common.store.clone().unwrap_or_else(default_store);
+    match action {
+        StoreCommand::List { json } => {
+            let store = osbuild::store::Store::open(&root)?;
+            let objects = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&objects)?);
+                return Ok(());
+            }
+            println!("{:<64}  {:<24} {:>10}  last used", "id", "stage", "size");
+            let mut total = 0;
+            for o in &objects {
+                total += o.info.size;
+                println!(
+                    "{:<64}  {:<24} {:>10}  {}",
+                    o.info.id,
+                    o.info.stage,
+                    human_size(o.info.size),
+                    o.last_used
+                );
+            }
+            println!("{} objects, {}", objects.len(), human_size(total));
+        }
+        StoreCommand::Clear => {
+            let n = osbuild::store::Store::clear(&root)?;
+            println!("removed {n} objects from {}", root.display());
+        }
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn audit(common: &CommonArgs, path: &std::path::Path, json: bool) -> Result<(), BuildError> {
+    let pipeline = load_pipeline(Some(path))?;
+    let policy = common.policy()?;
+    let registry = osbuild_builtins::registry(common.libdirs.clone());
+    let store = common.store.clone().unwrap_or_else(default_store);
+    let rules = osbuild::reach::host_paths::HostPathRules::for_build(
+        &common.allowed_host_paths,
+        policy.as_ref(),
+        &store,
+    )?;
+    let (planned, errors) = executor::plan_stages(&pipeline, &registry, &rules);
+    if !errors.is_empty() {
+        return Err(BuildError::Input(errors));
+    }
+    let audits = osbuild::audit::audit(&planned, policy.as_ref());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&audits).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", osbuild::audit::render(&audits));
+    }
+    let refusals = osbuild::audit::refusals(&audits);
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::Input(refusals))
+    }
+}

@@ -1,0 +1,273 @@
+//! Stages: finding them by name, and what they declare about themselves.
+//!
+//! A stage is looked up in each `--libdir` (in order), then among the
+//! built-in stages embedded in the binary. In a directory, a wasm stage is
+//! `NAME.wasm`; a native stage is the executable `NAME` with `NAME.json`
+//! beside it.
+
+pub mod metadata;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use metadata::{Capabilities, Device, Kind, StageMeta, TreeAccess};
+
+/// A stage's code.
+#[derive(Debug, Clone)]
+pub enum Code {
+    Wasm(Cow<'static, [u8]>),
+    /// A native executable: a file on disk, or bytes embedded in osbuild
+    /// (written out before it runs).
+    Native(Cow<'static, [u8]>, Option<PathBuf>),
+}
+
+/// Where a stage came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Builtin,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("built-in"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub meta: StageMeta,
+    pub code: Code,
+    pub origin: Origin,
+    /// sha256 (hex) of what the stage is: its code, and for a native stage
+    /// also its metadata file. Part of every stage id.
+    pub digest: String,
+    /// A `--libdir` stage with a built-in stage's name: a policy's
+    /// allowances for that name are the built-in's, not this code's.
+    pub shadows_builtin: bool,
+}
+
+/// The most osbuild reads of a `--libdir` stage's code and metadata: a
+/// `--libdir` is not trusted, and `/dev/zero` or a FIFO there must not
+/// fill the memory or hang planning.
+const MAX_STAGE_BYTES: u64 = 512 << 20;
+const MAX_METADATA_BYTES: u64 = 1 << 20;
+
+/// A regular file's bytes, at most `max` of them (opened without blocking,
+/// so a FIFO is refused, not waited on).
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(err)?;
+    let m = file.metadata().map_err(err)?;
+    if !m.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    if m.len() > max {
+        return Err(format!(
+            "{}: {} bytes, more than the {max} osbuild reads of a stage file",
+            path.display(),
+            m.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    file.take(max).read_to_end(&mut bytes).map_err(err)?;
+    Ok(bytes)
+}
+
+impl Stage {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.meta.kind
+    }
+
+    fn wasm(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Stage, String> {
+        let section = metadata::wasm_metadata(&bytes)
+            .map_err(|e| format!("{origin}: not a wasm component: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "{origin}: has no `{}` metadata section; build it with osbuild-stage's `stage!` macro",
+                    metadata::WASM_SECTION
+                )
+            })?;
+        let text =
+            String::from_utf8(section).map_err(|_| format!("{origin}: metadata is not UTF-8"))?;
+        let meta =
+            StageMeta::parse(&text).map_err(|e| format!("{origin}: invalid metadata: {e}"))?;
+        if meta.kind != Kind::Wasm {
+            return Err(format!(
+                "{origin}: a .wasm file whose metadata says kind {}",
+                meta.kind
+            ));
+        }
+        let digest = hex::encode(Sha256::digest(&bytes));
+        Ok(Stage {
+            meta,
+            code: Code::Wasm(bytes),
+            origin,
+            digest,
+            shadows_builtin: false,
+        })
+    }
+
+    fn native(
+        exe: Cow<'static, [u8]>,
+        path: Option<PathBuf>,
+        meta_text: &str,
+        origin: Origin,
+    ) -> Result<Stage, String> {
+        let meta =
+            StageMeta::parse(meta_text).map_err(|e| format!("{origin}: invalid metadata: {e}"))?;
+        if meta.kind != Kind::Native {
+            return Err(format!(
+                "{origin}: a native stage whose metadata says kind {}",
+                meta.kind
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(&exe);
+        h.update([0]);
+        h.update(meta_text.as_bytes());
+        Ok(Stage {
+            meta,
+            code: Code::Native(exe, path),
+            origin,
+            digest: hex::encode(h.finalize()),
+            shadows_builtin: false,
+        })
+    }
+
+    /// Loads a stage from a file: `X.wasm`, or a native executable with
+    /// `X.json` beside it.
+    pub fn load_file(path: &Path) -> Result<Stage, String> {
+        let origin = Origin::File(path.to_path_buf());
+        let bytes = read_capped(path, MAX_STAGE_BYTES)?;
+        if path.extension().is_some_and(|e| e == "wasm") {
+            return Stage::wasm(Cow::Owned(bytes), origin);
+        }
+        let meta_path = path.with_file_name(format!(
+            "{}.json",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let meta = read_capped(&meta_path, MAX_METADATA_BYTES)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| format!("{}: not UTF-8", meta_path.display()))
+            })
+            .map_err(|e| format!("{e} (a native stage needs its metadata beside it)"))?;
+        Stage::native(Cow::Owned(bytes), Some(path.to_path_buf()), &meta, origin)
+    }
+
+    fn builtin(b: &'static Builtin) -> Result<Stage, String> {
+        match b.kind {
+            Kind::Wasm => Stage::wasm(Cow::Borrowed(b.code), Origin::Builtin),
+            Kind::Native => Stage::native(Cow::Borrowed(b.code), None, b.metadata, Origin::Builtin),
+        }
+    }
+}
+
+/// Whether `name` can name a stage (and so be looked up as a file name).
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// A stage embedded in the program that uses this library (the `osbuild`
+/// binary embeds `osbuild-builtins`): its code and, for a native stage,
+/// the metadata file that sits beside the executable (a wasm stage carries
+/// its own inside).
+#[derive(Debug)]
+pub struct Builtin {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub code: &'static [u8],
+    pub metadata: &'static str,
+}
+
+/// Finds stages by name: in each `--libdir` in order, then among the
+/// built-ins it was given. The library has no stages of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    builtins: &'static [Builtin],
+    libdirs: Vec<PathBuf>,
+}
+
+impl Registry {
+    pub fn new(builtins: &'static [Builtin], libdirs: Vec<PathBuf>) -> Registry {
+        Registry { builtins, libdirs }
+    }
+
+    /// The directories searched before the built-ins.
+    pub fn libdirs(&self) -> &[PathBuf] {
+        &self.libdirs
+    }
+
+    /// The stage called `name`, or `None` if no directory and no built-in
+    /// has it. An error means a file was found but is not a valid stage.
+    pub fn find(&self, name: &str) -> Result<Option<Stage>, String> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
+        for dir in &self.libdirs {
+            let wasm = dir.join(format!("{name}.wasm"));
+            let native = dir.join(name);
+            let path = if wasm.is_file() {
+                wasm
+            } else if native.is_file() {
+                native
+            } else {
+                continue;
+            };
+            let mut stage = Stage::load_file(&path)?;
+            stage.shadows_builtin = self.builtins.iter().any(|b| b.name == name);
+            if stage.meta.name != name {
+                return Err(format!(
+                    "{}: declares the name {:?}; a stage file must be named after its stage",
+                    path.display(),
+                    stage.meta.name
+                ));
+            }
+            return Ok(Some(stage));
+        }
+        match self.builtins.iter().find(|b| b.name == name) {
+            Some(b) => Stage::builtin(b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The names of every stage that can be found, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.builtins.iter().map(|b| b.name.to_string()).collect();
+        for dir in &self.libdirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = file.strip_suffix(".wasm") {
+                    names.push(stem.to_string());
+                } else if let Some(stem) = file.strip_suffix(".json")
+                    && dir.join(stem).is_file()
+                {
+                    names.push(stem.to_string());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}

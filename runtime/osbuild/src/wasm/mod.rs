@@ -1,0 +1,836 @@
+//! The wasm host: runs a wasm stage (a WASI 0.2 component) in wasmtime,
+//! with exactly what it is granted.
+//!
+//! A stage gets the tree preopened as `/`, a private scratch directory at
+//! `/tmp`, its stdout/stderr (a pipe the executor reads), a wall clock fixed
+//! to the source epoch, a counting monotonic clock and random sources seeded
+//! from the stage's identity: so two runs of a stage see the same world.
+//! Only the WASI interfaces its capabilities grant are linked, and a
+//! component that imports more is refused before it runs. Memory is capped
+//! (a custom limiter records that the cap, not a bug, stopped the stage) and
+//! time is bounded by epoch interruption.
+//!
+//! Compiled components are cached on disk, keyed by the wasm file's digest
+//! and the engine's compatibility hash, so a warm run only deserializes.
+
+mod tree;
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "stage",
+    });
+}
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::SeedableRng;
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::cli::OutputFile;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::stage::{Capabilities, Code, Stage, TreeAccess, metadata};
+
+/// How long an epoch tick is: the resolution of timeouts and Ctrl-C.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Resource limits for one stage run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// What a stage gets unless its metadata asks for more.
+    pub memory_bytes: u64,
+    pub timeout: Duration,
+    /// The most a stage's metadata can get: the operator's `--memory` and
+    /// `--timeout` when given, else the policy's or built-in maxima.
+    pub max_memory_bytes: u64,
+    pub max_timeout: Duration,
+}
+
+impl Limits {
+    /// The built-in ceilings on what a stage's metadata can ask for.
+    pub const MAX_MEMORY_MIB: u64 = 8192;
+    pub const MAX_TIMEOUT_SECS: u64 = 4 * 3600;
+
+    /// A stage's memory and time: the defaults, raised by what its
+    /// metadata asks for, never beyond the ceilings.
+    pub fn for_stage(&self, caps: &crate::stage::Capabilities) -> (u64, Duration) {
+        let memory = caps
+            .memory_mib
+            .map(|m| m.saturating_mul(1024 * 1024))
+            .unwrap_or(0)
+            .max(self.memory_bytes)
+            .min(self.max_memory_bytes.max(self.memory_bytes));
+        let timeout = caps
+            .timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or_default()
+            .max(self.timeout)
+            .min(self.max_timeout.max(self.timeout));
+        (memory, timeout)
+    }
+}
+
+/// Why a wasm stage did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    /// The component asks for more than its metadata declares.
+    #[error("{0}")]
+    Refused(String),
+    /// The stage ran and returned an error.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        /// The option at fault, below the stage's `options`.
+        option: Option<String>,
+    },
+    #[error(
+        "stopped after {0:?}: the stage exceeded its time limit (raise it with --timeout SECONDS)"
+    )]
+    Timeout(Duration),
+    #[error(
+        "stopped: the stage tried to use more than its memory limit of {} MiB (raise it with --memory MIB)",
+        .0 / (1024 * 1024)
+    )]
+    Memory(u64),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("the stage crashed: {0}")]
+    Trap(String),
+    #[error(transparent)]
+    Host(#[from] anyhow::Error),
+}
+
+/// One run of a wasm stage.
+pub struct Invocation<'a> {
+    pub stage: &'a Stage,
+    /// The tree on the host.
+    pub tree: &'a Path,
+    /// The stage's options as a JSON object.
+    pub options: &'a str,
+    pub source_epoch: i64,
+    /// Seeds the stage's random sources.
+    pub seed: [u8; 32],
+    pub limits: Limits,
+    /// Where the stage's stdout and stderr go (one pipe, two handles).
+    pub stdout: File,
+    pub stderr: File,
+    /// A directory for the stage's private `/tmp` (created and removed here).
+    pub scratch_parent: &'a Path,
+    /// Checked at every tick: a `true` stops the stage (Ctrl-C).
+    pub interrupted: fn() -> bool,
+}
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    tree: tree::TreeHost,
+    /// The stage's stderr, for what the host says about it (a refusal).
+    notes: Option<File>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct HasTree;
+
+impl HasData for HasTree {
+    type Data<'a> = &'a mut tree::TreeHost;
+}
+
+struct HasIo;
+
+impl HasData for HasIo {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Caps linear memory; remembers that it did, so the error can say so
+/// instead of the `unreachable` trap the guest's allocator turns it into.
+/// Host resources (descriptors, streams, pollables) a stage may hold at
+/// once: each may be a host file descriptor.
+const MAX_RESOURCES: usize = 16 * 1024;
+
+fn resource_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    table
+}
+
+/// The memory a stage may use, over all its memories and tables together
+/// (a component has several; a limit on each would multiply).
+struct MemoryLimiter {
+    limit: usize,
+    /// Bytes of linear memory and table elements in use now.
+    used: usize,
+    hit: bool,
+}
+
+/// What a table element costs against the limit (a pointer and a tag).
+const TABLE_ELEMENT_BYTES: usize = 16;
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            limit,
+            used: 0,
+            hit: false,
+        }
+    }
+
+    fn grow(&mut self, more: usize) -> wasmtime::Result<bool> {
+        match self.used.checked_add(more) {
+            Some(total) if total <= self.limit => {
+                self.used = total;
+                Ok(true)
+            }
+            _ => {
+                self.hit = true;
+                wasmtime::bail!("memory limit reached")
+            }
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        1_000
+    }
+
+    fn tables(&self) -> usize {
+        1_000
+    }
+
+    fn memories(&self) -> usize {
+        100
+    }
+}
+
+#[derive(Debug)]
+struct TimedOut;
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("time limit reached")
+    }
+}
+impl std::error::Error for TimedOut {}
+
+#[derive(Debug)]
+struct Cancelled;
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+impl std::error::Error for Cancelled {}
+
+/// The wall clock a stage sees: always the source epoch.
+struct FixedClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// A monotonic clock that advances by one microsecond per reading:
+/// deterministic, yet never standing still for code that waits on it.
+#[derive(Default)]
+struct CountingClock(std::sync::atomic::AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for CountingClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.0
+            .fetch_add(1_000, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The wasm packages a stage may import, given its capabilities. Anything
+/// else (e.g. `wasi:http`) is never granted.
+pub fn import_allowed(caps: &Capabilities, import: &str) -> Result<(), String> {
+    let package = import.split('/').next().unwrap_or(import);
+    match package {
+        "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:filesystem" | "wasi:random"
+        | "osbuild:stage" => Ok(()),
+        "wasi:sockets" if caps.network => Ok(()),
+        "wasi:sockets" => Err(format!(
+            "imports {import}, which needs the `network` capability; the stage does not declare it"
+        )),
+        _ => Err(format!(
+            "imports {import}, which osbuild never grants to a stage"
+        )),
+    }
+}
+
+/// Stops a [`WasmHost::prefetch`] when dropped.
+pub struct Prefetch(Arc<AtomicBool>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct WasmHost {
+    engine: Engine,
+    engine_key: String,
+    cache_dir: Option<PathBuf>,
+    /// The store's secret, which seals each cached component: a `.cwasm`
+    /// is native code run as is, so one that osbuild did not write (or
+    /// that changed since) must not be loaded.
+    cache_key: [u8; 32],
+    linkers: [OnceLock<Linker<State>>; 2],
+    /// Compiled components by key; a slot's lock is held while it is being
+    /// loaded, so a stage the prefetcher is compiling is compiled once.
+    loaded: Mutex<HashMap<String, Arc<Mutex<Option<Component>>>>>,
+    /// Import checks already made, by stage digest and capabilities.
+    checked: Mutex<HashMap<String, Result<(), String>>>,
+}
+
+impl WasmHost {
+    /// A host whose compiled components are cached in `cache_dir`.
+    pub fn new(cache: Option<(PathBuf, [u8; 32])>) -> anyhow::Result<WasmHost> {
+        let (cache_dir, cache_key) = match cache {
+            Some((dir, key)) => (Some(dir), key),
+            None => (None, [0; 32]),
+        };
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("starting wasmtime")?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("epoch ticker".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker")?;
+        Ok(WasmHost {
+            engine,
+            engine_key,
+            cache_dir,
+            cache_key,
+            linkers: [OnceLock::new(), OnceLock::new()],
+            loaded: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn linker(&self, network: bool) -> anyhow::Result<&Linker<State>> {
+        let slot = &self.linkers[network as usize];
+        if let Some(l) = slot.get() {
+            return Ok(l);
+        }
+        let linker = build_linker(&self.engine, network).map_err(anyhow::Error::from)?;
+        Ok(slot.get_or_init(|| linker))
+    }
+
+    /// The compiled component for a stage: from memory, from the disk
+    /// cache, or compiled now (and cached).
+    pub fn component(&self, stage: &Stage) -> anyhow::Result<Component> {
+        let Code::Wasm(bytes) = &stage.code else {
+            anyhow::bail!("{} is not a wasm stage", stage.name());
+        };
+        let key = format!("{}-{}", stage.digest, self.engine_key);
+        let slot = Arc::clone(self.loaded.lock().unwrap().entry(key.clone()).or_default());
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &*slot {
+            return Ok(c.clone());
+        }
+        let component = self.load_or_compile(stage, bytes, &key)?;
+        *slot = Some(component.clone());
+        Ok(component)
+    }
+
+    fn load_or_compile(&self, stage: &Stage, bytes: &[u8], key: &str) -> anyhow::Result<Component> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{key}.cwasm")));
+        if let Some(path) = &cached
+            && let Some(serialized) = read_sealed(path, &self.cache_key)
+        {
+            // SAFETY: the bytes are what `Component::serialize` wrote: the
+            // seal (a MAC under the store's secret, checked on these very
+            // bytes in memory) is written only by `write_cache`.
+            match unsafe { Component::deserialize(&self.engine, &serialized) } {
+                Ok(c) => return Ok(c),
+                Err(_) => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling stage {} ({})", stage.name(), stage.origin))?;
+        if let Some(path) = &cached
+            && let Err(e) = write_cache(path, &component, &self.cache_key)
+        {
+            eprintln!(
+                "warning: could not cache the compiled stage at {}: {e:#}",
+                path.display()
+            );
+        }
+        Ok(component)
+    }
+
+    /// Loads or compiles, in a thread of its own and in pipeline order, the
+    /// components of `stages`, so that a first build compiles them while
+    /// earlier stages (mmdebstrap, say) run. Errors are left for the run to
+    /// report. Dropping the guard stops it after the component at hand.
+    pub fn prefetch(
+        self: &Arc<Self>,
+        stages: Vec<Arc<Stage>>,
+        interrupted: fn() -> bool,
+    ) -> Prefetch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = Arc::clone(self);
+        let flag = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("component prefetch".into())
+            .spawn(move || {
+                for stage in stages {
+                    if flag.load(Ordering::Relaxed) || interrupted() {
+                        break;
+                    }
+                    if host.check_imports(&stage).is_ok() {
+                        let _ = host.component(&stage);
+                    }
+                }
+            });
+        // Without the thread, each stage compiles when it runs, as before.
+        drop(spawned);
+        Prefetch(stop)
+    }
+    /// Refuses a stage whose component imports more than it declares.
+    pub fn check_imports(&self, stage: &Stage) -> Result<(), WasmError> {
+        let Code::Wasm(bytes) = &stage.code else {
+            return Ok(());
+        };
+        let key = format!("{}-{:?}", stage.digest, stage.meta.capabilities);
+        if let Some(r) = self.checked.lock().unwrap().get(&key) {
+            return r.clone().map_err(WasmError::Refused);
+        }
+        let result = metadata::wasm_imports(bytes)
+            .map_err(|e| format!("unreadable component: {e}"))
+            .and_then(|imports| {
+                imports
+                    .iter()
+                    .try_for_each(|i| import_allowed(&stage.meta.capabilities, i))
+            });
+        self.checked.lock().unwrap().insert(key, result.clone());
+        result.map_err(WasmError::Refused)
+    }
+
+    /// Runs one stage to completion.
+    pub fn run(&self, inv: Invocation<'_>) -> Result<(), WasmError> {
+        let caps = &inv.stage.meta.capabilities;
+        self.check_imports(inv.stage)?;
+        let component = self.component(inv.stage)?;
+        let linker = self.linker(caps.network)?;
+
+        let scratch = tempfile::Builder::new()
+            .prefix("scratch-")
+            .tempdir_in(inv.scratch_parent)
+            .context("creating the stage's /tmp")?;
+        let writable = caps.tree == TreeAccess::ReadWrite;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true);
+        let perms = if writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(inv.tree, "/", perms)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("opening the tree {}", inv.tree.display()))?;
+        wasi.preopened_dir(scratch.path(), "/tmp", FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .context("opening the stage's /tmp")?;
+        let notes = inv.stderr.try_clone().ok();
+        wasi.stdout(OutputFile::new(inv.stdout));
+        wasi.stderr(OutputFile::new(inv.stderr));
+        wasi.wall_clock(FixedClock(Duration::from_secs(
+            inv.source_epoch.max(0) as u64
+        )));
+        wasi.monotonic_clock(CountingClock::default());
+        wasi.secure_random(rand::rngs::StdRng::from_seed(inv.seed));
+        let mut insecure = inv.seed;
+        insecure[0] ^= 0xff;
+        wasi.insecure_random(rand::rngs::StdRng::from_seed(insecure));
+        wasi.insecure_random_seed(u128::from_le_bytes(inv.seed[..16].try_into().unwrap()));
+        if caps.network {
+            wasi.inherit_network();
+            wasi.allow_ip_name_lookup(true);
+        }
+        let root = osbuild_tree_fs::Root::open(inv.tree)
+            .with_context(|| format!("opening the tree {}", inv.tree.display()))?;
+
+        let (memory_bytes, timeout) = inv.limits.for_stage(caps);
+        let state = State {
+            wasi: wasi.build(),
+            table: resource_table(),
+            limiter: MemoryLimiter::new(usize::try_from(memory_bytes).unwrap_or(usize::MAX)),
+            tree: tree::TreeHost::new(root, writable, caps.device_nodes),
+            notes,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + timeout;
+        let interrupted = inv.interrupted;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if interrupted() {
+                return Err(Cancelled.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(TimedOut.into());
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let result = bindings::Stage::instantiate(&mut store, &component, linker)
+            .and_then(|instance| instance.call_run(&mut store, inv.options));
+        let hit_memory = store.data().limiter.hit;
+        drop(store); // closes the stage's ends of the output pipe
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WasmError::Failed {
+                message: e.message,
+                option: e.option_path,
+            }),
+            Err(_) if hit_memory => Err(WasmError::Memory(memory_bytes)),
+            Err(e) if e.downcast_ref::<TimedOut>().is_some() => Err(WasmError::Timeout(timeout)),
+            Err(e) if e.downcast_ref::<Cancelled>().is_some() => Err(WasmError::Interrupted),
+            Err(e) => Err(WasmError::Trap(format!("{e:#}"))),
+        }
+    }
+}
+
+/// The seal of a cached component: HMAC-SHA256 under the store's secret.
+fn seal(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
+fn seal_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.seal")
+}
+
+/// A cached component's bytes, if its seal is right; a component with a
+/// wrong or missing seal is removed (it is recompiled).
+fn read_sealed(path: &Path, key: &[u8; 32]) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let seal_file = seal_path(path);
+    let ok = std::fs::read(&seal_file).is_ok_and(|s| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(&bytes);
+        mac.verify_slice(&s).is_ok()
+    });
+    if ok {
+        Some(bytes)
+    } else {
+        eprintln!(
+            "osbuild: {} was not written by this store's osbuild (or changed since); compiling the stage again",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(seal_file);
+        None
+    }
+}
+
+fn write_cache(path: &Path, component: &Component, key: &[u8; 32]) -> anyhow::Result<()> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = component.serialize().map_err(anyhow::Error::from)?;
+    // The seal first: a component is loaded only with one, and a seal
+    // without its component is harmless.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &seal(key, &bytes))?;
+    tmp.persist(seal_path(path))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Links the WASI interfaces every stage gets, the `tree` interface, and
+/// the sockets only for stages with the `network` capability.
+fn build_linker(engine: &Engine, network: bool) -> wasmtime::Result<Linker<State>> {
+    use wasmtime_wasi::cli::WasiCli;
+    use wasmtime_wasi::clocks::WasiClocks;
+    use wasmtime_wasi::filesystem::WasiFilesystem;
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets, sync};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::sockets::WasiSockets;
+
+    let mut linker = Linker::<State>::new(engine);
+    let l = &mut linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<State, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    sync::io::poll::add_to_linker::<State, HasIo>(l, |t| &mut t.table)?;
+    sync::io::streams::add_to_linker::<State, HasIo>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<State, WasiClocks>(l, |t| {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(t)
+    })?;
+    clocks::monotonic_clock::add_to_linker::<State, WasiClocks>(l, |t| {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(t)
+    })?;
+    filesystem::preopens::add_to_linker::<State, WasiFilesystem>(l, |t| {
+        wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t)
+    })?;
+    sync::filesystem::types::add_to_linker::<State, WasiFilesystem>(l, |t| {
+        wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t)
+    })?;
+    random::random::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<State, WasiRandom>(l, |t| t.wasi.random())?;
+    macro_rules! cli {
+        ($($iface:ident),*) => {
+            $(cli::$iface::add_to_linker::<State, WasiCli>(l, |t| wasmtime_wasi::cli::WasiCliView::cli(t))?;)*
+        };
+    }
+    cli!(
+        exit,
+        environment,
+        stdin,
+        stdout,
+        stderr,
+        terminal_input,
+        terminal_output,
+        terminal_stdin,
+        terminal_stdout,
+        terminal_stderr
+    );
+    if network {
+        fn get(t: &mut State) -> wasmtime_wasi::sockets::WasiSocketsCtxView<'_> {
+            wasmtime_wasi::sockets::WasiSocketsView::sockets(t)
+        }
+        sockets::tcp_create_socket::add_to_linker::<State, WasiSockets>(l, get)?;
+        sockets::instance_network::add_to_linker::<State, WasiSockets>(l, get)?;
+        sockets::network::add_to_linker::<State, WasiSockets>(l, &Default::default(), get)?;
+        sockets::ip_name_lookup::add_to_linker::<State, WasiSockets>(l, get)?;
+        sync::sockets::tcp::add_to_linker::<State, WasiSockets>(l, get)?;
+        sync::sockets::udp::add_to_linker::<State, WasiSockets>(l, get)?;
+        sync::sockets::udp_create_socket::add_to_linker::<State, WasiSockets>(l, get)?;
+    }
+    bindings::Stage::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+    guard_open_at(l)?;
+    virtual_sleeps(l)?;
+    Ok(linker)
+}
+
+/// The `wasi:filesystem` version wasmtime-wasi implements; guests built
+/// for any earlier 0.2 release link to it.
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces `descriptor.open-at` with one that refuses, before opening,
+/// anything but regular files, directories and symlinks: opening a FIFO
+/// would block the stage in the host where no timeout reaches it, and a
+/// device node in the tree must never become the host's device (the tree
+/// is mounted `nodev` too; this says why instead of `EACCES`).
+fn guard_open_at(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::bindings::sync::filesystem::types as fs;
+    linker.allow_shadowing(true);
+    linker.instance(WASI_FILESYSTEM_TYPES)?.func_wrap(
+        "[method]descriptor.open-at",
+        |mut store: wasmtime::StoreContextMut<'_, State>,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<fs::Descriptor>,
+            fs::PathFlags,
+            String,
+            fs::OpenFlags,
+            fs::DescriptorFlags,
+        )| {
+            let state = store.data_mut();
+            let follow = path_flags.contains(fs::PathFlags::SYMLINK_FOLLOW);
+            if let Some(what) = special_file(&state.table, &fd, &path, follow) {
+                if let Some(notes) = state.notes.as_mut() {
+                    let _ = std::io::Write::write_all(
+                        notes,
+                        format!("osbuild: refused to open {path}: it is {what}; osbuild never opens device nodes, FIFOs or sockets in a tree\n").as_bytes(),
+                    );
+                }
+                return Ok((Err(fs::ErrorCode::NotPermitted),));
+            }
+            let mut view = wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state);
+            match fs::HostDescriptor::open_at(&mut view, fd, path_flags, path, oflags, flags) {
+                Ok(opened) => Ok((Ok(opened),)),
+                Err(e) => Ok((Err(fs::Host::convert_error_code(&mut view, e)?),)),
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+const WASI_MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A sleep on the stage's clock, which is virtual (it does not follow real
+/// time): over at once.
+struct Elapsed;
+
+#[wasmtime_wasi_io::async_trait]
+impl wasmtime_wasi_io::poll::Pollable for Elapsed {
+    async fn ready(&mut self) {}
+}
+
+/// Sleeps end at once. A real one would block in the host, where the
+/// epoch deadline that enforces `--timeout` and Ctrl-C is never checked:
+/// a stage sleeping for a year would hold the build for a year. The
+/// stage's clock is virtual anyway; a stage that polls in a loop is still
+/// stopped at its deadline, between the calls.
+fn virtual_sleeps(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_io::poll::DynPollable;
+    fn elapsed(table: &mut ResourceTable) -> wasmtime::Result<Resource<DynPollable>> {
+        let r = table.push(Elapsed)?;
+        wasmtime_wasi_io::poll::subscribe(table, r)
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(WASI_MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, State>, (_,): (u64,)| {
+            Ok((elapsed(&mut store.data_mut().table)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, State>, (_,): (u64,)| {
+            Ok((elapsed(&mut store.data_mut().table)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// What the entry at `path` under the directory descriptor `fd` is, if it
+/// is a device node, FIFO or socket. It is looked up the way cap-std will
+/// open it (beneath the directory, no magic links) as an `O_PATH`
+/// descriptor, which opens nothing. Anything that fails here is left for
+/// the real open to report.
+fn special_file(
+    table: &ResourceTable,
+    fd: &wasmtime::component::Resource<wasmtime_wasi::filesystem::Descriptor>,
+    path: &str,
+    follow: bool,
+) -> Option<&'static str> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let wasmtime_wasi::filesystem::Descriptor::Dir(dir) = table.get(fd).ok()? else {
+        return None;
+    };
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let found = rustix::fs::openat2(
+        &*dir.dir,
+        path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&found).ok()?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::BlockDevice => Some("a block device"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Socket => Some("a socket"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// L3: the limit is for the stage, not for each of its memories and
+    /// tables.
+    #[test]
+    fn the_memory_limit_covers_all_memories_and_tables_together() {
+        const MIB: usize = 1024 * 1024;
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, 40 * MIB, None).unwrap());
+        assert!(
+            l.memory_growing(0, 40 * MIB, None).is_err(),
+            "a second memory"
+        );
+        assert!(l.hit);
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, 60 * MIB, None).unwrap());
+        assert!(
+            l.table_growing(0, MIB, None).is_err(),
+            "16 MiB of table elements"
+        );
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, 32 * MIB, None).unwrap());
+        assert!(l.memory_growing(32 * MIB, 64 * MIB, None).unwrap());
+        assert!(l.memory_growing(64 * MIB, 64 * MIB + 65536, None).is_err());
+    }
+
+    #[test]
+    fn a_stage_holds_a_bounded_number_of_host_resources() {
+        let mut t = resource_table();
+        for _ in 0..MAX_RESOURCES {
+            t.push(()).unwrap();
+        }
+        assert!(t.push(()).is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! The README's example, end to end: `examples/debian.json` builds twice
+//! into the same bytes, and the image boots in QEMU (`osbuild boot`) to a
+//! `running` system with the pipeline's hostname, users and services.
+//!
+//! Needs root, the network (mmdebstrap) and qemu-system-x86 (tools/setup).
+//! Under TCG (no KVM) the boot to `login:` takes about a minute.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Units allowed to fail in the booted example, each with the reason.
+/// Empty: the example boots to `running`.
+const EXPLAINED_FAILURES: &[(&str, &str)] = &[];
+
+/// Time from QEMU's start to `login:` on the serial console (TCG here takes
+/// about 55 s; leave room for a loaded CI machine).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/debian.json")
+}
+
+/// What the pipeline says the booted system must have.
+struct Expected {
+    hostname: String,
+    users: Vec<String>,
+    services: Vec<String>,
+    root_uuid: String,
+    root_password: &'static str,
+    image: String,
+}
+
+fn expected() -> Expected {
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(example()).unwrap()).unwrap();
+    let stage = |name: &str| {
+        p["pipeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("examples/debian.json has no {name} stage"))["options"]
+            .clone()
+    };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    Expected {
+        hostname: stage("io.weldr.hostname")["hostname"]
+            .as_str()
+            .unwrap()
+            .into(),
+        users: stage("io.weldr.users")["users"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|u| *u != "root")
+            .cloned()
+            .collect(),
+        services: strings(&stage("io.weldr.systemd")["enabled_services"]),
+        root_uuid: stage("io.weldr.qcow2")["root_fs_uuid"]
+            .as_str()
+            .unwrap()
+            .into(),
+        // The example's root password (its hash is in the pipeline).
+        root_password: "osbuild",
+        image: stage("io.weldr.qcow2")["target"].as_str().unwrap().into(),
+    }
+}
+
+/// The console's bytes so far, and whether it has closed.
+type Seen = Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>;
+
+/// The serial console of a running `osbuild boot`: everything QEMU printed
+/// so far, filled by a reader thread, and the guest's keyboard.
+struct Console {
+    child: Child,
+    stdin: ChildStdin,
+    seen: Seen,
+    /// Where the next `expect` starts looking.
+    pos: usize,
+    started: Instant,
+    log: PathBuf,
+}
+
+impl Console {
+    fn boot(image: &Path, log: &Path) -> Console {
+        let started = Instant::now();
+        let mut child = Command::new(OSBUILD)
+            .args(["boot", "--memory", "1024", "--log"])
+            .arg(log)
+            .arg(image)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("running osbuild boot");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let seen: Seen = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
+        let s = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stdout.read(&mut buf).unwrap_or(0);
+                let (lock, cv) = &*s;
+                let mut g = lock.lock().unwrap();
+                if n == 0 {
+                    g.1 = true;
+                    cv.notify_all();
+                    return;
+                }
+                g.0.extend_from_slice(&buf[..n]);
+                cv.notify_all();
+            }
+        });
+        Console {
+            child,
+            stdin,
+            seen,
+            pos: 0,
+            started,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The last lines of the console, for failure messages.
+    fn tail(&self) -> String {
+        let g = self.seen.0.lock().unwrap();
+        let text = clean(&g.0);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits until `needle` appears after the last match; returns what came
+    /// before it. Panics with the console's tail on timeout or EOF.
+    fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.seen;
+        let mut g = lock.lock().unwrap();
+        loop {
+            if let Some(i) = find(&g.0[self.pos..], needle.as_bytes()) {
+                let before = clean(&g.0[self.pos..self.pos + i]);
+                self.pos += i + needle.len();
+                return before;
+            }
+            let now = Instant::now();
+            if g.1 || now >= deadline {
+                let why = if g.1 { "QEMU exited" } else { "timed out" };
+                drop(g);
+                panic!(
+                    "{why} after {:.1}s waiting for {needle:?} on the serial console \
+                     (full log: {}); last lines:\n{}",
+                    self.elapsed(),
+                    self.log.display(),
+                    self.tail()
+                );
+            }
+            g = cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("writing to the serial console");
+        self.stdin.flush().unwrap();
+    }
+
+    /// Runs a shell command in the guest; returns its output and status.
+    /// The markers are split by quotes so that the echoed command line
+    /// does not match them.
+    fn run(&mut self, command: &str, timeout: Duration) -> (String, i32) {
+        self.send(&format!(
+            "echo '@@''BEGIN'; {command} 2>&1; echo \"@@\"\"END $?\""
+        ));
+        self.expect("@@BEGIN", timeout);
+        let out = self.expect("@@END ", timeout);
+        let status = self.expect("\n", timeout);
+        let status = status.trim().parse().unwrap_or(-1);
+        (out.trim().to_string(), status)
+    }
+
+    /// Waits for QEMU (and osbuild boot) to exit; returns the exit code.
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // A failed test must not leave QEMU running: osbuild boot passes
+        // SIGTERM on to it.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&self.child),
+                rustix::process::Signal::TERM,
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Console bytes as text: no carriage returns, no terminal escapes.
+fn clean(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes).replace('\r', "");
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // CSI: parameters and intermediates, then one final byte.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Builds the example with a fresh, empty store; returns the image and how
+/// long the build took.
+fn build(dir: &Path) -> (PathBuf, Duration) {
+    let store = dir.join("store");
+    let out = dir.join("out");
+    let started = Instant::now();
+    let run = osbuild(&[
+        "--store",
+        store.to_str().unwrap(),
+        "--output-directory",
+        out.to_str().unwrap(),
+        example().to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    run.ok();
+    // Per-stage times, as osbuild printed them.
+    for line in run.stderr.lines().filter(|l| l.contains(" done in ")) {
+        eprintln!("  {}", line.trim());
+    }
+    (out.join(expected().image), took)
+}
+
+#[test]
+fn debian_example_is_reproducible_and_boots() {
+    let e = expected();
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let a = tempfile::Builder::new()
+        .prefix("boot-a-")
+        .tempdir_in(&base)
+        .unwrap();
+    let b = tempfile::Builder::new()
+        .prefix("boot-b-")
+        .tempdir_in(&base)
+        .unwrap();
+
+    // Two builds from empty stores, one after the other (the mirror is the
+    // same in between; sequential so that the timings mean something).
+    let (image_a, took_a) = build(a.path());
+    eprintln!("build 1: {:.1}s", took_a.as_secs_f64());
+    let (image_b, took_b) = build(b.path());
+    eprintln!("build 2: {:.1}s", took_b.as_secs_f64());
+    let (sum_a, sum_b) = (sha256(&image_a), sha256(&image_b));
+    eprintln!("sha256 {sum_a} ({})", image_a.display());
+    assert_eq!(
+        sum_a,
+        sum_b,
+        "two builds of examples/debian.json differ: {} vs {}",
+        image_a.display(),
+        image_b.display()
+    );
+    drop(b);
+
+    // Boot it and look around.
+    let log = a.path().join("serial.log");
+    let mut con = Console::boot(&image_a, &log);
+    con.expect("login:", LOGIN_TIMEOUT);
+    let login_s = con.elapsed();
+    eprintln!("QEMU start -> login: {login_s:.1}s");
+    con.send("root");
+    con.expect("Password:", Duration::from_secs(60));
+    con.send(e.root_password);
+    con.expect("# ", Duration::from_secs(120));
+    // Nothing may wrap, page or colour the output, and the kernel's
+    // messages stay off the console.
+    con.run(
+        "export TERM=dumb SYSTEMD_PAGER= SYSTEMD_COLORS=0; stty cols 500; dmesg -n 1",
+        Duration::from_secs(60),
+    );
+
+    // systemd may still print status lines while it finishes booting:
+    // the state is the last line.
+    let (out, _) = con.run("systemctl is-system-running --wait", LOGIN_TIMEOUT);
+    let state = out.lines().last().unwrap_or("").trim().to_string();
+    eprintln!(
+        "is-system-running: {state} ({:.1}s after QEMU start)",
+        con.elapsed()
+    );
+    if state != "running" {
+        let (failed, _) = con.run(
+            "systemctl --failed --no-legend --plain",
+            Duration::from_secs(60),
+        );
+        eprintln!("failed units:\n{failed}");
+        let unexplained: Vec<&str> = failed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|u| !EXPLAINED_FAILURES.iter().any(|(name, _)| name == u))
+            .collect();
+        assert!(
+            state == "degraded" && unexplained.is_empty(),
+            "system state {state:?}; unexplained failed units: {unexplained:?}"
+        );
+    }
+
+    let (hostname, _) = con.run("hostname", Duration::from_secs(60));
+    assert_eq!(hostname, e.hostname);
+    for user in &e.users {
+        let (id, status) = con.run(&format!("id {user}"), Duration::from_secs(60));
+        assert_eq!(status, 0, "id {user}: {id}");
+        eprintln!("id {user}: {id}");
+    }
+    for service in &e.services {
+        let (state, _) = con.run(
+            &format!("systemctl is-active {service}"),
+            Duration::from_secs(60),
+        );
+        assert_eq!(state, "active", "{service}");
+    }
+    let (root, _) = con.run("findmnt -n -o UUID,OPTIONS /", Duration::from_secs(60));
+    assert!(
+        root.starts_with(&e.root_uuid) && root.contains("rw"),
+        "root file system: {root}"
+    );
+    let (analyze, _) = con.run("systemd-analyze", Duration::from_secs(60));
+    eprintln!("in the guest: {}", analyze.lines().next().unwrap_or(""));
+
+    con.send("poweroff");
+    let code = con.wait(Duration::from_secs(180));
+    eprintln!(
+        "QEMU exited {:?} {:.1}s after it started",
+        code,
+        con.elapsed()
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "QEMU did not exit cleanly after poweroff; last lines:\n{}",
+        con.tail()
+    );
+    drop(con);
+    assert_eq!(
+        sha256(&image_a),
+        sum_a,
+        "booting changed the image (osbuild boot runs QEMU with -snapshot)"
+    );
+}
+
+#[test]
+fn boot_names_the_package_when_qemu_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("x.qcow2");
+    std::fs::write(&image, b"QFI\xfb").unwrap();
+    let out = Command::new(OSBUILD)
+        .args(["boot"])
+        .arg(&image)
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("qemu-system-x86"), "{stderr}");
+
+    let out = Command::new(OSBUILD)
+        .args(["boot", "/nonexistent.qcow2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent.qcow2"), "{stderr}");
+}
