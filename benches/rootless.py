@@ -6,7 +6,7 @@ as an ordinary user (a user namespace, unprivileged overlayfs,
 device-node stand-ins) vs the same as root, alternating, nothing cached
 but the compiled stages.
 Prints the ratio from this run. Needs root (it creates its own user,
-as tests/rootless.rs does) and the Debian mirror once (the tree is cached)."""
+as tests/e2e/rootless.rs does) and the Debian mirror once (the tree is cached)."""
 
 import os
 import shutil
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import CONFIG_PACKAGES, OSBUILD, ROOT, WORK, build_release, debian_tarball, log
 
-# Not tests/rootless.rs's user: a bench and the tests may run at once, and
+# Not tests/e2e/rootless.rs's user: a bench and the tests may run at once, and
 # each empties its user's store.
 USER = "osbuild-bench"
 RUNS = int(os.environ.get("OSBUILD_BENCH_RUNS", "5"))

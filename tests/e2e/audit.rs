@@ -200,8 +200,8 @@ fn a_policy_without_native_stages_refuses_the_mixed_pipeline() {
     assert_eq!(
         errors,
         [
-            "osbuild: error: pipeline[0].name: stage io.weldr.mmdebstrap refused: policy: stage io.weldr.mmdebstrap: is a native stage; the policy allows only wasm stages",
-            "osbuild: error: pipeline[3].name: stage io.weldr.qcow2 refused: policy: stage io.weldr.qcow2: is a native stage; the policy allows only wasm stages",
+            "osbuild: error: pipeline[0].name: stage io.weldr.mmdebstrap refused: policy: is a native stage; the policy allows only wasm stages",
+            "osbuild: error: pipeline[3].name: stage io.weldr.qcow2 refused: policy: is a native stage; the policy allows only wasm stages",
         ]
     );
     // audit says the same, and exits 2.

@@ -407,7 +407,7 @@ fn the_device_nodes_capability_is_audited_and_refusable() {
         out.to_str().unwrap(),
         p.to_str().unwrap(),
     ])
-    .fails_with(2, "pipeline[0].name: stage test.mknod refused: policy: stage test.mknod: creates device nodes (device-nodes); the policy does not allow it");
+    .fails_with(2, "pipeline[0].name: stage test.mknod refused: policy: creates device nodes (device-nodes); the policy does not allow it");
     assert!(!marker.exists());
     osbuild(&[
         "--libdir",
@@ -594,7 +594,7 @@ fi
     ])
     .fails_with(
         2,
-        "pipeline[0].name: stage test.devices refused: policy: stage test.devices: needs devices (fuse); the policy does not allow it",
+        "pipeline[0].name: stage test.devices refused: policy: needs devices (fuse); the policy does not allow it",
     );
 }
 
@@ -1188,7 +1188,7 @@ fn a_libdir_stage_does_not_inherit_a_builtins_allowances() {
     run.fails_with(
         2,
         &format!(
-            "pipeline[0].name: stage io.weldr.mmdebstrap refused: policy: stage io.weldr.mmdebstrap: is loaded from {}/io.weldr.mmdebstrap, in place of the built-in stage of that name",
+            "pipeline[0].name: stage io.weldr.mmdebstrap refused: policy: is loaded from {}/io.weldr.mmdebstrap, in place of the built-in stage of that name",
             libdir.display()
         ),
     );
