@@ -265,9 +265,12 @@ fn enter_namespaces(cli: &Cli) {
             return;
         }
         let store = cli.build.common.store.clone().unwrap_or_else(default_store);
-        osbuild::rootless::enter(Some(&store)).map_err(|e| {
-            format!("osbuild runs as an ordinary user, and cannot build rootless: {e}")
-        })
+        osbuild::store::secure_root(&store)
+            .map_err(|e| format!("--store: {e}"))
+            .and_then(|store| osbuild::rootless::enter(Some(store)))
+            .map_err(|e| {
+                format!("osbuild runs as an ordinary user, and cannot build rootless: {e}")
+            })
     };
     let _ = PRIVATE_MOUNTS.set(result);
 }

@@ -1,18 +1,32 @@
 //! osbuild: builds operating system images from a pipeline of stages.
 //!
-//! A pipeline (JSON, [`pipeline`]) names stages and their options. Each
-//! stage is found by name ([`stage`]) among the `--libdir` directories and
-//! the stages built into the binary, and checked against its options
-//! schema ([`validate`]) before anything runs. The [`executor`] then gives
-//! each stage the tree in turn:
+//! This crate is the library: everything a build does. It has no stages
+//! of its own; the `osbuild` command (crate `osbuild-cli`) hands it the
+//! built-in stages (crate `osbuild-builtins`) through a [`stage::Registry`].
 //!
-//! - wasm stages (pure logic) run in-process in wasmtime ([`wasm`]), with
-//!   the tree preopened and the `tree` host interface for what WASI lacks;
-//! - native stages (host tools) run under systemd-nspawn.
+//! A build goes through these modules, in order:
 //!
-//! `--from` and `--save` move trees in and out as deterministic archives
-//! ([`archive`]); [`mtime`] makes every entry a stage touched carry the
-//! source epoch. The command line is the `osbuild-cli` crate.
+//! - [`pipeline`] parses the pipeline JSON; [`stage`] finds each stage by
+//!   name (`--libdir`, then the built-ins) and reads its metadata;
+//!   [`validate`] checks its options against the stage's schema.
+//! - [`reach`] decides what each stage may touch on the host: its declared
+//!   capabilities, a wasm component's real imports, what the hosts grant,
+//!   the host paths the operator allows, and the [`policy`]'s verdict.
+//!   [`executor`]'s plan refuses a build on it; [`audit`] renders it.
+//! - [`executor`] runs the stages in turn, each on the tree the previous
+//!   one left: wasm stages (pure logic) in-process in wasmtime ([`wasm`]),
+//!   with the tree preopened and the `tree` host interface for what WASI
+//!   lacks; native stages (host tools) under systemd-nspawn in a user
+//!   namespace of their own ([`native`]).
+//! - [`store`] keeps each stage's result under an id that covers its code,
+//!   options and inputs, hands trees from stage to stage as overlay layers,
+//!   and serves rebuilds; [`archive`] moves trees in and out (`--from`,
+//!   `--save`) as deterministic archives; [`mtime`] gives every entry a
+//!   stage touched the source epoch.
+//!
+//! Around them: [`progress`] and [`output`] report, [`signals`] stops
+//! cleanly, [`rootless`] lets an ordinary user build wasm pipelines, and
+//! [`boot`] starts an image in QEMU.
 
 pub mod archive;
 pub mod audit;

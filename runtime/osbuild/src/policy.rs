@@ -71,71 +71,98 @@ impl Policy {
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))
     }
 
-    /// Every way running `stage` at `at` (`pipeline[2]`) breaks the policy.
-    pub fn check(&self, stage: &Stage, at: &str) -> Vec<InputError> {
+    /// Every way running `stage` breaks the policy.
+    pub fn check(&self, stage: &Stage) -> Vec<Violation> {
         let mut v = Vec::new();
         let name = stage.name();
         let caps = &stage.meta.capabilities;
-        let mut refuse = |msg: String| {
-            v.push(InputError::new(
-                format!("{at}.name"),
-                format!("stage {name}: {msg}"),
-            ))
-        };
         if let Some(kinds) = &self.kinds
             && !kinds.contains(&stage.kind())
         {
-            let allowed: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-            refuse(format!(
-                "is a {} stage; the policy allows only {} stages",
-                stage.kind(),
-                if allowed.is_empty() {
-                    "no".to_string()
-                } else {
-                    allowed.join(" and ")
-                }
-            ));
+            v.push(Violation::Kind {
+                kind: stage.kind(),
+                allowed: kinds.clone(),
+            });
         }
         let named =
             |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
         if caps.network && !named(&self.network) {
-            refuse(
-                "declares the network capability; the policy does not allow it the network".into(),
-            );
+            v.push(Violation::Network);
         }
         if caps.privileged && !named(&self.privileged) {
-            refuse("runs privileged; the policy does not allow it".into());
+            v.push(Violation::Privileged);
         }
         if !caps.devices.is_empty() && !named(&self.devices) {
-            refuse(format!(
-                "needs devices ({}); the policy does not allow it",
+            v.push(Violation::Devices(
                 caps.devices
                     .iter()
-                    .map(|d| d.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                    .map(|d| d.as_str().to_string())
+                    .collect(),
             ));
         }
         if caps.device_nodes && !named(&self.device_nodes) {
-            refuse("creates device nodes (device-nodes); the policy does not allow it".into());
+            v.push(Violation::DeviceNodes);
         }
+        let digest = format!("sha256:{}", stage.digest);
         let pins = self.digests.as_ref().and_then(|d| d.get(name));
         if stage.shadows_builtin && pins.is_none() {
-            refuse(format!(
-                "is loaded from {}, in place of the built-in stage of that name; what the policy allows {name} is for the built-in: pin this code (\"digests\": {{\"{name}\": [\"sha256:{}\"]}}) to run it",
-                stage.origin, stage.digest
-            ));
+            v.push(Violation::ShadowsBuiltin {
+                name: name.to_string(),
+                origin: stage.origin.to_string(),
+                digest: digest.clone(),
+            });
         }
-        if let Some(pins) = pins {
-            let digest = format!("sha256:{}", stage.digest);
-            if !pins.contains(&digest) {
-                refuse(format!(
-                    "its code ({digest}, {}) is not one the policy allows ({})",
-                    stage.origin,
-                    pins.join(", ")
-                ));
-            }
+        if let Some(pins) = pins
+            && !pins.contains(&digest)
+        {
+            v.push(Violation::NotPinned {
+                digest,
+                origin: stage.origin.to_string(),
+                allowed: pins.clone(),
+            });
         }
         v
+    }
+}
+
+/// One way a stage breaks the policy. Its text never names the stage: the
+/// refusal that carries it does, once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("is a {kind} stage; the policy allows only {} stages", allowed_kinds(.allowed))]
+    Kind { kind: Kind, allowed: Vec<Kind> },
+    #[error("declares the network capability; the policy does not allow it the network")]
+    Network,
+    #[error("runs privileged; the policy does not allow it")]
+    Privileged,
+    #[error("needs devices ({}); the policy does not allow it", .0.join(", "))]
+    Devices(Vec<String>),
+    #[error("creates device nodes (device-nodes); the policy does not allow it")]
+    DeviceNodes,
+    #[error(
+        "is loaded from {origin}, in place of the built-in stage of that name; what the policy allows {name} is for the built-in: pin this code (\"digests\": {{\"{name}\": [\"{digest}\"]}}) to run it"
+    )]
+    ShadowsBuiltin {
+        name: String,
+        origin: String,
+        digest: String,
+    },
+    #[error("its code ({digest}, {origin}) is not one the policy allows ({})", .allowed.join(", "))]
+    NotPinned {
+        digest: String,
+        origin: String,
+        allowed: Vec<String>,
+    },
+}
+
+fn allowed_kinds(kinds: &[Kind]) -> String {
+    if kinds.is_empty() {
+        "no".to_string()
+    } else {
+        kinds
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(" and ")
     }
 }

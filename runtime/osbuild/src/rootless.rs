@@ -141,15 +141,13 @@ fn range_of(file: &str, name: Option<&str>, id: u32, kind: &str) -> Result<Range
 }
 
 /// Enters a user namespace (with a mount namespace it owns) as its root.
-/// `store` is checked from the host's side first ([`crate::store::secure_root`]).
+/// `store` is the store as `store::secure_root` resolved it from the
+/// host's side, before entering (inside, the host's files belong to no
+/// one, so its parents can no longer be checked).
 /// Must run while the process has one thread.
-pub fn enter(store: Option<&Path>) -> Result<(), String> {
+pub fn enter(store: Option<PathBuf>) -> Result<(), String> {
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
-    let store = store
-        .map(crate::store::secure_root)
-        .transpose()
-        .map_err(|e| format!("--store: {e}"))?;
     let name = user_name(uid);
     let uids = range_of(SUBUID, name.as_deref(), uid, "uid")?;
     let gids = range_of(SUBGID, name.as_deref(), uid, "gid")?;

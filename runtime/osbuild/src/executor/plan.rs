@@ -123,9 +123,15 @@ pub fn plan(
     rules: &HostPathRules,
 ) -> Result<Vec<PlannedStage>, BuildError> {
     let (planned, mut errors) = plan_stages(pipeline, registry, rules);
-    errors.extend(crate::audit::refusals(&crate::audit::audit(
-        &planned, policy,
-    )));
+    for p in &planned {
+        let reach = crate::reach::assess(&p.stage, &p.options_value, &p.host_paths, policy);
+        errors.extend(
+            reach
+                .refusals
+                .iter()
+                .map(|r| r.input_error(p.index, p.stage.name())),
+        );
+    }
     if errors.is_empty() {
         Ok(planned)
     } else {

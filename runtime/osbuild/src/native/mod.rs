@@ -77,21 +77,7 @@ fi
 exec "$nspawn" -D "$root" --read-only "$@"
 "#;
 
-/// Whether native stages run in user namespaces on a root of their own:
-/// yes, unless `OSBUILD_NATIVE_USERNS=0` (the host's root and `/`, as
-/// before; for comparing the two).
-pub fn user_namespaces() -> bool {
-    std::env::var_os("OSBUILD_NATIVE_USERNS").is_none_or(|v| v != "0")
-}
-
-/// Why `devices: ["loop"]` is refused to a stage in a user namespace. A
-/// loop device is one of the host's, shared by every process on it: a
-/// stage holding `/dev/loopN` (even a copy owned by its own root) reads and
-/// writes whatever the host or another build attaches there, before, while
-/// or after the stage uses it, and `/dev/loop-control` adds and removes the
-/// host's devices. Claiming one for the stage alone cannot be done without
-/// a window where it is free for anyone.
-pub const LOOP_IN_USERNS: &str = "needs devices (loop), which a stage in a user namespace cannot have: loop devices are shared by the whole host, so the stage could read and write what the host or another build attaches to them; build file systems from files instead (mkfs.ext4 -d, as io.weldr.qcow2 does), or run with OSBUILD_NATIVE_USERNS=0, where the stage runs as the host's root and audit says so";
+pub use crate::reach::grants::{LOOP_IN_USERNS, user_namespaces};
 
 /// Where a native stage asks for device nodes it cannot make itself (the
 /// SDK finds it in `OSBUILD_NODE_REQUESTS`).

@@ -37,7 +37,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::stage::{Capabilities, Code, Stage, TreeAccess, metadata};
+use crate::stage::{Code, Stage, TreeAccess};
 
 /// How long an epoch tick is: the resolution of timeouts and Ctrl-C.
 const TICK: Duration = Duration::from_millis(50);
@@ -286,23 +286,6 @@ impl wasmtime_wasi::HostMonotonicClock for CountingClock {
     }
 }
 
-/// The wasm packages a stage may import, given its capabilities. Anything
-/// else (e.g. `wasi:http`) is never granted.
-pub fn import_allowed(caps: &Capabilities, import: &str) -> Result<(), String> {
-    let package = import.split('/').next().unwrap_or(import);
-    match package {
-        "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:filesystem" | "wasi:random"
-        | "osbuild:stage" => Ok(()),
-        "wasi:sockets" if caps.network => Ok(()),
-        "wasi:sockets" => Err(format!(
-            "imports {import}, which needs the `network` capability; the stage does not declare it"
-        )),
-        _ => Err(format!(
-            "imports {import}, which osbuild never grants to a stage"
-        )),
-    }
-}
-
 /// Stops a [`WasmHost::prefetch`] when dropped.
 pub struct Prefetch(Arc<AtomicBool>);
 
@@ -324,8 +307,6 @@ pub struct WasmHost {
     /// Compiled components by key; a slot's lock is held while it is being
     /// loaded, so a stage the prefetcher is compiling is compiled once.
     loaded: Mutex<HashMap<String, Arc<Mutex<Option<Component>>>>>,
-    /// Import checks already made, by stage digest and capabilities.
-    checked: Mutex<HashMap<String, Result<(), String>>>,
 }
 
 impl WasmHost {
@@ -361,7 +342,6 @@ impl WasmHost {
             cache_key,
             linkers: [OnceLock::new(), OnceLock::new()],
             loaded: Mutex::new(HashMap::new()),
-            checked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -451,24 +431,16 @@ impl WasmHost {
         drop(spawned);
         Prefetch(stop)
     }
-    /// Refuses a stage whose component imports more than it declares.
+    /// Refuses a stage whose component imports more than it declares
+    /// (the check planning made; made again here, where linking happens).
     pub fn check_imports(&self, stage: &Stage) -> Result<(), WasmError> {
-        let Code::Wasm(bytes) = &stage.code else {
-            return Ok(());
-        };
-        let key = format!("{}-{:?}", stage.digest, stage.meta.capabilities);
-        if let Some(r) = self.checked.lock().unwrap().get(&key) {
-            return r.clone().map_err(WasmError::Refused);
+        let refused = crate::reach::imports::check(stage);
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            let reasons: Vec<String> = refused.iter().map(|r| r.to_string()).collect();
+            Err(WasmError::Refused(reasons.join("; ")))
         }
-        let result = metadata::wasm_imports(bytes)
-            .map_err(|e| format!("unreadable component: {e}"))
-            .and_then(|imports| {
-                imports
-                    .iter()
-                    .try_for_each(|i| import_allowed(&stage.meta.capabilities, i))
-            });
-        self.checked.lock().unwrap().insert(key, result.clone());
-        result.map_err(WasmError::Refused)
     }
 
     /// Runs one stage to completion.
