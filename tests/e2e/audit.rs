@@ -121,7 +121,7 @@ fn a_stage_importing_sockets_without_declaring_network_is_refused() {
     let deny = dir.path().join("deny.json");
     std::fs::write(&deny, r#"{"network": []}"#).unwrap();
     osbuild(&["--libdir", test_stages(), "--policy", deny.to_str().unwrap(), allowed.to_str().unwrap()])
-        .fails_with(2, "stage test.sockets-net: declares the network capability; the policy does not allow it the network");
+        .fails_with(2, "stage test.sockets-net refused: policy: declares the network capability; the policy does not allow it the network");
     let permit = dir.path().join("permit.json");
     std::fs::write(&permit, r#"{"network": ["test.sockets-net"]}"#).unwrap();
     osbuild(&[
@@ -258,7 +258,7 @@ fn a_policy_pinning_digests_refuses_a_modified_stage() {
     bytes.extend_from_slice(&[0, 6, 5, b'x', b'x', b'x', b'x', b'x']);
     std::fs::write(&wasm, bytes).unwrap();
     osbuild(&pinned)
-        .fails_with(2, "stage test.noop: its code (sha256:")
+        .fails_with(2, "stage test.noop refused: policy: its code (sha256:")
         .fails_with(2, "is not one the policy allows");
 }
 
@@ -279,7 +279,7 @@ fn a_native_stage_without_devices_sees_no_loop_devices() {
 fn stages_lists_every_built_in_stage_with_its_summary() {
     let run = osbuild(&["stages"]);
     run.ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = repo_root();
     let mut builtin = 0;
     for entry in std::fs::read_dir(root.join("stages")).unwrap().flatten() {
         let Ok(text) = std::fs::read_to_string(entry.path().join("stage.json")) else {

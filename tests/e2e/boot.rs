@@ -22,7 +22,7 @@ const EXPLAINED_FAILURES: &[(&str, &str)] = &[];
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/debian.json")
+    repo_root().join("examples/debian.json")
 }
 
 /// What the pipeline says the booted system must have.

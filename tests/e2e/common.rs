@@ -8,6 +8,12 @@ use std::process::{Command, Output};
 
 pub const OSBUILD: &str = env!("CARGO_BIN_EXE_osbuild");
 
+/// The repository's top folder (examples/, stages/).
+pub fn repo_root() -> PathBuf {
+    // The tests are osbuild-cli's, in runtime/osbuild-cli.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// A store shared by all tests, so compiled stages are cached across them.
 pub fn shared_store() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-store")

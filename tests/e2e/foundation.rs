@@ -286,7 +286,7 @@ fn a_stage_that_loops_is_stopped_by_the_timeout() {
     ])
     .fails_with(
         1,
-        "stage 0 (test.loop) failed: stopped after 1s: the stage exceeded its time limit",
+        "stage 1 (test.loop, pipeline[0]) failed: stopped after 1s: the stage exceeded its time limit",
     );
 }
 

@@ -835,7 +835,7 @@ fn a_sleeping_stage_is_stopped_by_the_timeout_and_by_ctrl_c() {
     )
     .fails_with(
         1,
-        "stage 0 (test.loop) failed: stopped after 2s: the stage exceeded its time limit",
+        "stage 1 (test.loop, pipeline[0]) failed: stopped after 2s: the stage exceeded its time limit",
     );
     let mut child = Command::new(OSBUILD)
         .args(["--store"])
@@ -1101,7 +1101,10 @@ fn outputs_that_are_not_plain_files_are_refused() {
                 p.to_str().unwrap(),
             ],
         )
-        .fails_with(1, &format!("stage 0 ({name}) failed: {message}"));
+        .fails_with(
+            1,
+            &format!("stage 1 ({name}, pipeline[0]) failed: {message}"),
+        );
     }
     assert_eq!(std::fs::read(&secret).unwrap(), b"host secret\n");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
@@ -1647,7 +1650,10 @@ fn a_native_stages_node_requests_make_only_harmless_nodes() {
                 p.to_str().unwrap(),
             ],
         )
-        .fails_with(1, &format!("stage 0 ({name}) failed: {message}"));
+        .fails_with(
+            1,
+            &format!("stage 1 ({name}, pipeline[0]) failed: {message}"),
+        );
         assert!(!saved.exists(), "{what}: a tree was saved");
     }
     assert_eq!(std::fs::read(&secret).unwrap(), b"host secret\n");

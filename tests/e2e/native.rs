@@ -178,7 +178,10 @@ fn dnf_installs_a_signed_local_rpm() {
         json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["no-such-package"], "repos": [{"id": "local", "baseurl": repo, "gpgkey": key}], "releasever": "40"}}]}),
     );
     osbuild(&["--allow-host-path", allow, p.to_str().unwrap()])
-        .fails_with(1, "stage 0 (io.weldr.dnf) failed: exited with status 1")
+        .fails_with(
+            1,
+            "stage 1 (io.weldr.dnf, pipeline[0]) failed: exited with status 1",
+        )
         .fails_with(1, "Unable to find a match: no-such-package");
 }
 
@@ -202,7 +205,7 @@ fn dnf_refuses_an_unsigned_rpm_unless_told_and_audit_flags_it() {
         json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo, "gpgkey": key}], "releasever": "40"}}]}),
     );
     let run = osbuild(&["--allow-host-path", allow, signed.to_str().unwrap()]);
-    run.fails_with(1, "stage 0 (io.weldr.dnf) failed");
+    run.fails_with(1, "stage 1 (io.weldr.dnf, pipeline[0]) failed");
     assert!(
         run.stdout.contains("is not signed") || run.stderr.contains("is not signed"),
         "{}\n{}",
@@ -307,7 +310,7 @@ fn a_failing_native_stage_is_named_with_its_output() {
     osbuild(&["--libdir", test_stages(), p.to_str().unwrap()])
         .fails_with(
             1,
-            "stage 1 (test.native-probe) failed: exited with status 3",
+            "stage 2 (test.native-probe, pipeline[1]) failed: exited with status 3",
         )
         .fails_with(1, "about to fail");
 }
@@ -332,7 +335,7 @@ fn a_native_stage_killed_by_a_signal_says_so() {
     let p = write_pipeline(dir.path(), "p.json", json!({"pipeline": [probe("abort")]}));
     osbuild(&["--libdir", test_stages(), p.to_str().unwrap()]).fails_with(
         1,
-        "stage 0 (test.native-probe) failed: killed by signal 6 (Aborted)",
+        "stage 1 (test.native-probe, pipeline[0]) failed: killed by signal 6 (Aborted)",
     );
 }
 
@@ -390,7 +393,7 @@ fn a_native_stage_that_runs_too_long_is_stopped() {
     ])
     .fails_with(
         1,
-        "stage 0 (test.native-probe) failed: stopped after 2s: the stage exceeded its time limit",
+        "stage 1 (test.native-probe, pipeline[0]) failed: stopped after 2s: the stage exceeded its time limit",
     );
     assert!(start.elapsed() < Duration::from_secs(60));
 }
@@ -422,7 +425,11 @@ fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
             break;
         }
     }
-    unsafe { libc_kill(child.id() as i32, 2) };
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert_eq!(status.code(), Some(130), "{rest:?}");
@@ -436,11 +443,6 @@ fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
     );
     let leftovers: Vec<_> = std::fs::read_dir(store.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

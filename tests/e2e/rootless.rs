@@ -134,10 +134,7 @@ fn a_debian_tree_configured_rootless_gives_the_bytes_of_a_root_build() {
     let (dir, bin) = workdir();
     let d = dir.path();
     let archive = readable_copy(&debian_base(), d);
-    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/debian-config.json");
+    let pipeline = repo_root().join("examples/debian-config.json");
     let pipeline = readable_copy(&pipeline, d);
     let (a, p) = (archive.to_str().unwrap(), pipeline.to_str().unwrap());
 

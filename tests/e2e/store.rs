@@ -160,7 +160,7 @@ fn a_changed_stage_runs_again_with_everything_after_it() {
 
 /// Builds test.noop again with a one-line change, into its own libdir.
 fn rebuilt_noop(dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = repo_root();
     let src = dir.join("noop-v2");
     sh(&format!(
         "mkdir -p {0}/src && cp {1}/tests/stages/test.noop/stage.json {0}/",

@@ -1,12 +1,14 @@
 //! The command line: `osbuild [--from ARCHIVE] [--save ARCHIVE] PIPELINE`,
 //! as the original osbuild has it, plus subcommands to inspect stages.
 
+#![allow(unsafe_code, reason = "unshare(2) while the process has one thread")]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use osbuild::error::BuildError;
 use osbuild::executor::{self, BuildConfig};
@@ -69,8 +71,8 @@ pub struct BuildArgs {
     pub max_tree_size: u64,
     /// How the tree moves between stages and into the store: overlay or copy
     /// [default: overlay where it works, else copy].
-    #[arg(long, value_name = "HOW", value_parser = parse_handoff)]
-    pub handoff: Option<Handoff>,
+    #[arg(long, value_name = "HOW")]
+    pub handoff: Option<HandoffArg>,
     /// Print each stage's id and whether it is cached; run nothing.
     #[arg(long)]
     pub inspect: bool,
@@ -79,8 +81,8 @@ pub struct BuildArgs {
     pub quiet: bool,
     /// How to show progress: `text` (a line per stage; a live view on a
     /// terminal) or `json` (one JSON object per event on stdout).
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub monitor: String,
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub monitor: Monitor,
     /// Print the build's result as JSON on stdout: each stage's id, duration
     /// and whether it was cached, and the outputs written with their sha256.
     #[arg(long)]
@@ -191,12 +193,27 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
 }
 
-fn parse_handoff(s: &str) -> Result<Handoff, String> {
-    match s {
-        "overlay" => Ok(Handoff::Overlay),
-        "copy" => Ok(Handoff::Copy),
-        _ => Err(format!("{s:?}: use overlay or copy")),
+/// `--handoff`: the library's [`Handoff`], as the command line spells it.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffArg {
+    Overlay,
+    Copy,
+}
+
+impl From<HandoffArg> for Handoff {
+    fn from(h: HandoffArg) -> Handoff {
+        match h {
+            HandoffArg::Overlay => Handoff::Overlay,
+            HandoffArg::Copy => Handoff::Copy,
+        }
     }
+}
+
+/// `--monitor`: how progress is shown.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitor {
+    Text,
+    Json,
 }
 
 /// The limits of a build: the command line's, which cap what stages ask
@@ -388,14 +405,14 @@ fn load_pipeline(path: Option<&std::path::Path>) -> Result<pipeline::Pipeline, B
 
 fn build(args: BuildArgs) -> Result<(), BuildError> {
     let started = std::time::Instant::now();
-    let reporter: Arc<dyn Reporter> = if args.monitor == "json" {
+    let reporter: Arc<dyn Reporter> = if args.monitor == Monitor::Json {
         Arc::new(JsonReporter)
     } else if std::io::stderr().is_terminal() && !args.quiet && !args.inspect {
         Arc::new(TerminalReporter::new())
     } else {
         Arc::new(PlainReporter { quiet: args.quiet })
     };
-    let want_result = (args.json || args.monitor == "json") && !args.inspect;
+    let want_result = (args.json || args.monitor == Monitor::Json) && !args.inspect;
     let pipeline = match load_pipeline(args.pipeline.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -418,7 +435,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         policy,
         cache: !args.no_cache,
         cache_max_size: args.cache_max_size,
-        handoff: args.handoff,
+        handoff: args.handoff.map(Handoff::from),
         from: args.from,
         save: args.save,
         output_dir: args.output_directory,

@@ -7,6 +7,8 @@
 //! network). osbuild exits with QEMU's exit status: 0 after the guest
 //! powered off.
 
+#![allow(unsafe_code, reason = "pre_exec for PR_SET_PDEATHSIG")]
+
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -250,8 +252,10 @@ pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
             break status;
         }
         if !forwarded && let Some(sig) = crate::signals::received() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+            if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
+                let _ =
+                    rustix::process::kill_process(rustix::process::Pid::from_child(&child), sig);
+            }
             forwarded = true;
         }
         std::thread::sleep(Duration::from_millis(50));

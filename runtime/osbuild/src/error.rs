@@ -32,9 +32,11 @@ pub enum BuildError {
     /// Bad input, found before anything ran: exit 2.
     #[error("{}", format_input(.0))]
     Input(Vec<InputError>),
-    /// A stage failed: exit 1.
-    #[error("stage {index} ({name}) failed: {message}{}", format_tail(.tail))]
+    /// A stage failed: exit 1. Numbered from 1, as the progress shows it,
+    /// with its place in the pipeline's JSON.
+    #[error("stage {} ({name}, pipeline[{index}]) failed: {message}{}", .index + 1, format_tail(.tail))]
     Stage {
+        /// Its index in `pipeline` (from 0).
         index: usize,
         name: String,
         message: String,

@@ -18,6 +18,11 @@
 //! the namespace, so a child forked before it waits, then runs the helpers
 //! on its parent.
 
+#![allow(
+    unsafe_code,
+    reason = "fork, setgroups, setresuid and getpwuid_r to enter a user namespace"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -105,6 +110,8 @@ fn map_args(own: u32, range: Range) -> [String; 6] {
 }
 
 fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: passwd is plain data (integers and pointers); all zero is a
+    // valid value, which getpwuid_r overwrites.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16384];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -204,10 +211,14 @@ fn map_from_a_child(uid: u32, uids: Range, gid: u32, gids: Range) -> Result<(), 
         if let Some(msg) = report {
             let _ = rustix::io::write(&done_w, msg.as_bytes());
         }
+        // SAFETY: ends the child without running the parent's exit handlers
+        // or destructors twice.
         unsafe { libc::_exit(0) };
     }
     drop(go_r);
     drop(done_w);
+    // SAFETY: the process has one thread (the caller's promise), so no
+    // other thread shares the file table or mount namespace it changes.
     let unshared = unsafe {
         rustix::thread::unshare_unsafe(
             rustix::thread::UnshareFlags::NEWUSER | rustix::thread::UnshareFlags::NEWNS,
@@ -235,14 +246,29 @@ fn map_from_a_child(uid: u32, uids: Range, gid: u32, gids: Range) -> Result<(), 
             }
         }
     };
-    let mut status = 0;
-    // SAFETY: pid is our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let waited = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(pid),
+        rustix::process::WaitOptions::empty(),
+    );
     result?;
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(format!(
-            "the process that maps the user namespace's ids ended abnormally (wait status {status:#x})"
-        ));
+    match waited {
+        Ok(Some((_, status))) if status.exit_status() == Some(0) => {}
+        Ok(Some((_, status))) => {
+            return Err(format!(
+                "the process that maps the user namespace's ids ended abnormally (wait status {:#x})",
+                status.as_raw()
+            ));
+        }
+        Ok(None) => {
+            return Err(
+                "waiting for the process that maps the user namespace's ids: it did not end".into(),
+            );
+        }
+        Err(e) => {
+            return Err(format!(
+                "waiting for the process that maps the user namespace's ids: {e}"
+            ));
+        }
     }
     // What the kernel holds, not what the tools said.
     let mapped = |file: &str, own: u32, range: Range| -> Result<(), String> {

@@ -3,6 +3,11 @@
 //! host by forwarding the signal) and the build unwinds, removing its
 //! temporary files and mounts on the way out.
 
+#![allow(
+    unsafe_code,
+    reason = "sigaction(2): rustix has no safe signal handlers"
+)]
+
 use std::sync::atomic::{AtomicI32, Ordering};
 
 static SIGNAL: AtomicI32 = AtomicI32::new(0);

@@ -19,6 +19,8 @@
 //! dies with osbuild (`PR_SET_PDEATHSIG`), so nothing outlives a build, not
 //! even one that is killed with SIGKILL.
 
+#![allow(unsafe_code, reason = "pre_exec for the container process")]
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -204,15 +206,31 @@ fn find_nspawn() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A signal's name as strsignal(3) gives it, from a table: strsignal is
+/// not safe to call while other threads run, and the build has several.
 fn signal_name(sig: i32) -> String {
-    // SAFETY: strsignal returns a pointer to a static or thread-local string.
-    let s = unsafe { libc::strsignal(sig) };
-    if s.is_null() {
-        return format!("signal {sig}");
-    }
-    unsafe { std::ffi::CStr::from_ptr(s) }
-        .to_string_lossy()
-        .into_owned()
+    let name = match sig {
+        libc::SIGHUP => "Hangup",
+        libc::SIGINT => "Interrupt",
+        libc::SIGQUIT => "Quit",
+        libc::SIGILL => "Illegal instruction",
+        libc::SIGTRAP => "Trace/breakpoint trap",
+        libc::SIGABRT => "Aborted",
+        libc::SIGBUS => "Bus error",
+        libc::SIGFPE => "Floating point exception",
+        libc::SIGKILL => "Killed",
+        libc::SIGUSR1 => "User defined signal 1",
+        libc::SIGSEGV => "Segmentation fault",
+        libc::SIGUSR2 => "User defined signal 2",
+        libc::SIGPIPE => "Broken pipe",
+        libc::SIGALRM => "Alarm clock",
+        libc::SIGTERM => "Terminated",
+        libc::SIGXCPU => "CPU time limit exceeded",
+        libc::SIGXFSZ => "File size limit exceeded",
+        libc::SIGSYS => "Bad system call",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
 }
 
 impl NativeHost {
@@ -640,6 +658,14 @@ fn device_nodes(device: Device) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_are_named_as_strsignal_names_them() {
+        assert_eq!(signal_name(libc::SIGKILL), "Killed");
+        assert_eq!(signal_name(libc::SIGSEGV), "Segmentation fault");
+        assert_eq!(signal_name(libc::SIGTERM), "Terminated");
+        assert_eq!(signal_name(77), "signal 77");
+    }
 
     #[test]
     fn the_runner_is_a_private_copy_of_osbuild() {

@@ -12,6 +12,8 @@
 //! it once the container is up; the runner waits for it before starting
 //! the stage ([`wait_for_network`]).
 
+#![allow(unsafe_code, reason = "pre_exec for slirp4netns")]
+
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -12,6 +12,11 @@
 //! (copy-up, whiteouts, its work directory) with the mounter's ids, and
 //! those must map to disk ids through the layers' mapping.
 
+#![allow(
+    unsafe_code,
+    reason = "fork, mount_setattr and setfsuid for id-mapped mounts"
+)]
+
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -108,6 +113,8 @@ fn user_namespace(base: u32) -> anyhow::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error()).context("fork");
     }
     if pid == 0 {
+        // SAFETY: raw syscalls only (no allocation, no locks): the parent
+        // may have other threads, so nothing else is safe before _exit.
         unsafe {
             let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
                 1
@@ -141,9 +148,11 @@ fn user_namespace(base: u32) -> anyhow::Result<OwnedFd> {
         Ok(OwnedFd::from(ns))
     })();
     let _ = rustix::io::write(&go_w, &[0]);
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // The child exits as soon as it reads; its status says nothing more.
+    let _ = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(pid),
+        rustix::process::WaitOptions::empty(),
+    );
     result
 }
 
@@ -232,6 +241,7 @@ pub fn as_range_root<T: Send>(
         s.spawn(move || {
             // Both calls change this thread's credentials only (the
             // syscalls are per thread; glibc does not broadcast these).
+            // SAFETY: plain syscalls on integers; rustix has no setfsuid.
             unsafe {
                 libc::setfsgid(base);
                 libc::setfsuid(base);

@@ -494,8 +494,9 @@ impl Store {
             self.discard(id)?;
             return Ok(None);
         };
-        // Last use is the info file's mtime.
-        let _ = rustix::fs::futimens(
+        // Last use is the info file's mtime: eviction goes by it, so a
+        // failure here is the build's (the store is not writable).
+        rustix::fs::futimens(
             &file,
             &rustix::fs::Timestamps {
                 last_access: rustix::fs::Timespec {
@@ -507,7 +508,8 @@ impl Store {
                     tv_nsec: rustix::fs::UTIME_NOW,
                 },
             },
-        );
+        )
+        .with_context(|| format!("marking {} as used (its mtime)", info_path.display()))?;
         Ok(Some(Object {
             info,
             dir,

@@ -13,6 +13,11 @@
 //! Compiled components are cached on disk, keyed by the wasm file's digest
 //! and the engine's compatibility hash, so a warm run only deserializes.
 
+#![allow(
+    unsafe_code,
+    reason = "deserializing a compiled component the store sealed"
+)]
+
 mod tree;
 
 pub(crate) mod bindings {
