@@ -357,6 +357,10 @@ fn a_stage_cannot_reach_outside_the_tree() {
         ]);
         run.fails_with(1, &format!("attempt {attempt} was refused: "));
         run.fails_with(1, why);
+        // The path is named once (the SDK names it; the host does not).
+        if let Some((path, _)) = why.split_once(": ") {
+            assert_eq!(run.stderr.matches(path).count(), 1, "{}", run.stderr);
+        }
         assert!(!run.stderr.contains("ESCAPED"), "{attempt}: {}", run.stderr);
     }
     assert!(!marker.exists());

@@ -6,7 +6,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::common::*;
 use serde_json::json;
@@ -108,14 +108,19 @@ fn as_user(user: &str, bin: &Path, args: &[&str]) -> Run {
     }
 }
 
-/// The user's store, emptied (a previous run's objects would make this
-/// run's build a cache hit).
-fn fresh_user_store(u: &User) -> PathBuf {
+/// The user's store (its default one), emptied: a previous run's objects
+/// would make this run's build a cache hit. The tests that use it take
+/// turns (the guard): emptying it under another test's build removed
+/// files that build was saving.
+fn fresh_user_store(u: &User) -> (MutexGuard<'static, ()>, PathBuf) {
+    static TURN: Mutex<()> = Mutex::new(());
+    // A failed test poisons the lock; the store is emptied anyway.
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let store = u.home.join(".cache/osbuild");
     if store.exists() {
         std::fs::remove_dir_all(&store).unwrap();
     }
-    store
+    (turn, store)
 }
 
 /// `archive` where the test's user can read it (a hard link if it can be).
@@ -149,7 +154,7 @@ fn a_debian_tree_configured_rootless_gives_the_bytes_of_a_root_build() {
         p,
     ])
     .ok();
-    let store = fresh_user_store(u);
+    let (_turn, store) = fresh_user_store(u);
     let user_save = d.join("out/user.tar");
     as_user(
         USER,
@@ -244,7 +249,7 @@ fn odd_entries_survive_a_rootless_build_as_they_survive_a_root_one() {
     let (a, p) = (archive.to_str().unwrap(), pipeline.to_str().unwrap());
     let root_save = d.join("root.tar");
     osbuild(&["--from", a, "--save", root_save.to_str().unwrap(), p]).ok();
-    fresh_user_store(u);
+    let _turn = fresh_user_store(u);
     let user_save = d.join("out/user.tar");
     as_user(
         USER,
@@ -305,7 +310,7 @@ fn a_native_stage_is_refused_rootless_before_anything_runs() {
         ]}),
     );
     std::fs::set_permissions(&pipeline, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let store = fresh_user_store(u);
+    let (_turn, store) = fresh_user_store(u);
     let save = d.join("out/x.tar");
     let p = pipeline.to_str().unwrap();
     as_user(USER, &bin, &["--save", save.to_str().unwrap(), p]).fails_with(

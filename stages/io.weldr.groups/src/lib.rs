@@ -2,11 +2,9 @@
 //! as `groupadd --root=TREE [--gid GID] NAME` does for each group (osbuild's
 //! `org.osbuild.groups`), in the order of their names.
 
-pub mod accounts;
-
 use std::collections::BTreeMap;
 
-use accounts::{Table, find_new_id, invalid_name, upsert};
+use osbuild_stage::formats::accounts::{self, Table, find_new_id, invalid_name, upsert};
 use osbuild_stage::formats::passwd::{GShadow, Group, LoginDefs};
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::Deserialize;

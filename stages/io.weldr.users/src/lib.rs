@@ -15,15 +15,13 @@
 //!   given, not for every modified user;
 //! - hard links inside `/etc/skel` are copied as separate files.
 
-#[path = "../../io.weldr.groups/src/accounts.rs"]
-pub mod accounts;
 mod home;
 mod useradd;
 mod usermod;
 
 use std::collections::BTreeMap;
 
-use accounts::{SubId, Table, invalid_name};
+use osbuild_stage::formats::accounts::{self, SubId, Table, invalid_name};
 use osbuild_stage::formats::passwd::{GShadow, Group, Passwd, Shadow};
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::Deserialize;

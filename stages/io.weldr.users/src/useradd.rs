@@ -6,11 +6,11 @@
 use osbuild_stage::formats::passwd::{GShadow, Group, LoginDefs, Passwd, Shadow};
 use osbuild_stage::{OptionError, Tree, anyhow};
 
-use crate::accounts::{
-    Defs, SubId, Table, add_member, find_free_range, find_new_id, sort_subids, strtoday, upsert,
-};
 use crate::home::{self, Style};
 use crate::{Db, User};
+use osbuild_stage::formats::accounts::{
+    Defs, SubId, Table, add_member, find_free_range, find_new_id, sort_subids, strtoday, upsert,
+};
 
 /// `/etc/default/useradd`, as `useradd` reads it.
 pub struct UseraddDefaults {
@@ -51,7 +51,7 @@ impl UseraddDefaults {
                 "HOME" => d.home = value.into(),
                 "SHELL" => d.shell = value.into(),
                 "INACTIVE" => {
-                    if let Some(n) = crate::accounts::parse_c_long(value) {
+                    if let Some(n) = osbuild_stage::formats::accounts::parse_c_long(value) {
                         d.inactive = (n != -1).then_some(n);
                     }
                 }

@@ -9,9 +9,9 @@ use std::path::Path;
 use osbuild_stage::formats::passwd::Shadow;
 use osbuild_stage::{OptionError, Tree, anyhow};
 
-use crate::accounts::{Defs, add_member, upsert};
 use crate::home::{self, Style};
 use crate::{Db, User};
+use osbuild_stage::formats::accounts::{Defs, add_member, upsert};
 
 fn days(n: i64) -> Option<i64> {
     (n != -1).then_some(n)

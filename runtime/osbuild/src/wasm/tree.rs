@@ -28,19 +28,21 @@ impl TreeHost {
         }
     }
 
-    fn check_writable(&self, path: &str) -> Result<(), TreeError> {
+    fn check_writable(&self) -> Result<(), TreeError> {
         if self.writable {
             Ok(())
         } else {
             Err(TreeError {
                 kind: ErrorKind::PermissionDenied,
-                message: format!("{path}: the stage declares read-only access to the tree"),
+                message: "the stage declares read-only access to the tree".into(),
             })
         }
     }
 }
 
-fn error(path: &str, e: io::Error) -> TreeError {
+/// The error as the guest sees it. Without the path: the SDK names it, so
+/// a stage's error names it once.
+fn error(e: io::Error) -> TreeError {
     use io::ErrorKind as I;
     let kind = match e.kind() {
         I::NotFound => ErrorKind::NotFound,
@@ -55,7 +57,7 @@ fn error(path: &str, e: io::Error) -> TreeError {
     };
     TreeError {
         kind,
-        message: format!("{path}: {e}"),
+        message: e.to_string(),
     }
 }
 
@@ -92,49 +94,47 @@ impl wit::Host for TreeHost {
         self.root
             .metadata(Path::new(&path), follow)
             .map(metadata)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn read_link(&mut self, path: String) -> R<String> {
         self.root
             .read_link(Path::new(&path))
             .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn symlink(&mut self, target: String, path: String) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         self.root
             .symlink(Path::new(&target), Path::new(&path))
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn hard_link(&mut self, existing: String, path: String) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         self.root
             .hard_link(Path::new(&existing), Path::new(&path))
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn set_mode(&mut self, path: String, mode: u32) -> R<()> {
-        self.check_writable(&path)?;
-        self.root
-            .set_mode(Path::new(&path), mode)
-            .map_err(|e| error(&path, e))
+        self.check_writable()?;
+        self.root.set_mode(Path::new(&path), mode).map_err(error)
     }
 
     fn set_owner(&mut self, path: String, uid: u32, gid: u32, follow: bool) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         self.root
             .set_owner(Path::new(&path), uid, gid, follow)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn set_mtime(&mut self, path: String, mtime: Timestamp, follow: bool) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         self.root
             .set_mtime(Path::new(&path), mtime.seconds, mtime.nanoseconds, follow)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn make_node(
@@ -145,7 +145,7 @@ impl wit::Host for TreeHost {
         major: u32,
         minor: u32,
     ) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         let kind = match kind {
             NodeKind::BlockDevice => osbuild_tree_fs::NodeKind::BlockDevice,
             NodeKind::CharDevice => osbuild_tree_fs::NodeKind::CharDevice,
@@ -171,23 +171,23 @@ impl wit::Host for TreeHost {
         }
         self.root
             .make_node(Path::new(&path), kind, mode, major, minor)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn get_xattr(&mut self, path: String, name: String, follow: bool) -> R<Option<Vec<u8>>> {
         self.root
             .get_xattr(Path::new(&path), &name, follow)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn list_xattrs(&mut self, path: String, follow: bool) -> R<Vec<String>> {
         self.root
             .list_xattrs(Path::new(&path), follow)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn set_xattr(&mut self, path: String, name: String, value: Vec<u8>, follow: bool) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         if !crate::archive::unpack::xattr_allowed(&name) {
             return Err(TreeError {
                 kind: ErrorKind::PermissionDenied,
@@ -200,21 +200,21 @@ impl wit::Host for TreeHost {
         }
         self.root
             .set_xattr(Path::new(&path), &name, &value, follow)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn remove_xattr(&mut self, path: String, name: String, follow: bool) -> R<()> {
-        self.check_writable(&path)?;
+        self.check_writable()?;
         self.root
             .remove_xattr(Path::new(&path), &name, follow)
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 
     fn resolve(&mut self, path: String, follow: bool) -> R<String> {
         self.root
             .resolve(Path::new(&path), follow)
             .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| error(&path, e))
+            .map_err(error)
     }
 }
 

@@ -117,11 +117,6 @@ impl Tree {
         read() -> Vec<u8>
     );
     forward!(
-        /// Writes a file, creating it (mode 0644, owned by root) or replacing
-        /// its contents (keeping its mode and owner).
-        write(contents: &[u8]) -> ()
-    );
-    forward!(
         /// Metadata, following a final symlink (`stat`).
         metadata() -> Metadata
     );
@@ -192,6 +187,14 @@ impl Tree {
         resolve() -> PathBuf
     );
 
+    /// Writes a file, creating it (mode 0644, owned by root) or replacing
+    /// its contents (keeping its mode and owner). `contents` is anything
+    /// that is bytes: `&str`, `String`, `&[u8]`, `Vec<u8>`.
+    pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
+        let path = abs(path.as_ref());
+        with_path(&path, self.backend.write(&path, contents.as_ref()))
+    }
+
     /// Writes a file with the given contents; see [`Tree::write`].
     pub fn write_str(&self, path: impl AsRef<Path>, contents: impl AsRef<str>) -> io::Result<()> {
         self.write(path, contents.as_ref().as_bytes())
@@ -252,7 +255,7 @@ impl Tree {
     pub fn write_with(
         &self,
         path: impl AsRef<Path>,
-        contents: &[u8],
+        contents: impl AsRef<[u8]>,
         mode: u32,
         uid: u32,
         gid: u32,

@@ -1,6 +1,6 @@
-//! What `io.weldr.groups` and `io.weldr.users` share: the account databases
-//! as shadow-utils edits them, `login.defs` and `/etc/default/useradd`
-//! settings, and id allocation. `io.weldr.users` includes this file by path.
+//! Account databases as shadow-utils edits them (what `io.weldr.groups`
+//! and `io.weldr.users` share): the tables with their backups,
+//! `login.defs` and `/etc/default/useradd` settings, and id allocation.
 //!
 //! shadow-utils' tools (`groupadd`, `useradd`, `usermod`) each rewrite the
 //! databases they changed and keep the previous version as a backup
@@ -10,13 +10,11 @@
 //! [`Table::begin`] before emulating one tool invocation and
 //! [`Table::finish`] after it.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::io;
 
-use osbuild_stage::formats::passwd::{Database, Line, Record};
-use osbuild_stage::{Metadata, Tree, anyhow};
+use crate::formats::passwd::{Database, Line, Record};
+use crate::{Metadata, Tree};
 
 /// One account database file, with the bookkeeping for its backup.
 pub struct Table<R: Record> {
@@ -434,14 +432,14 @@ mod accounts_tests {
         std::fs::create_dir(dir.path().join("etc")).unwrap();
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\n+nis\n").unwrap();
         let tree = Tree::open(dir.path()).unwrap();
-        let mut t = Table::<osbuild_stage::formats::passwd::Group>::load(&tree, "/etc/group")
+        let mut t = Table::<crate::formats::passwd::Group>::load(&tree, "/etc/group")
             .unwrap()
             .unwrap();
         for (name, gid) in [("a", 1000), ("b", 1001)] {
             t.begin();
             upsert(
                 t.edit(),
-                osbuild_stage::formats::passwd::Group {
+                crate::formats::passwd::Group {
                     name: name.into(),
                     password: "x".into(),
                     gid,
