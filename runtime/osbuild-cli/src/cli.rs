@@ -189,8 +189,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => (s, 1),
     };
     num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| {
+            format!("{s:?} is not a size (bytes, or a number with K, M, G or T, below 16 EiB)")
+        })
 }
 
 /// `--handoff`: the library's [`Handoff`], as the command line spells it.
@@ -649,5 +652,18 @@ fn audit(common: &CommonArgs, path: &std::path::Path, json: bool) -> Result<(), 
         Ok(())
     } else {
         Err(BuildError::Input(refusals))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_a_huge_one_is_refused() {
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        let e = parse_size("99999999999T").unwrap_err();
+        assert!(e.contains("is not a size"), "{e}");
     }
 }

@@ -47,9 +47,6 @@ pub fn run_wasm<O: DeserializeOwned>(
     unreachable!("wasm stages run under osbuild's wasm host")
 }
 
-#[cfg(not(target_family = "wasm"))]
-pub(crate) static OUTPUT_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
 /// Reads the options from stdin, runs the stage, and returns the exit code.
 #[cfg(not(target_family = "wasm"))]
 pub fn run_native<O: DeserializeOwned>(run: fn(&Tree, O) -> anyhow::Result<()>) -> i32 {
@@ -78,9 +75,11 @@ fn native_main<O: DeserializeOwned>(
         Some(serde_json::Value::String(t)) => t,
         _ => return Err(("options on stdin have no \"tree\" path".to_string(), None)),
     };
-    if let Some(serde_json::Value::String(out)) = obj.remove("output") {
-        let _ = OUTPUT_DIR.set(out.into());
-    }
+    let output = match obj.remove("output") {
+        Some(serde_json::Value::String(out)) => Some(out.into()),
+        _ => None,
+    };
+    crate::context::set_native(output);
     let tree = Tree::open(&tree).map_err(|e| (format!("opening the tree {tree}: {e}"), None))?;
     let opts = parse::<O>(options)?;
     run(&tree, opts).map_err(|e| describe(&e))

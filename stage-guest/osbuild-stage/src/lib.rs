@@ -2,18 +2,28 @@
 //!
 //! A stage is one function over its typed options and the tree:
 //!
-//! ```ignore
-//! use osbuild_stage::{Tree, anyhow};
+//! ```
+//! use osbuild_stage::{OptionError, Tree, anyhow};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Options { hostname: String }
 //!
 //! fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
+//!     if options.hostname.is_empty() {
+//!         return Err(OptionError::new("hostname", "is empty").into());
+//!     }
 //!     tree.write("/etc/hostname", format!("{}\n", options.hostname))?;
 //!     Ok(())
 //! }
 //!
 //! osbuild_stage::stage!(run);
+//! # // The same function on a tree on the host, as a native stage runs.
+//! # let dir = tempfile::tempdir()?;
+//! # let tree = Tree::open(dir.path())?;
+//! # tree.create_dir_all("/etc")?;
+//! # run(&tree, Options { hostname: "example".into() })?;
+//! # assert_eq!(tree.read_to_string("/etc/hostname")?, "example\n");
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! Built for `wasm32-wasip2` (`crate-type = ["cdylib"]`), [`stage!`] exports
@@ -30,8 +40,11 @@
 //! `osbuild-tree-fs`. Both resolve absolute symlinks inside the tree.
 //!
 //! Beside the stage API, [`formats`] holds the parsers and writers for the
-//! files OS configuration stages edit (passwd/group/shadow, systemd units,
-//! `KEY=value` files), so every stage shares one tested implementation.
+//! files OS configuration stages edit (passwd/group/shadow and the account
+//! tables shadow-utils keeps, systemd units, `KEY=value` files), so every
+//! stage shares one tested implementation. [`context`] gives every stage
+//! the source epoch and (native stages) the output directory the same way;
+//! `host` runs host tools from native stages, one way for all of them.
 
 pub use anyhow;
 pub use serde;
@@ -39,10 +52,14 @@ pub use serde_json;
 
 #[cfg(not(target_family = "wasm"))]
 pub mod checks;
+mod context;
 mod error;
 pub mod formats;
+#[cfg(not(target_family = "wasm"))]
+pub mod host;
 mod tree;
 
+pub use context::{Context, context};
 pub use error::OptionError;
 pub use tree::{EntryKind, Metadata, NodeKind, Tree};
 
@@ -107,11 +124,4 @@ macro_rules! native_stage {
             ::std::process::exit($crate::__private::run_native($run))
         }
     };
-}
-
-/// The output directory of a native stage (`/run/osbuild/output` under
-/// osbuild), if osbuild gave it one.
-#[cfg(not(target_family = "wasm"))]
-pub fn output_dir() -> Option<std::path::PathBuf> {
-    __private::OUTPUT_DIR.get().cloned()
 }

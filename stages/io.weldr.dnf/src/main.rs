@@ -117,10 +117,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     std::fs::write(home.join(".rpmmacros"), format!("%_dbpath {}\n", o.dbpath))?;
     let root = tree.host_path().to_string_lossy().into_owned();
     let mut cmd = command(&o, &root, &home.to_string_lossy());
-    println!("running: {cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| anyhow::anyhow!("running dnf: {e} (apt-get install dnf)"))?;
+    let ran = osbuild_stage::host::run(&mut cmd, "dnf");
     // dnf's cache and logs are build leftovers, not part of the image.
     for leftover in [
         CACHE,
@@ -133,10 +130,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
             tree.remove_all(leftover)?;
         }
     }
-    if !status.success() {
-        anyhow::bail!("dnf failed ({status}); its messages are above");
-    }
-    Ok(())
+    ran
 }
 
 osbuild_stage::native_stage!(run);

@@ -105,13 +105,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
         cmd.arg(format!("--include={}", o.packages.join(",")));
     }
     cmd.arg(&o.suite).arg(target).args(&mirrors);
-    println!("running: {cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| anyhow::anyhow!("running mmdebstrap: {e} (apt-get install mmdebstrap)"))?;
-    if !status.success() {
-        anyhow::bail!("mmdebstrap failed ({status})");
-    }
+    osbuild_stage::host::run(&mut cmd, "mmdebstrap")?;
     populate_dev(tree)
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use osbuild_stage::{OptionError, Tree, anyhow};
+use osbuild_stage::{OptionError, Tree, anyhow, host};
 use sha2::{Digest, Sha256};
 
 use crate::Options;
@@ -44,7 +44,10 @@ pub fn parse_size(v: &serde_json::Value) -> Result<u64, String> {
                 Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
                 _ => (s, 1),
             };
-            num.parse::<u64>().map(|n| n * mult).map_err(|_| bad())
+            num.parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(mult))
+                .ok_or_else(bad)
         }
         _ => Err(bad()),
     }
@@ -154,20 +157,16 @@ fn fitting_size(root: &Path) -> anyhow::Result<u64> {
     Ok(want.div_ceil(64 << 20) * (64 << 20))
 }
 
+/// Runs a host tool of this stage (`osbuild_stage::host`), naming the
+/// Debian package that provides it.
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let what = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
-        anyhow::anyhow!("running {what}: {e} (is the host tool installed? see `osbuild stages show io.weldr.qcow2`)")
-    })?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let package = match cmd.get_program().to_str() {
+        Some("qemu-img") => "qemu-utils",
+        Some("grub-mkimage") => "grub-common",
+        Some("sfdisk") => "fdisk",
+        _ => "e2fsprogs",
+    };
+    host::output(cmd, package)
 }
 
 const MKE2FS_CONF: &str = "[defaults]
@@ -350,25 +349,19 @@ impl Plan {
         let table = format!(
             "label: dos\nlabel-id: 0x{disk_id}\nunit: sectors\nstart={PART_START}, type=83, bootable\n"
         );
-        let mut sfdisk = Command::new("sfdisk")
-            .args([
-                "--quiet",
-                "--wipe",
-                "never",
-                "--no-reread",
-                "--no-tell-kernel",
-            ])
-            .arg(raw)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("running sfdisk: {e} (apt-get install fdisk)"))?;
-        std::io::Write::write_all(sfdisk.stdin.as_mut().unwrap(), table.as_bytes())?;
-        let out = sfdisk.wait_with_output()?;
-        if !out.status.success() {
-            anyhow::bail!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        host::output_with_input(
+            Command::new("sfdisk")
+                .args([
+                    "--quiet",
+                    "--wipe",
+                    "never",
+                    "--no-reread",
+                    "--no-tell-kernel",
+                ])
+                .arg(raw),
+            table.as_bytes(),
+            "fdisk",
+        )?;
 
         let conf = scratch.join("mke2fs.conf");
         std::fs::write(&conf, MKE2FS_CONF)?;
@@ -394,7 +387,7 @@ impl Plan {
         // mkfs copies atime and ctime from the host's files: set them to
         // the epoch in every inode, and zero the lifetime-writes counter.
         let fs = format!("{}?offset={offset}", raw.display());
-        let dump = run(Command::new("dumpe2fs").arg(&fs).stderr(Stdio::null()))?;
+        let dump = run(Command::new("dumpe2fs").arg(&fs))?;
         let inodes = used_inodes(&dump);
         if inodes.is_empty() {
             anyhow::bail!("dumpe2fs listed no inodes in use");
@@ -493,6 +486,13 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_size_too_large_is_an_error_not_a_wrap() {
+        let e = parse_size(&serde_json::json!("99999999999T")).unwrap_err();
+        assert!(e.contains("is not a size"), "{e}");
+        assert_eq!(parse_size(&serde_json::json!("2G")), Ok(2 << 30));
+    }
+
     use super::*;
 
     #[test]

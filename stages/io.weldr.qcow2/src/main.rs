@@ -44,18 +44,16 @@ fn default_bootloader() -> String {
 }
 
 fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
-    let output = osbuild_stage::output_dir()
+    let context = osbuild_stage::context();
+    let output = context
+        .output_dir()
         .ok_or_else(|| anyhow::anyhow!("osbuild gave this stage no output directory"))?;
     let size = match &options.size {
         None => None,
         Some(v) => Some(image::parse_size(v).map_err(|e| OptionError::new("size", e))?),
     };
-    let epoch: i64 = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let plan = image::Plan::new(tree, &options, size, epoch)?;
-    plan.build(&output)?;
+    let plan = image::Plan::new(tree, &options, size, context.source_epoch())?;
+    plan.build(output)?;
     Ok(())
 }
 

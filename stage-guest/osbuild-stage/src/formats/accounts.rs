@@ -344,14 +344,11 @@ pub fn strtoday(s: &str) -> Option<i64> {
 }
 
 /// Today as a day count for `/etc/shadow`'s last-change field, from the
-/// clock the stage sees (in a wasm stage: the pipeline's source epoch).
+/// source epoch ([`crate::context`]).
 /// Day 0 would mean "change the password at next login", so, like the
 /// tools, it gives `None` (an empty field) instead.
 pub fn today() -> Option<i64> {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86400)
-        .unwrap_or(0) as i64;
+    let days = crate::context().source_epoch().max(0) / 86400;
     (days != 0).then_some(days)
 }
 
