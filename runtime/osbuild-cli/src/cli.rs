@@ -15,10 +15,10 @@ use osbuild::executor::{self, BuildConfig};
 use osbuild::pipeline;
 use std::io::IsTerminal;
 
+use osbuild::host::Limits;
 use osbuild::progress::{JsonReporter, PlainReporter, Reporter, TerminalReporter};
 use osbuild::stage::Stage;
 use osbuild::store::workspace::Handoff;
-use osbuild::wasm::Limits;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -20,6 +20,7 @@ use anyhow::Context as _;
 
 use crate::archive;
 use crate::error::{BuildError, InputError};
+use crate::host::Limits;
 use crate::native::NativeHost;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -29,7 +30,7 @@ use crate::signals;
 use crate::stage::{Kind, Registry};
 use crate::store::workspace::{Handoff, Workspace};
 use crate::store::{self, Object, Store};
-use crate::wasm::{Limits, WasmHost};
+use crate::wasm::WasmHost;
 use outputs::{place_output, place_outputs_of};
 use run::{Hosts, run_stage};
 
@@ -399,6 +400,14 @@ pub fn build(
         });
     }
     let mut checkpointed = done.is_some();
+    let hosts = Hosts {
+        wasm: &host,
+        native: &native,
+        limits: config.limits,
+        source_epoch: epoch,
+        scratch: &scratch,
+        reporter: Arc::clone(&reporter),
+    };
     for p in &planned[first..] {
         if signals::interrupted() {
             return Err(BuildError::Interrupted);
@@ -413,21 +422,7 @@ pub fn build(
         }
         let outputs = build_dir.path().join(format!("output-{}", p.index));
         std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
-        let hosts = Hosts {
-            wasm: &host,
-            native: &native,
-        };
-        let result = run_stage(
-            &hosts,
-            p,
-            &mut ws,
-            &scratch,
-            &outputs,
-            epoch,
-            config,
-            Arc::clone(&reporter),
-        )
-        .and_then(|()| {
+        let result = run_stage(&hosts, p, &mut ws, &outputs).and_then(|()| {
             outputs::take(&outputs).map_err(|message| BuildError::Stage {
                 index: p.index,
                 name: p.stage.name().to_string(),

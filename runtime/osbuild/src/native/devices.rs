@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use rustix::fs::FileType;
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use super::userns::IdMap;
+use crate::userns::IdMap;
 
 /// The tmpfs holding one stage's device nodes; unmounted on drop.
 pub struct DeviceNodes {

@@ -21,7 +21,6 @@
 
 #![allow(unsafe_code, reason = "pre_exec for the container process")]
 
-use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -31,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::host::{Invocation, NodeRequest, Ran, StageError, StageHost};
 use crate::stage::{Code, Device, Stage, TreeAccess};
 
 mod devices;
 mod host_binds;
 mod network;
 mod rootfs;
-pub mod userns;
 
 /// Where a native stage sees things.
 pub const TREE: &str = "/run/osbuild/tree";
@@ -149,48 +148,6 @@ pub fn runner_main(stage: &str) -> i32 {
     status.code().unwrap_or(1)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NativeError {
-    #[error(
-        "systemd-nspawn is not installed; native stages need it: apt-get install systemd-container"
-    )]
-    NoNspawn,
-    #[error("exited with status {0}")]
-    Failed(i32),
-    #[error("killed by signal {0} ({1})")]
-    Signal(i32, String),
-    #[error(
-        "stopped after {0:?}: the stage exceeded its time limit (raise it with --timeout SECONDS)"
-    )]
-    Timeout(Duration),
-    #[error("interrupted")]
-    Interrupted,
-    #[error(transparent)]
-    Host(#[from] anyhow::Error),
-}
-
-/// One run of a native stage.
-pub struct Invocation<'a> {
-    pub stage: &'a Stage,
-    pub tree: &'a Path,
-    pub output_dir: &'a Path,
-    /// The options, to which `"tree"` and `"output"` are added.
-    pub options: &'a serde_json::Map<String, serde_json::Value>,
-    pub source_epoch: i64,
-    pub timeout: Duration,
-    pub stdout: File,
-    pub stderr: File,
-    /// A directory of the build this run may use (the root mount point).
-    pub work: &'a Path,
-    /// Host paths the stage reads (resolved and allowed), bound read-only,
-    /// nodev, nosuid, noexec at the same place.
-    pub host_paths: Vec<PathBuf>,
-    /// The host ids the stage's namespace maps (the tree was id-mapped
-    /// with the same range); `None`: the host's root user and `/`.
-    pub ids: Option<&'a userns::IdMap>,
-    pub interrupted: fn() -> bool,
-}
-
 pub struct NativeHost {
     /// A directory of this build's alone, where the runner and the stages'
     /// executables are written before they run.
@@ -281,16 +238,23 @@ impl NativeHost {
             .with_context(|| format!("writing the stage executable {}", exe.display()))?;
         Ok(exe)
     }
+}
 
+impl StageHost for NativeHost {
     /// Runs the stage; returns the device nodes it asked for.
-    pub fn run(&self, inv: Invocation<'_>) -> Result<Vec<NodeRequest>, NativeError> {
-        let nspawn = find_nspawn().ok_or(NativeError::NoNspawn)?;
+    fn run(&self, inv: Invocation<'_>) -> Result<Ran, StageError> {
+        let nspawn = find_nspawn().ok_or_else(|| {
+            StageError::Refused(
+                "systemd-nspawn is not installed; native stages need it: apt-get install systemd-container"
+                    .into(),
+            )
+        })?;
         let exe = self.executable(inv.stage)?;
         let runner = self.runner()?;
         let caps = &inv.stage.meta.capabilities;
         let status_dir = tempfile::Builder::new()
             .prefix("status-")
-            .tempdir_in(inv.work)
+            .tempdir_in(inv.scratch)
             .context("creating the stage's status directory")?;
         std::fs::create_dir_all(inv.output_dir).with_context(|| {
             format!("creating the output directory {}", inv.output_dir.display())
@@ -341,7 +305,7 @@ impl NativeHost {
         ));
         let root_dir = tempfile::Builder::new()
             .prefix("root-")
-            .tempdir_in(inv.work)
+            .tempdir_in(inv.scratch)
             .context("creating the stage's root directory")?;
         let root = match inv.ids {
             Some(ids) => {
@@ -404,7 +368,7 @@ impl NativeHost {
                 None
             }
         };
-        let (_host_binds, pairs) = host_binds::HostBinds::new(&inv.host_paths, inv.work)?;
+        let (_host_binds, pairs) = host_binds::HostBinds::new(inv.host_paths, inv.scratch)?;
         // Not id-mapped: the stage reads them as any other user would.
         for (bound, seen_at) in &pairs {
             args.push(format!(
@@ -482,17 +446,17 @@ impl NativeHost {
             let _ = stdin.write_all(&json);
         }
 
-        let deadline = Instant::now() + inv.timeout;
-        let mut stopped: Option<NativeError> = None;
+        let deadline = Instant::now() + inv.limits.timeout;
+        let mut stopped: Option<StageError> = None;
         let status = loop {
             if let Some(status) = child.try_wait().context("waiting for systemd-nspawn")? {
                 break status;
             }
             if stopped.is_none() {
                 if (inv.interrupted)() {
-                    stopped = Some(NativeError::Interrupted);
+                    stopped = Some(StageError::Interrupted);
                 } else if Instant::now() >= deadline {
-                    stopped = Some(NativeError::Timeout(inv.timeout));
+                    stopped = Some(StageError::Timeout(inv.limits.timeout));
                 }
                 if stopped.is_some() {
                     // unshare ignores SIGTERM; killing it kills the pid
@@ -510,11 +474,19 @@ impl NativeHost {
             Some(Some(RunnerResult::Exited(0))) => {
                 let requests = read_status(&status_dir.path().join("nodes"), MAX_NODE_REQUESTS)
                     .unwrap_or_default();
-                Ok(NodeRequest::parse_all(&requests)?)
+                Ok(Ran {
+                    device_nodes: NodeRequest::parse_all(&requests)?,
+                })
             }
-            Some(Some(RunnerResult::Exited(c))) => Err(NativeError::Failed(c)),
-            Some(Some(RunnerResult::Signaled(s))) => Err(NativeError::Signal(s, signal_name(s))),
-            _ => Err(NativeError::Host(anyhow::anyhow!(
+            Some(Some(RunnerResult::Exited(c))) => Err(StageError::Failed {
+                message: format!("exited with status {c}"),
+                option: None,
+            }),
+            Some(Some(RunnerResult::Signaled(s))) => Err(StageError::Crashed(format!(
+                "killed by signal {s} ({})",
+                signal_name(s)
+            ))),
+            _ => Err(StageError::Host(anyhow::anyhow!(
                 "systemd-nspawn could not run the stage ({status}); its messages are above"
             ))),
         }
@@ -543,15 +515,6 @@ fn read_status(path: &Path, max: u64) -> Option<String> {
 
 /// The most a stage may write to its node requests.
 const MAX_NODE_REQUESTS: u64 = 64 * 1024;
-
-/// A device node a stage in a user namespace asked for (it left an empty
-/// file in its place): `c MAJOR MINOR PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeRequest {
-    pub path: String,
-    pub major: u32,
-    pub minor: u32,
-}
 
 impl NodeRequest {
     fn parse_all(text: &str) -> anyhow::Result<Vec<NodeRequest>> {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use super::userns::IdMap;
+use crate::userns::IdMap;
 
 /// Users the host tools run as (apt downloads as `_apt`).
 const USERS: &[&str] = &["root", "daemon", "nobody", "_apt"];

@@ -21,7 +21,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 
 use super::{Layer, Object, ObjectInfo, Store};
 use crate::mtime;
-use crate::native::userns::{IdMap, as_range_root, bind_idmapped};
+use crate::userns::{IdMap, as_range_root, bind_idmapped};
 
 /// How the tree is handed from stage to stage and into the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,96 +42,11 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::host::{Invocation, Ran, StageError, StageHost, StageLimits};
 use crate::stage::{Code, Stage, TreeAccess};
 
 /// How long an epoch tick is: the resolution of timeouts and Ctrl-C.
 const TICK: Duration = Duration::from_millis(50);
-
-/// Resource limits for one stage run.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// What a stage gets unless its metadata asks for more.
-    pub memory_bytes: u64,
-    pub timeout: Duration,
-    /// The most a stage's metadata can get: the operator's `--memory` and
-    /// `--timeout` when given, else the policy's or built-in maxima.
-    pub max_memory_bytes: u64,
-    pub max_timeout: Duration,
-}
-
-impl Limits {
-    /// The built-in ceilings on what a stage's metadata can ask for.
-    pub const MAX_MEMORY_MIB: u64 = 8192;
-    pub const MAX_TIMEOUT_SECS: u64 = 4 * 3600;
-
-    /// A stage's memory and time: the defaults, raised by what its
-    /// metadata asks for, never beyond the ceilings.
-    pub fn for_stage(&self, caps: &crate::stage::Capabilities) -> (u64, Duration) {
-        let memory = caps
-            .memory_mib
-            .map(|m| m.saturating_mul(1024 * 1024))
-            .unwrap_or(0)
-            .max(self.memory_bytes)
-            .min(self.max_memory_bytes.max(self.memory_bytes));
-        let timeout = caps
-            .timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or_default()
-            .max(self.timeout)
-            .min(self.max_timeout.max(self.timeout));
-        (memory, timeout)
-    }
-}
-
-/// Why a wasm stage did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum WasmError {
-    /// The component asks for more than its metadata declares.
-    #[error("{0}")]
-    Refused(String),
-    /// The stage ran and returned an error.
-    #[error("{message}")]
-    Failed {
-        message: String,
-        /// The option at fault, below the stage's `options`.
-        option: Option<String>,
-    },
-    #[error(
-        "stopped after {0:?}: the stage exceeded its time limit (raise it with --timeout SECONDS)"
-    )]
-    Timeout(Duration),
-    #[error(
-        "stopped: the stage tried to use more than its memory limit of {} MiB (raise it with --memory MIB)",
-        .0 / (1024 * 1024)
-    )]
-    Memory(u64),
-    #[error("interrupted")]
-    Interrupted,
-    #[error("the stage crashed: {0}")]
-    Trap(String),
-    #[error(transparent)]
-    Host(#[from] anyhow::Error),
-}
-
-/// One run of a wasm stage.
-pub struct Invocation<'a> {
-    pub stage: &'a Stage,
-    /// The tree on the host.
-    pub tree: &'a Path,
-    /// The stage's options as a JSON object.
-    pub options: &'a str,
-    pub source_epoch: i64,
-    /// Seeds the stage's random sources.
-    pub seed: [u8; 32],
-    pub limits: Limits,
-    /// Where the stage's stdout and stderr go (one pipe, two handles).
-    pub stdout: File,
-    pub stderr: File,
-    /// A directory for the stage's private `/tmp` (created and removed here).
-    pub scratch_parent: &'a Path,
-    /// Checked at every tick: a `true` stops the stage (Ctrl-C).
-    pub interrupted: fn() -> bool,
-}
 
 struct State {
     wasi: WasiCtx,
@@ -438,18 +353,20 @@ impl WasmHost {
     }
     /// Refuses a stage whose component imports more than it declares
     /// (the check planning made; made again here, where linking happens).
-    pub fn check_imports(&self, stage: &Stage) -> Result<(), WasmError> {
+    pub fn check_imports(&self, stage: &Stage) -> Result<(), StageError> {
         let refused = crate::reach::imports::check(stage);
         if refused.is_empty() {
             Ok(())
         } else {
             let reasons: Vec<String> = refused.iter().map(|r| r.to_string()).collect();
-            Err(WasmError::Refused(reasons.join("; ")))
+            Err(StageError::Refused(reasons.join("; ")))
         }
     }
+}
 
+impl StageHost for WasmHost {
     /// Runs one stage to completion.
-    pub fn run(&self, inv: Invocation<'_>) -> Result<(), WasmError> {
+    fn run(&self, inv: Invocation<'_>) -> Result<Ran, StageError> {
         let caps = &inv.stage.meta.capabilities;
         self.check_imports(inv.stage)?;
         let component = self.component(inv.stage)?;
@@ -457,7 +374,7 @@ impl WasmHost {
 
         let scratch = tempfile::Builder::new()
             .prefix("scratch-")
-            .tempdir_in(inv.scratch_parent)
+            .tempdir_in(inv.scratch)
             .context("creating the stage's /tmp")?;
         let writable = caps.tree == TreeAccess::ReadWrite;
         let mut wasi = WasiCtxBuilder::new();
@@ -492,7 +409,10 @@ impl WasmHost {
         let root = osbuild_tree_fs::Root::open(inv.tree)
             .with_context(|| format!("opening the tree {}", inv.tree.display()))?;
 
-        let (memory_bytes, timeout) = inv.limits.for_stage(caps);
+        let StageLimits {
+            memory_bytes,
+            timeout,
+        } = inv.limits;
         let state = State {
             wasi: wasi.build(),
             table: resource_table(),
@@ -516,19 +436,19 @@ impl WasmHost {
         });
 
         let result = bindings::Stage::instantiate(&mut store, &component, linker)
-            .and_then(|instance| instance.call_run(&mut store, inv.options));
+            .and_then(|instance| instance.call_run(&mut store, inv.options_json));
         let hit_memory = store.data().limiter.hit;
         drop(store); // closes the stage's ends of the output pipe
         match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(WasmError::Failed {
+            Ok(Ok(())) => Ok(Ran::default()),
+            Ok(Err(e)) => Err(StageError::Failed {
                 message: e.message,
                 option: e.option_path,
             }),
-            Err(_) if hit_memory => Err(WasmError::Memory(memory_bytes)),
-            Err(e) if e.downcast_ref::<TimedOut>().is_some() => Err(WasmError::Timeout(timeout)),
-            Err(e) if e.downcast_ref::<Cancelled>().is_some() => Err(WasmError::Interrupted),
-            Err(e) => Err(WasmError::Trap(format!("{e:#}"))),
+            Err(_) if hit_memory => Err(StageError::Memory(memory_bytes)),
+            Err(e) if e.downcast_ref::<TimedOut>().is_some() => Err(StageError::Timeout(timeout)),
+            Err(e) if e.downcast_ref::<Cancelled>().is_some() => Err(StageError::Interrupted),
+            Err(e) => Err(StageError::Crashed(format!("the stage crashed: {e:#}"))),
         }
     }
 }

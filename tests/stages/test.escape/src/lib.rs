@@ -40,13 +40,15 @@ fn run(tree: &Tree, options: Options) -> anyhow::Result<()> {
             .map(|_| String::new())
             .map_err(Into::into),
         // The host's tree interface.
+        // The raw interface's errors name no path (the SDK's Tree adds it);
+        // this stage calls it directly, so it names the path itself.
         "tree-dotdot" => host::metadata("/../../../../etc/passwd", true)
             .map(|m| format!("{m:?}"))
-            .map_err(|e| anyhow::anyhow!(e.message)),
+            .map_err(|e| anyhow::anyhow!("/../../../../etc/passwd: {}", e.message)),
         "tree-symlink-to-host-etc" => {
             let _ = host::set_mode("/hostetc/shadow", 0o777);
             host::resolve("/hostetc/passwd", true)
-                .map_err(|e| anyhow::anyhow!(e.message))
+                .map_err(|e| anyhow::anyhow!("/hostetc/passwd: {}", e.message))
                 .and_then(|p| tree.read_to_string(&p).map_err(Into::into))
         }
         // Device nodes without the `device-nodes` capability: a loop device
