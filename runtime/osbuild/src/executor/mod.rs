@@ -224,31 +224,18 @@ pub struct Inspected {
 
 /// Each stage's id and whether the store has its result, running nothing.
 pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspected>, BuildError> {
-    let epoch = source_epoch(pipeline)?;
-    check_paths(config)?;
-    let registry = &config.registry;
-    let planned = plan(
-        pipeline,
-        registry,
-        config.policy.as_ref(),
-        &config.host_path_rules()?,
-    )?;
-    let from = config.from.as_deref().map(FromArchive::open).transpose()?;
-    let from_identity = from.as_ref().map(|f| f.identity(config));
-    let ids = ids(&planned, from_identity.as_deref(), epoch)?;
+    let resolved = resolve(pipeline, config)?;
     let done = if config.cache {
         crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
         let store = Store::open(&config.store)?;
-        match find_restore(&store, &ids)? {
-            Restore::Stage(i, _) => Some(i),
-            _ => None,
-        }
+        restore(&store, config, &resolved.ids)?.done
     } else {
         None
     };
-    Ok(planned
+    Ok(resolved
+        .planned
         .iter()
-        .zip(&ids.stages)
+        .zip(&resolved.ids.stages)
         .map(|(p, id)| Inspected {
             index: p.index,
             name: p.stage.name().to_string(),
@@ -277,15 +264,226 @@ impl Trace {
     }
 }
 
-/// Runs a pipeline.
+/// A pipeline, resolved: every stage found and checked, and the ids of
+/// the results.
+struct Resolved {
+    planned: Vec<PlannedStage>,
+    from: Option<FromArchive>,
+    ids: Ids,
+    epoch: i64,
+}
+
+/// Resolve: every stage found, its options checked, what it may reach
+/// decided, and the ids of its result, before anything runs.
+fn resolve(pipeline: &Pipeline, config: &BuildConfig) -> Result<Resolved, BuildError> {
+    let epoch = source_epoch(pipeline)?;
+    check_paths(config)?;
+    let planned = plan(
+        pipeline,
+        &config.registry,
+        config.policy.as_ref(),
+        &config.host_path_rules()?,
+    )?;
+    let from = config.from.as_deref().map(FromArchive::open).transpose()?;
+    let from_identity = from.as_ref().map(|f| f.identity(config));
+    let ids = ids(&planned, from_identity.as_deref(), epoch)?;
+    Ok(Resolved {
+        planned,
+        from,
+        ids,
+        epoch,
+    })
+}
+
+/// Where a build starts: the stages the store already holds.
+struct Restored {
+    /// The last stage whose result is stored, if any.
+    done: Option<usize>,
+    /// The stored objects the tree is made of, newest first.
+    chain: Vec<Object>,
+}
+
+impl Restored {
+    /// The first stage that runs.
+    fn first(&self) -> usize {
+        self.done.map_or(0, |d| d + 1)
+    }
+}
+
+/// Restore: the newest stored result this build can start from.
+fn restore(store: &Store, config: &BuildConfig, ids: &Ids) -> Result<Restored, BuildError> {
+    let restore = if config.cache {
+        find_restore(store, ids)?
+    } else {
+        Restore::Nothing
+    };
+    Ok(match restore {
+        Restore::Nothing => Restored {
+            done: None,
+            chain: Vec::new(),
+        },
+        Restore::From(chain) => Restored { done: None, chain },
+        Restore::Stage(i, chain) => Restored {
+            done: Some(i),
+            chain,
+        },
+    })
+}
+
+/// Compiles the components of the wasm stages that will run while the
+/// tree is unpacked and the first stages run (the first build on a
+/// machine compiles every component: seconds, under the unpacking's or
+/// mmdebstrap's wait). `OSBUILD_PREFETCH=0` turns it off
+/// (benches/components.py measures it).
+fn prefetch(host: &Arc<WasmHost>, to_run: &[PlannedStage]) -> crate::wasm::Prefetch {
+    let mut to_compile: Vec<Arc<crate::stage::Stage>> = Vec::new();
+    if std::env::var_os("OSBUILD_PREFETCH").is_none_or(|v| v != "0") {
+        for p in to_run {
+            if p.stage.kind() == Kind::Wasm
+                && !to_compile.iter().any(|s| s.digest == p.stage.digest)
+            {
+                to_compile.push(Arc::clone(&p.stage));
+            }
+        }
+    }
+    host.prefetch(to_compile, signals::interrupted)
+}
+
+/// The output directory, created and resolved once: a symlink swapped in
+/// later does not move the outputs.
+fn output_dir(config: &BuildConfig) -> Result<PathBuf, BuildError> {
+    let dir = &config.output_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the output directory {}", dir.display()))?;
+    Ok(std::fs::canonicalize(dir)
+        .with_context(|| format!("resolving the output directory {}", dir.display()))?)
+}
+
+/// What every stage run of a build shares.
+struct Run<'a> {
+    config: &'a BuildConfig,
+    store: &'a Store,
+    resolved: &'a Resolved,
+    hosts: Hosts<'a>,
+    build_dir: &'a Path,
+    output_dir: &'a Path,
+    reporter: &'a Arc<dyn Reporter>,
+}
+
+impl Run<'_> {
+    fn info<'b>(&'b self, p: &'b PlannedStage) -> StageInfo<'b> {
+        StageInfo {
+            index: p.index,
+            total: self.resolved.planned.len(),
+            name: p.stage.name(),
+            id: &self.resolved.ids.stages[p.index],
+        }
+    }
+
+    fn stage_report(&self, p: &PlannedStage, duration: Duration, cached: bool) -> StageReport {
+        StageReport {
+            index: p.index,
+            name: p.stage.name().to_string(),
+            id: self.resolved.ids.stages[p.index].clone(),
+            duration,
+            cached,
+        }
+    }
+
+    /// Run one stage, then checkpoint: its tree into the store (native
+    /// stages and the last one), its outputs into the output directory.
+    /// Returns whether the tree was checkpointed.
+    fn stage(
+        &self,
+        p: &PlannedStage,
+        ws: &mut Workspace,
+        outputs_written: &mut Vec<PathBuf>,
+    ) -> Result<bool, BuildError> {
+        let native_stage = p.stage.kind() == Kind::Native;
+        if native_stage {
+            // A native stage may read mtimes (an image assembler copies
+            // them): give it the tree as it will be saved.
+            ws.clamp(self.resolved.epoch)?;
+        }
+        let outputs = self.build_dir.join(format!("output-{}", p.index));
+        std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
+        run_stage(&self.hosts, p, ws, &outputs)?;
+        outputs::take(&outputs).map_err(|message| BuildError::Stage {
+            index: p.index,
+            name: p.stage.name().to_string(),
+            message,
+            tail: Vec::new(),
+        })?;
+        let last = p.index + 1 == self.resolved.planned.len();
+        if self.config.cache && (native_stage || last) {
+            let has_outputs = std::fs::read_dir(&outputs)
+                .context("reading the stage's outputs")?
+                .next()
+                .is_some();
+            let object = ws.checkpoint(
+                self.store,
+                &self.resolved.ids.stages[p.index],
+                p.stage.name(),
+                has_outputs.then_some(outputs.as_path()),
+                Some(self.resolved.epoch),
+            )?;
+            outputs_written.extend(place_outputs_of(&[object], self.output_dir)?);
+            Ok(true)
+        } else {
+            for e in std::fs::read_dir(&outputs)
+                .context("reading the stage's outputs")?
+                .flatten()
+            {
+                outputs_written.push(place_output(&e.path(), self.output_dir)?);
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Unpack: `--from` into the tree, and into the store as the first
+/// checkpoint (unless the tree was restored from the store).
+fn unpack(
+    ws: Workspace,
+    resolved: &Resolved,
+    restored_a_tree: bool,
+    store: &Store,
+    config: &BuildConfig,
+) -> Result<Workspace, BuildError> {
+    let Some(from) = resolved.from.as_ref().filter(|_| !restored_a_tree) else {
+        return Ok(ws);
+    };
+    let mut ws = ws;
+    from.unpack(ws.path(), config.policy.as_ref(), config.max_tree_size)?;
+    if config.cache {
+        let id = resolved.ids.from.as_deref().expect("an id for --from");
+        ws.checkpoint(store, id, "--from", None, None)?;
+        Ok(ws)
+    } else {
+        Ok(ws.restart_mark())
+    }
+}
+
+/// Save: the final tree as an archive.
+fn save(ws: &Workspace, save: &Path) -> Result<(), BuildError> {
+    archive::save(ws.path(), save, &signals::interrupted)
+        .map(|_| ())
+        .map_err(|e| {
+            if signals::interrupted() {
+                BuildError::Interrupted
+            } else {
+                BuildError::Other(e.context(format!("saving the tree to {}", save.display())))
+            }
+        })
+}
+
+/// Runs a pipeline: resolve, restore, unpack, run (and checkpoint), save,
+/// evict.
 pub fn build(
     pipeline: &Pipeline,
     config: &BuildConfig,
     reporter: Arc<dyn Reporter>,
 ) -> Result<BuildReport, BuildError> {
-    let epoch = source_epoch(pipeline)?;
-    check_paths(config)?;
-    let registry = &config.registry;
     let trace = Trace::new();
     crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
     let store = Store::open(&config.store)?;
@@ -294,199 +492,93 @@ pub fn build(
         store.root().join("components"),
         store.secret()?,
     )))?);
-    let planned = plan(
-        pipeline,
-        registry,
-        config.policy.as_ref(),
-        &config.host_path_rules()?,
-    )?;
-    let from = config.from.as_deref().map(FromArchive::open).transpose()?;
-    let from_identity = from.as_ref().map(|f| f.identity(config));
-    let ids = ids(&planned, from_identity.as_deref(), epoch)?;
+    let resolved = resolve(pipeline, config)?;
+    let planned = &resolved.planned;
     trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
 
     let build_dir = store.build_dir()?;
     let native = NativeHost::new(build_dir.path().join("native"));
+    let restored = restore(&store, config, &resolved.ids)?;
+    let first = restored.first();
+    let _prefetch = prefetch(&host, &planned[first..]);
+    let output_dir = output_dir(config)?;
+    let mut outputs_written = {
+        let oldest_first: Vec<&Object> = restored.chain.iter().rev().collect();
+        place_outputs_of(&oldest_first, &output_dir)?
+    };
+    trace.at("restore point found");
     // Without the cache, nothing is layered or stored: a plain tree.
     let handoff = if config.cache {
         config.handoff
     } else {
         Some(Handoff::Copy)
     };
-    let restore = if config.cache {
-        find_restore(&store, &ids)?
-    } else {
-        Restore::Nothing
-    };
-    let (done, chain) = match restore {
-        Restore::Nothing => (None, Vec::new()),
-        Restore::From(chain) => (None, chain),
-        Restore::Stage(i, chain) => (Some(i), chain),
-    };
-    let from_restored = !chain.is_empty();
-    let first = done.map_or(0, |d| d + 1);
-    // Compile what will run while the tree is unpacked and the first stages
-    // run (the first build on a machine compiles every component: seconds,
-    // under the unpacking's or mmdebstrap's wait).
-    let mut to_compile: Vec<Arc<crate::stage::Stage>> = Vec::new();
-    for p in &planned[first..] {
-        if p.stage.kind() == Kind::Wasm && !to_compile.iter().any(|s| s.digest == p.stage.digest) {
-            to_compile.push(Arc::clone(&p.stage));
-        }
-    }
-    // OSBUILD_PREFETCH=0 turns it off (benches/components.py measures it).
-    if std::env::var_os("OSBUILD_PREFETCH").is_some_and(|v| v == "0") {
-        to_compile.clear();
-    }
-    let _prefetch = host.prefetch(to_compile, signals::interrupted);
-    std::fs::create_dir_all(&config.output_dir).with_context(|| {
-        format!(
-            "creating the output directory {}",
-            config.output_dir.display()
-        )
-    })?;
-    // Resolved once: a symlink swapped in later does not move the outputs.
-    let output_dir = std::fs::canonicalize(&config.output_dir).with_context(|| {
-        format!(
-            "resolving the output directory {}",
-            config.output_dir.display()
-        )
-    })?;
-    let mut outputs_written = {
-        let oldest_first: Vec<&Object> = chain.iter().rev().collect();
-        place_outputs_of(&oldest_first, &output_dir)?
-    };
-    trace.at("restore point found");
-    let everything_cached = done.is_some_and(|d| d + 1 == planned.len());
-    let mut ws = Workspace::new(build_dir.path(), handoff, chain, !everything_cached)?;
+    let everything_cached = restored.done.is_some_and(|d| d + 1 == planned.len());
+    let restored_a_tree = !restored.chain.is_empty();
+    let ws = Workspace::new(
+        build_dir.path(),
+        handoff,
+        restored.chain,
+        !everything_cached,
+    )?;
     trace.at("tree ready");
     let scratch = build_dir.path().join("scratch");
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;
+    let mut ws = unpack(ws, &resolved, restored_a_tree, &store, config)?;
 
-    if let (Some(from), false) = (&from, from_restored) {
-        from.unpack(ws.path(), config.policy.as_ref(), config.max_tree_size)?;
-        if config.cache {
-            let id = ids.from.as_deref().expect("an id for --from");
-            ws.checkpoint(&store, id, "--from", None, None)?;
-        } else {
-            ws = ws.restart_mark();
-        }
-    }
-
+    let run = Run {
+        config,
+        store: &store,
+        resolved: &resolved,
+        hosts: Hosts {
+            wasm: &host,
+            native: &native,
+            limits: config.limits,
+            source_epoch: resolved.epoch,
+            scratch: &scratch,
+            reporter: Arc::clone(&reporter),
+        },
+        build_dir: build_dir.path(),
+        output_dir: &output_dir,
+        reporter: &reporter,
+    };
     let mut report = BuildReport {
         stages: Vec::new(),
         outputs: Vec::new(),
         saved: None,
     };
-    let total = planned.len();
-    fn info<'a>(p: &'a PlannedStage, total: usize, ids: &'a Ids) -> StageInfo<'a> {
-        StageInfo {
-            index: p.index,
-            total,
-            name: p.stage.name(),
-            id: &ids.stages[p.index],
-        }
-    }
     for p in &planned[..first] {
-        reporter.stage_started(info(p, total, &ids));
-        reporter.stage_finished(info(p, total, &ids), Duration::ZERO, Outcome::Cached, None);
-        report.stages.push(StageReport {
-            index: p.index,
-            name: p.stage.name().to_string(),
-            id: ids.stages[p.index].clone(),
-            duration: Duration::ZERO,
-            cached: true,
-        });
+        reporter.stage_started(run.info(p));
+        reporter.stage_finished(run.info(p), Duration::ZERO, Outcome::Cached, None);
+        report
+            .stages
+            .push(run.stage_report(p, Duration::ZERO, true));
     }
-    let mut checkpointed = done.is_some();
-    let hosts = Hosts {
-        wasm: &host,
-        native: &native,
-        limits: config.limits,
-        source_epoch: epoch,
-        scratch: &scratch,
-        reporter: Arc::clone(&reporter),
-    };
+    let mut checkpointed = restored.done.is_some();
     for p in &planned[first..] {
         if signals::interrupted() {
             return Err(BuildError::Interrupted);
         }
-        reporter.stage_started(info(p, total, &ids));
+        run.reporter.stage_started(run.info(p));
         let start = Instant::now();
-        let native_stage = p.stage.kind() == Kind::Native;
-        if native_stage {
-            // A native stage may read mtimes (an image assembler copies
-            // them): give it the tree as it will be saved.
-            ws.clamp(epoch)?;
-        }
-        let outputs = build_dir.path().join(format!("output-{}", p.index));
-        std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
-        let result = run_stage(&hosts, p, &mut ws, &outputs).and_then(|()| {
-            outputs::take(&outputs).map_err(|message| BuildError::Stage {
-                index: p.index,
-                name: p.stage.name().to_string(),
-                message,
-                tail: Vec::new(),
-            })
-        });
-        if result.is_ok() {
-            let last = p.index + 1 == total;
-            if config.cache && (native_stage || last) {
-                let has_outputs = std::fs::read_dir(&outputs)
-                    .context("reading the stage's outputs")?
-                    .next()
-                    .is_some();
-                let object = ws.checkpoint(
-                    &store,
-                    &ids.stages[p.index],
-                    p.stage.name(),
-                    has_outputs.then_some(outputs.as_path()),
-                    Some(epoch),
-                )?;
-                outputs_written.extend(place_outputs_of(&[object], &output_dir)?);
-                checkpointed = true;
-            } else {
-                for e in std::fs::read_dir(&outputs)
-                    .context("reading the stage's outputs")?
-                    .flatten()
-                {
-                    outputs_written.push(place_output(&e.path(), &output_dir)?);
-                }
-                checkpointed = false;
-            }
-        }
+        let result = run.stage(p, &mut ws, &mut outputs_written);
         let elapsed = start.elapsed();
-        let outcome = if result.is_ok() {
-            Outcome::Ran
-        } else {
-            Outcome::Failed
+        let (outcome, error) = match &result {
+            Ok(_) => (Outcome::Ran, None),
+            Err(e) => (Outcome::Failed, Some(short_error(e))),
         };
-        let error = result.as_ref().err().map(short_error);
-        reporter.stage_finished(info(p, total, &ids), elapsed, outcome, error.as_deref());
-        result?;
-        report.stages.push(StageReport {
-            index: p.index,
-            name: p.stage.name().to_string(),
-            id: ids.stages[p.index].clone(),
-            duration: elapsed,
-            cached: false,
-        });
+        reporter.stage_finished(run.info(p), elapsed, outcome, error.as_deref());
+        checkpointed = result?;
+        report.stages.push(run.stage_report(p, elapsed, false));
     }
     trace.at("stages done");
     if !checkpointed {
-        ws.clamp(epoch)?;
+        ws.clamp(resolved.epoch)?;
     }
-
-    if let Some(save) = &config.save {
-        archive::save(ws.path(), save, &signals::interrupted).map_err(|e| {
-            if signals::interrupted() {
-                BuildError::Interrupted
-            } else {
-                BuildError::Other(e.context(format!("saving the tree to {}", save.display())))
-            }
-        })?;
-        report.saved = Some(save.clone());
+    if let Some(path) = &config.save {
+        save(&ws, path)?;
+        report.saved = Some(path.clone());
     }
     outputs_written.sort();
     outputs_written.dedup();
