@@ -20,6 +20,7 @@ fn mixed(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn audit_prints_every_stage_and_its_json_matches_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let p = mixed(dir.path());
@@ -84,6 +85,7 @@ fn audit_prints_every_stage_and_its_json_matches_the_table() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_stage_importing_sockets_without_declaring_network_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let refused = write_pipeline(
@@ -135,6 +137,7 @@ fn a_stage_importing_sockets_without_declaring_network_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn schema_errors_in_three_stages_are_reported_together_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -182,6 +185,7 @@ fn schema_errors_in_three_stages_are_reported_together_and_nothing_runs() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_policy_without_native_stages_refuses_the_mixed_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
@@ -215,6 +219,7 @@ fn a_policy_without_native_stages_refuses_the_mixed_pipeline() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_policy_pinning_digests_refuses_a_modified_stage() {
     let dir = tempfile::tempdir().unwrap();
     let libdir = dir.path().join("stages");
@@ -263,6 +268,7 @@ fn a_policy_pinning_digests_refuses_a_modified_stage() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_native_stage_without_devices_sees_no_loop_devices() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(

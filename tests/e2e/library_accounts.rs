@@ -147,6 +147,7 @@ fn shadow_day_differences(tools: &Path, ours: &Path, file: &str, today: i64) -> 
 }
 
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn groups_match_groupadd() {
     let dir = tempfile::tempdir().unwrap();
     let base = debian_base();
@@ -194,6 +195,7 @@ fn groups_match_groupadd() {
 }
 
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn new_users_match_useradd() {
     let dir = tempfile::tempdir().unwrap();
     let base = debian_base();
@@ -290,6 +292,7 @@ fn new_users_match_useradd() {
 }
 
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn existing_users_match_usermod() {
     let dir = tempfile::tempdir().unwrap();
     let base = debian_base();
@@ -386,6 +389,7 @@ fn variant_base(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn other_login_defs_and_skeletons_match_useradd() {
     let dir = tempfile::tempdir().unwrap();
     let base = variant_base(dir.path());
@@ -450,6 +454,7 @@ fn other_login_defs_and_skeletons_match_useradd() {
 /// copying the rest of the skeleton (it works in 4.12 and 4.14). The stage
 /// copies the whole skeleton, as useradd is documented to.
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn skeleton_subdirectories_are_copied_whole() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("skel-tree");
@@ -499,6 +504,7 @@ fn skeleton_subdirectories_are_copied_whole() {
 }
 
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn bad_options_exit_2_with_the_option_path() {
     let dir = tempfile::tempdir().unwrap();
     let mut too_long = json!({ "users": {} });
@@ -617,6 +623,7 @@ fn accounts_only_base(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root and the Debian mirror (tools/run-tests runs it)"]
 fn tree_state_errors_exit_1_naming_the_option_as_the_tools_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let base = accounts_only_base(dir.path());

@@ -30,6 +30,7 @@ fn debugfs(image: &Path, request: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn mixed_pipeline_mmdebstrap_wasm_stages_qcow2() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -129,6 +130,7 @@ SPEC
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn dnf_installs_a_signed_local_rpm() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, key) = signed_repo(dir.path());
@@ -188,6 +190,7 @@ fn dnf_installs_a_signed_local_rpm() {
 /// C3: signatures are checked by default; an unsigned package is refused
 /// unless the pipeline says `gpgcheck: false`, which audit flags.
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn dnf_refuses_an_unsigned_rpm_unless_told_and_audit_flags_it() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, key) = signed_repo(dir.path());
@@ -236,6 +239,7 @@ fn dnf_refuses_an_unsigned_rpm_unless_told_and_audit_flags_it() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_without_network_cannot_connect_one_with_it_can() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -257,6 +261,7 @@ fn a_native_stage_without_network_cannot_connect_one_with_it_can() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_cannot_change_the_host_and_its_tmp_is_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -300,6 +305,7 @@ fn a_native_stage_cannot_change_the_host_and_its_tmp_is_its_own() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_failing_native_stage_is_named_with_its_output() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -316,6 +322,7 @@ fn a_failing_native_stage_is_named_with_its_output() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_cannot_remount_the_host_root() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -330,6 +337,7 @@ fn a_native_stage_cannot_remount_the_host_root() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_killed_by_a_signal_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(dir.path(), "p.json", json!({"pipeline": [probe("abort")]}));
@@ -340,6 +348,7 @@ fn a_native_stage_killed_by_a_signal_says_so() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_gets_source_date_epoch_and_its_options() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -362,6 +371,7 @@ fn a_native_stage_gets_source_date_epoch_and_its_options() {
 /// network namespace, and printed "Failed to open parent network namespace"
 /// into the stage's output after a stage that ran for a second or more.
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_shows_only_its_own_output() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -380,6 +390,7 @@ fn a_native_stage_shows_only_its_own_output() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn a_native_stage_that_runs_too_long_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(dir.path(), "p.json", json!({"pipeline": [probe("sleep")]}));
@@ -399,6 +410,7 @@ fn a_native_stage_that_runs_too_long_is_stopped() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
@@ -446,6 +458,7 @@ fn sigint_during_a_native_stage_leaves_no_mounts_and_no_temp_dirs() {
 }
 
 #[test]
+#[ignore = "needs root and systemd-nspawn, some the Debian mirror (tools/run-tests runs it)"]
 fn an_image_target_outside_the_output_directory_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     for target in ["../x.qcow2", "/etc/x", ".hidden", "a/b.qcow2"] {

@@ -134,6 +134,7 @@ fn readable_copy(archive: &Path, dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: it creates a user and runs osbuild as it (tools/run-tests runs it)"]
 fn a_debian_tree_configured_rootless_gives_the_bytes_of_a_root_build() {
     let u = user();
     let (dir, bin) = workdir();
@@ -222,6 +223,7 @@ fn a_debian_tree_configured_rootless_gives_the_bytes_of_a_root_build() {
 }
 
 #[test]
+#[ignore = "needs root: it creates a user and runs osbuild as it (tools/run-tests runs it)"]
 fn odd_entries_survive_a_rootless_build_as_they_survive_a_root_one() {
     let u = user();
     let (dir, bin) = workdir();
@@ -297,6 +299,7 @@ fn odd_entries_survive_a_rootless_build_as_they_survive_a_root_one() {
 }
 
 #[test]
+#[ignore = "needs root: it creates a user and runs osbuild as it (tools/run-tests runs it)"]
 fn a_native_stage_is_refused_rootless_before_anything_runs() {
     let u = user();
     let (dir, bin) = workdir();
@@ -333,6 +336,7 @@ fn a_native_stage_is_refused_rootless_before_anything_runs() {
 }
 
 #[test]
+#[ignore = "needs root: it creates a user and runs osbuild as it (tools/run-tests runs it)"]
 fn without_subordinate_ids_or_with_a_store_of_someone_else_a_rootless_build_says_what_is_needed() {
     user();
     let (dir, bin) = workdir();

@@ -65,6 +65,7 @@ impl Build<'_> {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_second_run_runs_nothing_and_gives_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let archive = base(dir.path());
@@ -116,6 +117,7 @@ fn a_second_run_runs_nothing_and_gives_the_same_bytes() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_changed_stage_runs_again_with_everything_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let b = Build {
@@ -204,6 +206,7 @@ fn rebuilt_noop(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_changed_stage_binary_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let b = Build {
@@ -238,6 +241,7 @@ fn a_changed_stage_binary_runs_again() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_file_deleted_by_a_later_stage_is_gone_from_the_archive_and_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let b = Build {
@@ -274,6 +278,7 @@ fn a_file_deleted_by_a_later_stage_is_gone_from_the_archive_and_the_image() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn sigkill_in_the_middle_of_a_stage_leaves_nothing_a_later_build_would_use() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
@@ -338,6 +343,7 @@ fn sigkill_in_the_middle_of_a_stage_leaves_nothing_a_later_build_would_use() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn concurrent_builds_share_a_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
@@ -387,6 +393,7 @@ fn concurrent_builds_share_a_store() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_tiny_cache_limit_evicts_and_builds_still_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let b = Build {
@@ -423,6 +430,7 @@ fn a_tiny_cache_limit_evicts_and_builds_still_succeed() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn inspect_shows_ids_and_what_is_cached_without_running() {
     let dir = tempfile::tempdir().unwrap();
     let b = Build {
@@ -461,6 +469,7 @@ fn inspect_shows_ids_and_what_is_cached_without_running() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn builds_from_empty_stores_are_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let archive = base(dir.path());
@@ -489,6 +498,7 @@ fn builds_from_empty_stores_are_byte_identical() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn mmdebstrap_builds_are_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let mut sums = Vec::new();
@@ -509,6 +519,7 @@ fn mmdebstrap_builds_are_byte_identical() {
 }
 
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn an_output_changed_in_the_output_directory_is_not_reused() {
     let dir = tempfile::tempdir().unwrap();
     let b = Build {
@@ -548,6 +559,7 @@ fn an_output_changed_in_the_output_directory_is_not_reused() {
 /// Where overlayfs is not available, results are full copies: the same
 /// behaviour, more disk.
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn the_copy_handoff_caches_and_deletes_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let archive = base(dir.path());
@@ -614,6 +626,7 @@ fn the_copy_handoff_caches_and_deletes_the_same_way() {
 /// `--handoff copy`, gave `--save` only the top layer (with overlayfs's
 /// `trusted.overlay.*` attributes) when every stage was cached.
 #[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
 fn a_store_of_layers_read_with_the_copy_handoff_gives_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let archive = base(dir.path());

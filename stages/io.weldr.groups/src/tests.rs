@@ -30,6 +30,7 @@ fn opts(json: &str) -> Options {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn adds_groups_in_name_order_with_backups() {
     let (dir, tree) = tree(true);
     run(
@@ -70,6 +71,7 @@ fn adds_groups_in_name_order_with_backups() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn without_gshadow_only_group_changes() {
     let (dir, tree) = tree(false);
     run(&tree, opts(r#"{"groups": {"web": {}}}"#)).unwrap();
@@ -81,6 +83,7 @@ fn without_gshadow_only_group_changes() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn refuses_taken_names_and_gids_unless_forced() {
     let (dir, tree) = tree(true);
     let err = run(&tree, opts(r#"{"groups": {"sudo": {}}}"#)).unwrap_err();

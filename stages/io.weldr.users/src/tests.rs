@@ -71,6 +71,7 @@ impl Fixture {
 use osbuild_stage::serde_json;
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn adds_a_user_like_useradd() {
     let f = Fixture::new();
     f.run(r#"{"users": {"alice": {}}}"#).unwrap();
@@ -97,6 +98,7 @@ fn adds_a_user_like_useradd() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn all_options_and_home_from_skel() {
     let f = Fixture::new();
     f.run(
@@ -140,6 +142,7 @@ fn all_options_and_home_from_skel() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn allocates_ids_in_name_order_and_skips_taken_gids() {
     let f = Fixture::new();
     // "carol" sorts after "bob"; bob's uid 1001 makes carol 1002; group
@@ -167,6 +170,7 @@ fn allocates_ids_in_name_order_and_skips_taken_gids() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn primary_group_without_private_group() {
     let f = Fixture::new();
     f.run(r#"{"users": {"dave": {"gid": 100, "uid": 500}}}"#)
@@ -183,6 +187,7 @@ fn primary_group_without_private_group() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn bad_inputs_name_the_option() {
     let f = Fixture::new();
     let e = f.err(r#"{"users": {"alice": {"groups": ["sudo", "nosuch"]}}}"#);
@@ -230,6 +235,7 @@ fn bad_inputs_name_the_option() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn modifies_existing_users_like_usermod() {
     let f = Fixture::new();
     f.run(r#"{"users": {"alice": {"groups": ["sudo", "users"]}}}"#)
@@ -268,6 +274,7 @@ fn modifies_existing_users_like_usermod() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn usermod_gid_reowns_the_home_and_home_is_created() {
     let f = Fixture::new();
     f.run(r#"{"users": {"erin": {"home": "/home/erin"}}}"#)
@@ -294,6 +301,7 @@ fn usermod_gid_reowns_the_home_and_home_is_created() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn keys_are_appended_and_passwords_expired() {
     let f = Fixture::new();
     f.run(r#"{"users": {"root": {"key": "ssh-ed25519 AAAA root"}}}"#)
@@ -308,6 +316,7 @@ fn keys_are_appended_and_passwords_expired() {
 }
 
 #[test]
+#[ignore = "needs root: owners, modes and device nodes (tools/run-tests runs it)"]
 fn mail_spool_and_useradd_defaults() {
     let f = Fixture::new();
     std::fs::write(

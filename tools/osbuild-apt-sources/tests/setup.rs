@@ -161,6 +161,7 @@ fn installed_version(package: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn this_machine_images_apt_configuration_installs_nothing_twice() {
     require_root();
     let scene = Scene::new(&[("debian.sources", MACHINE_SOURCES)]);
@@ -179,6 +180,7 @@ fn this_machine_images_apt_configuration_installs_nothing_twice() {
 }
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn qemu_comes_from_backports_added_from_the_machines_own_mirror() {
     require_root();
     let scene =
@@ -231,6 +233,7 @@ fn qemu_comes_from_backports_added_from_the_machines_own_mirror() {
 }
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn no_mirror_names_the_command_and_the_fix() {
     require_root();
     let before = fs::read_dir("/etc/apt/sources.list.d").unwrap().count();
@@ -280,6 +283,7 @@ while ! grep -q locked lock.out 2>/dev/null; do sleep 0.1; done
 ";
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn a_held_dpkg_lock_is_waited_for_then_named() {
     require_root();
     let scene = Scene::new(&[("debian.sources", MACHINE_SOURCES)])
@@ -308,6 +312,7 @@ fn a_held_dpkg_lock_is_waited_for_then_named() {
 }
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn no_network_says_the_mirror_cannot_be_reached() {
     require_root();
     let scene = Scene::new(&[("debian.sources", MACHINE_SOURCES)])
@@ -325,6 +330,7 @@ fn no_network_says_the_mirror_cannot_be_reached() {
 }
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn home_unset_and_cargo_off_path_are_said_and_handled() {
     require_root();
     let out = Command::new("env")
@@ -373,6 +379,7 @@ fn a_failing_command_is_named_with_its_line() {
 }
 
 #[test]
+#[ignore = "needs root: private mount namespaces and apt (tools/run-tests runs it)"]
 fn run_tests_stops_its_background_jobs_when_a_phase_fails() {
     require_root();
     // The package step blocks on a held dpkg lock (a private one) for up to
