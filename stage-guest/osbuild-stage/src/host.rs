@@ -5,11 +5,14 @@
 //! the Debian package that provides it when it is missing.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{Read, Write};
 use std::process::{Command, ExitStatus, Stdio};
 
 /// How many of a failed tool's last stderr lines its error holds.
 const TAIL: usize = 20;
+
+/// The most of one stderr line kept for the error (bytes).
+const LINE: usize = 4096;
 
 /// Runs `cmd` with its stdout passed on to the stage's; fails unless it
 /// exits 0. `package` is the Debian package that provides the tool.
@@ -69,32 +72,61 @@ fn spawn(
     let mut stdout = child.stdout.take();
     // stderr on a thread of its own: a tool that fills the stdout pipe
     // while we wait on stderr (or the reverse) would never finish.
-    let tail = std::thread::spawn(move || {
-        let mut tail = VecDeque::with_capacity(TAIL);
-        if let Some(stderr) = stderr {
-            for line in BufReader::new(stderr).split(b'\n') {
-                let Ok(line) = line else { break };
-                let line = String::from_utf8_lossy(&line).into_owned();
-                eprintln!("{line}");
-                if tail.len() == TAIL {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
+    let tail = std::thread::spawn(move || stderr.map(pass_on).unwrap_or_default());
+    let mut captured = Vec::new();
+    let read = match stdout.as_mut() {
+        Some(out) => out.read_to_end(&mut captured).map(|_| ()),
+        None => Ok(()),
+    };
+    // Waited for whatever happened above: no tool is left running.
+    let status = child.wait()?;
+    let tail = tail.join().unwrap_or_default();
+    read.map_err(|e| anyhow::anyhow!("reading what {} printed: {e}", program(cmd)))?;
+    if let Some(w) = writer {
+        match w.join() {
+            // A tool that exits without reading all of its input says why
+            // itself (its status); one that succeeded did not need it.
+            Ok(Err(e)) if status.success() && e.kind() != std::io::ErrorKind::BrokenPipe => {
+                anyhow::bail!("writing the input of {}: {e}", program(cmd))
+            }
+            _ => {}
+        }
+    }
+    Ok((status, captured, tail))
+}
+
+/// Passes a tool's stderr on to the stage's as it comes, and returns its
+/// last lines. Bounded: a tool (or what it runs, package scripts) printing
+/// without newlines costs at most [`LINE`] bytes here.
+fn pass_on(mut stderr: std::process::ChildStderr) -> Vec<String> {
+    let mut tail = VecDeque::with_capacity(TAIL);
+    let mut line = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut keep = |line: &mut Vec<u8>| {
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(line).into_owned());
+        line.clear();
+    };
+    loop {
+        let n = match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let _ = std::io::stderr().write_all(&buf[..n]);
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                keep(&mut line);
+            } else if line.len() < LINE {
+                line.push(b);
             }
         }
-        Vec::from(tail)
-    });
-    let mut captured = Vec::new();
-    if let Some(out) = stdout.as_mut() {
-        out.read_to_end(&mut captured)?;
     }
-    let status = child.wait()?;
-    if let Some(w) = writer {
-        // A tool that exits without reading all of it says why itself.
-        let _ = w.join();
+    if !line.is_empty() {
+        keep(&mut line);
     }
-    let tail = tail.join().unwrap_or_default();
-    Ok((status, captured, tail))
+    Vec::from(tail)
 }
 
 fn check(cmd: &Command, status: ExitStatus, tail: &[String]) -> anyhow::Result<()> {
@@ -143,6 +175,18 @@ mod tests {
     fn input_reaches_stdin() {
         let out = output_with_input(Command::new("tr").args(["a-z", "A-Z"]), b"abc", "coreutils");
         assert_eq!(out.unwrap(), "ABC");
+    }
+
+    #[test]
+    fn a_line_without_end_is_bounded_in_the_error() {
+        let e = output(
+            Command::new("sh").args(["-c", "head -c 20000 /dev/zero | tr '\\0' x >&2; exit 1"]),
+            "dash",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.len() < LINE + 200, "{}", e.len());
+        assert!(e.contains(&"x".repeat(LINE)), "the kept part of the line");
     }
 
     #[test]
