@@ -285,7 +285,7 @@ fn enter_namespaces(cli: &Cli) {
             return;
         }
         let store = cli.build.common.store.clone().unwrap_or_else(default_store);
-        osbuild::store::secure_root(&store)
+        osbuild::store::secure_for_rootless(&store)
             .map_err(|e| format!("--store: {e}"))
             .and_then(|store| osbuild::rootless::enter(Some(store)))
             .map_err(|e| {

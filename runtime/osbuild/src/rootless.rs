@@ -147,12 +147,25 @@ fn range_of(file: &str, name: Option<&str>, id: u32, kind: &str) -> Result<Range
     })
 }
 
+/// A store checked from the host's side by `store::secure_root`, the only
+/// maker of one: inside the namespace the host's files belong to no one,
+/// so the store's parents can no longer be checked there, and a path
+/// nobody checked must not pass for one that was.
+#[derive(Debug)]
+pub struct CheckedStore(PathBuf);
+
+impl CheckedStore {
+    pub(crate) fn new(resolved: PathBuf) -> CheckedStore {
+        CheckedStore(resolved)
+    }
+}
+
 /// Enters a user namespace (with a mount namespace it owns) as its root.
-/// `store` is the store as `store::secure_root` resolved it from the
-/// host's side, before entering (inside, the host's files belong to no
-/// one, so its parents can no longer be checked).
-/// Must run while the process has one thread.
-pub fn enter(store: Option<PathBuf>) -> Result<(), String> {
+/// `store` was checked from the host's side first
+/// (`store::secure_for_rootless`). Must run while the process has one
+/// thread.
+pub fn enter(store: Option<CheckedStore>) -> Result<(), String> {
+    let store = store.map(|s| s.0);
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     let name = user_name(uid);

@@ -30,6 +30,12 @@ use anyhow::Context as _;
 use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 
+/// [`secure_root`], for a build about to enter a user namespace of its own
+/// ([`crate::rootless::enter`]), which trusts only a store checked here.
+pub fn secure_for_rootless(root: &Path) -> Result<crate::rootless::CheckedStore, String> {
+    secure_root(root).map(crate::rootless::CheckedStore::new)
+}
+
 /// Makes sure the store is its owner's alone, creating it `0700` if it is
 /// missing. Stored trees hold setuid programs and device nodes, compiled
 /// stages are native code osbuild runs: a store another user can read lets
