@@ -367,7 +367,6 @@ struct Run<'a> {
     hosts: Hosts<'a>,
     build_dir: &'a Path,
     output_dir: &'a Path,
-    reporter: &'a Arc<dyn Reporter>,
 }
 
 impl Run<'_> {
@@ -541,7 +540,6 @@ pub fn build(
         },
         build_dir: build_dir.path(),
         output_dir: &output_dir,
-        reporter: &reporter,
     };
     let mut report = BuildReport {
         stages: Vec::new(),
@@ -560,7 +558,7 @@ pub fn build(
         if signals::interrupted() {
             return Err(BuildError::Interrupted);
         }
-        run.reporter.stage_started(run.info(p));
+        reporter.stage_started(run.info(p));
         let start = Instant::now();
         let result = run.stage(p, &mut ws, &mut outputs_written);
         let elapsed = start.elapsed();

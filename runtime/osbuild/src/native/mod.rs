@@ -78,7 +78,7 @@ fi
 exec "$nspawn" -D "$root" --read-only "$@"
 "#;
 
-pub use crate::reach::grants::{LOOP_IN_USERNS, user_namespaces};
+use crate::reach::grants::LOOP_IN_USERNS;
 
 /// Where a native stage asks for device nodes it cannot make itself (the
 /// SDK finds it in `OSBUILD_NODE_REQUESTS`).
