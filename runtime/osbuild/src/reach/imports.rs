@@ -12,11 +12,18 @@ use crate::stage::{Capabilities, Code, Stage, metadata};
 
 use super::Refusal;
 
+/// The versions of the stage world this osbuild links (`wit/stage.wit`
+/// and `wit/previous/`).
+pub const WORLDS: [&str; 2] = ["osbuild:stage@0.2.0", "osbuild:stage@0.1.0"];
+
 /// What one import needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// Linked for every stage: cli, io, clocks, filesystem, random, tree.
+    /// Linked for every stage: cli, io, clocks, filesystem, random, and
+    /// the stage world's interfaces.
     Nothing,
+    /// An `osbuild:stage` interface of a version osbuild does not link.
+    UnknownWorld,
     /// `wasi:sockets`: the `network` capability.
     Network,
     /// Anything else: osbuild links nothing else for a stage.
@@ -26,11 +33,35 @@ pub enum Need {
 /// What `import` (`wasi:sockets/tcp@0.2.6`) needs to be linked.
 pub fn need(import: &str) -> Need {
     match import.split('/').next().unwrap_or(import) {
-        "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:filesystem" | "wasi:random"
-        | "osbuild:stage" => Need::Nothing,
+        "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:filesystem" | "wasi:random" => Need::Nothing,
+        "osbuild:stage" => {
+            let version = import.split_once('@').map_or("", |(_, v)| v);
+            if WORLDS
+                .iter()
+                .any(|w| w.strip_prefix("osbuild:stage@") == Some(version))
+            {
+                Need::Nothing
+            } else {
+                Need::UnknownWorld
+            }
+        }
         "wasi:sockets" => Need::Network,
         _ => Need::Never,
     }
+}
+
+/// The stage worlds `imports` come from (`osbuild:stage@0.3.0`).
+pub fn worlds_of(imports: &[String]) -> String {
+    let mut worlds: Vec<String> = imports
+        .iter()
+        .map(|i| {
+            let (name, version) = i.split_once('@').unwrap_or((i, "unversioned"));
+            let package = name.split('/').next().unwrap_or(name);
+            format!("{package}@{version}")
+        })
+        .collect();
+    worlds.dedup();
+    worlds.join(", ")
 }
 
 /// A component's imports, or why they could not be read.
@@ -64,15 +95,20 @@ pub fn of(stage: &Stage) -> Option<Read> {
 pub fn refusals(caps: &Capabilities, imports: &[String]) -> Vec<Refusal> {
     let mut sockets = Vec::new();
     let mut never = Vec::new();
+    let mut unknown = Vec::new();
     for i in imports {
         match need(i) {
             Need::Nothing => {}
+            Need::UnknownWorld => unknown.push(i.clone()),
             Need::Network if caps.network => {}
             Need::Network => sockets.push(i.clone()),
             Need::Never => never.push(i.clone()),
         }
     }
     let mut v = Vec::new();
+    if !unknown.is_empty() {
+        v.push(Refusal::UnknownWorld(unknown));
+    }
     if !sockets.is_empty() {
         v.push(Refusal::UndeclaredSockets(sockets));
     }
@@ -161,10 +197,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_built_for_a_world_osbuild_does_not_link_is_refused_naming_its_version() {
+        let imports: Vec<String> = ["osbuild:stage/tree@0.3.0", "osbuild:stage/types@0.3.0"]
+            .map(String::from)
+            .to_vec();
+        let got: Vec<String> = refusals(&caps(false), &imports)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "was built for osbuild:stage@0.3.0 (imports osbuild:stage/{tree,types}@0.3.0); \
+              this osbuild runs stages built for osbuild:stage@0.2.0 and osbuild:stage@0.1.0: \
+              rebuild it with `osbuild stage build`, or use an osbuild that knows that world"
+            ]
+        );
+    }
+
+    #[test]
     fn a_package_name_is_matched_whole() {
         assert_eq!(need("wasi:clocks/wall-clock@0.2.6"), Need::Nothing);
         assert_eq!(need("wasi:clocksx/evil@0.2.6"), Need::Never);
         assert_eq!(need("osbuild:stage/tree@0.1.0"), Need::Nothing);
+        assert_eq!(need("osbuild:stage/console@0.2.0"), Need::Nothing);
+        assert_eq!(need("osbuild:stage/tree@0.3.0"), Need::UnknownWorld);
+        assert_eq!(need("osbuild:stage/tree"), Need::UnknownWorld);
         assert_eq!(need("osbuild:stagex/tree"), Need::Never);
     }
 }

@@ -33,6 +33,13 @@ pub enum Refusal {
     UndeclaredSockets(Vec<String>),
     #[error("imports {}, which osbuild never grants to a stage", imports::compact(.0))]
     NeverGranted(Vec<String>),
+    #[error(
+        "was built for {} (imports {}); this osbuild runs stages built for {}: rebuild it with `osbuild stage build`, or use an osbuild that knows that world",
+        imports::worlds_of(.0),
+        imports::compact(.0),
+        imports::WORLDS.join(" and ")
+    )]
+    UnknownWorld(Vec<String>),
     #[error("unreadable component: {0}")]
     UnreadableComponent(String),
     #[error(

@@ -12,12 +12,19 @@
 //!
 //! Compiled components are cached on disk, keyed by the wasm file's digest
 //! and the engine's compatibility hash, so a warm run only deserializes.
+//!
+//! One module per interface of the stage world (`wit/`): [`tree`],
+//! [`console`], [`context`]; [`previous`] links the 0.1.0 world's `tree`
+//! for components built for it.
 
 #![allow(
     unsafe_code,
     reason = "deserializing a compiled component the store sealed"
 )]
 
+mod console;
+mod context;
+mod previous;
 mod tree;
 
 pub(crate) mod bindings {
@@ -53,6 +60,8 @@ struct State {
     table: ResourceTable,
     limiter: MemoryLimiter,
     tree: tree::TreeHost,
+    console: console::Console,
+    context: context::Context,
     /// The stage's stderr, for what the host says about it (a refusal).
     notes: Option<File>,
 }
@@ -70,6 +79,18 @@ struct HasTree;
 
 impl HasData for HasTree {
     type Data<'a> = &'a mut tree::TreeHost;
+}
+
+struct HasConsole;
+
+impl HasData for HasConsole {
+    type Data<'a> = &'a mut console::Console;
+}
+
+struct HasContext;
+
+impl HasData for HasContext {
+    type Data<'a> = &'a mut context::Context;
 }
 
 struct HasIo;
@@ -391,6 +412,8 @@ impl StageHost for WasmHost {
             .map_err(anyhow::Error::from)
             .context("opening the stage's /tmp")?;
         let notes = inv.stderr.try_clone().ok();
+        let console =
+            console::Console::new(inv.stdout.try_clone().ok(), inv.stderr.try_clone().ok());
         wasi.stdout(OutputFile::new(inv.stdout));
         wasi.stderr(OutputFile::new(inv.stderr));
         wasi.wall_clock(FixedClock(Duration::from_secs(
@@ -417,7 +440,11 @@ impl StageHost for WasmHost {
             wasi: wasi.build(),
             table: resource_table(),
             limiter: MemoryLimiter::new(usize::try_from(memory_bytes).unwrap_or(usize::MAX)),
-            tree: tree::TreeHost::new(root, writable, caps.device_nodes),
+            tree: tree::TreeHost::new(root, writable, caps.device_nodes, memory_bytes),
+            console,
+            context: context::Context {
+                source_epoch: inv.source_epoch,
+            },
             notes,
         };
         let mut store = Store::new(&self.engine, state);
@@ -504,8 +531,9 @@ fn write_cache(path: &Path, component: &Component, key: &[u8; 32]) -> anyhow::Re
     Ok(())
 }
 
-/// Links the WASI interfaces every stage gets, the `tree` interface, and
-/// the sockets only for stages with the `network` capability.
+/// Links the WASI interfaces every stage gets, the stage world's
+/// interfaces (0.2.0 and 0.1.0), and the sockets only for stages with the
+/// `network` capability.
 fn build_linker(engine: &Engine, network: bool) -> wasmtime::Result<Linker<State>> {
     use wasmtime_wasi::cli::WasiCli;
     use wasmtime_wasi::clocks::WasiClocks;
@@ -565,7 +593,16 @@ fn build_linker(engine: &Engine, network: bool) -> wasmtime::Result<Linker<State
         sync::sockets::udp::add_to_linker::<State, WasiSockets>(l, get)?;
         sync::sockets::udp_create_socket::add_to_linker::<State, WasiSockets>(l, get)?;
     }
-    bindings::Stage::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+    {
+        use bindings::osbuild::stage as now;
+        now::tree::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+        now::types::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+        now::console::add_to_linker::<State, HasConsole>(l, |s| &mut s.console)?;
+        now::context::add_to_linker::<State, HasContext>(l, |s| &mut s.context)?;
+        use previous::bindings::osbuild::stage as then;
+        then::tree::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+        then::types::add_to_linker::<State, HasTree>(l, |s| &mut s.tree)?;
+    }
     guard_open_at(l)?;
     virtual_sleeps(l)?;
     Ok(linker)

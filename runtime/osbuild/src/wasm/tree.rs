@@ -1,13 +1,17 @@
 //! The host side of the `osbuild:stage/tree` interface, on `osbuild-tree-fs`
 //! (chroot semantics: nothing a stage names can lead outside the tree).
+//!
+//! What a stage reads through it is bounded by the stage's memory limit
+//! before the host allocates it: the tree is untrusted, and a sparse 1 TiB
+//! file must cost the stage its limit, not the host its memory.
 
-use std::io;
+use std::io::{self, Read as _};
 use std::path::Path;
 
 use osbuild_tree_fs::{EntryKind, Root};
 
 use super::bindings::osbuild::stage::tree::{
-    self as wit, EntryMetadata, ErrorKind, NodeKind, Timestamp, TreeError,
+    self as wit, DirEntry, EntryMetadata, ErrorKind, NodeKind, Timestamp, TreeError,
 };
 
 /// The tree, as the wasm host hands it to one stage.
@@ -17,14 +21,28 @@ pub struct TreeHost {
     /// The stage declares `device-nodes`: any device node, not only the
     /// harmless ones.
     device_nodes: bool,
+    /// The most bytes one call may hand the stage (its memory limit: more
+    /// could never reach its memory anyway).
+    max_read: u64,
 }
 
 impl TreeHost {
-    pub fn new(root: Root, writable: bool, device_nodes: bool) -> TreeHost {
+    pub fn new(root: Root, writable: bool, device_nodes: bool, max_read: u64) -> TreeHost {
         TreeHost {
             root,
             writable,
             device_nodes,
+            max_read,
+        }
+    }
+
+    fn too_big(&self, path: &str, what: &str) -> TreeError {
+        TreeError {
+            kind: ErrorKind::Other,
+            message: format!(
+                "{path}: {what} more than the stage's memory limit ({} MiB) can hold",
+                self.max_read >> 20
+            ),
         }
     }
 
@@ -61,18 +79,22 @@ fn error(e: io::Error) -> TreeError {
     }
 }
 
-fn metadata(m: osbuild_tree_fs::Metadata) -> EntryMetadata {
+fn kind(k: EntryKind) -> wit::EntryKind {
     use wit::EntryKind as K;
+    match k {
+        EntryKind::File => K::File,
+        EntryKind::Directory => K::Directory,
+        EntryKind::Symlink => K::Symlink,
+        EntryKind::BlockDevice => K::BlockDevice,
+        EntryKind::CharDevice => K::CharDevice,
+        EntryKind::Fifo => K::Fifo,
+        EntryKind::Socket => K::Socket,
+    }
+}
+
+fn metadata(m: osbuild_tree_fs::Metadata) -> EntryMetadata {
     EntryMetadata {
-        kind: match m.kind {
-            EntryKind::File => K::File,
-            EntryKind::Directory => K::Directory,
-            EntryKind::Symlink => K::Symlink,
-            EntryKind::BlockDevice => K::BlockDevice,
-            EntryKind::CharDevice => K::CharDevice,
-            EntryKind::Fifo => K::Fifo,
-            EntryKind::Socket => K::Socket,
-        },
+        kind: kind(m.kind),
         mode: m.mode,
         uid: m.uid,
         gid: m.gid,
@@ -94,6 +116,87 @@ impl wit::Host for TreeHost {
         self.root
             .metadata(Path::new(&path), follow)
             .map(metadata)
+            .map_err(error)
+    }
+
+    fn read_file(&mut self, path: String) -> R<Vec<u8>> {
+        let file = self.root.open_file(Path::new(&path)).map_err(error)?;
+        let size = file.metadata().map_err(error)?.len();
+        if size > self.max_read {
+            return Err(self.too_big(&path, &format!("{size} bytes,")));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        // The file may grow while it is read: the cap holds anyway.
+        file.take(self.max_read + 1)
+            .read_to_end(&mut bytes)
+            .map_err(error)?;
+        if bytes.len() as u64 > self.max_read {
+            return Err(self.too_big(&path, "grew to"));
+        }
+        Ok(bytes)
+    }
+
+    fn write_file(&mut self, path: String, contents: Vec<u8>) -> R<()> {
+        self.check_writable()?;
+        let p = Path::new(&path);
+        let existed = match self.root.metadata(p, true) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(error(e)),
+        };
+        self.root.write(p, &contents, 0o644).map_err(error)?;
+        if !existed {
+            // Exactly 0644, whatever osbuild's umask is.
+            self.root.set_mode(p, 0o644).map_err(error)?;
+        }
+        Ok(())
+    }
+
+    fn read_dir(&mut self, path: String) -> R<Vec<DirEntry>> {
+        let dir = Path::new(&path);
+        let names = self.root.read_dir(dir).map_err(error)?;
+        let total: u64 = names.iter().map(|n| n.len() as u64 + 16).sum();
+        if total > self.max_read {
+            return Err(self.too_big(&path, &format!("{} entries,", names.len())));
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let m = self.root.metadata(&dir.join(&name), false).map_err(error)?;
+                Ok(DirEntry {
+                    name: name.to_string_lossy().into_owned(),
+                    kind: kind(m.kind),
+                })
+            })
+            .collect()
+    }
+
+    fn create_dir(&mut self, path: String, mode: u32) -> R<()> {
+        self.check_writable()?;
+        let p = Path::new(&path);
+        self.root.create_dir(p, mode).map_err(error)?;
+        self.root.set_mode(p, mode).map_err(error)
+    }
+
+    fn remove(&mut self, path: String) -> R<()> {
+        self.check_writable()?;
+        let p = Path::new(&path);
+        if self.root.metadata(p, false).map_err(error)?.kind == EntryKind::Directory {
+            self.root.remove_dir(p).map_err(error)
+        } else {
+            self.root.remove_file(p).map_err(error)
+        }
+    }
+
+    fn remove_all(&mut self, path: String) -> R<()> {
+        self.check_writable()?;
+        self.root.remove_all(Path::new(&path)).map_err(error)
+    }
+
+    fn rename(&mut self, source: String, destination: String) -> R<()> {
+        self.check_writable()?;
+        self.root
+            .rename(Path::new(&source), Path::new(&destination))
             .map_err(error)
     }
 
