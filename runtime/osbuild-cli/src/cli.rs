@@ -126,6 +126,12 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<StagesCommand>,
     },
+    /// Write, build and test a stage of your own, in Rust, Python or
+    /// JavaScript.
+    Stage {
+        #[command(subcommand)]
+        action: StageCommand,
+    },
     /// Show what every stage of a pipeline may touch, running nothing: kind,
     /// digest, declared capabilities, a wasm stage's actual imports, and any
     /// mismatch or policy violation (exit 2 if a build would be refused).
@@ -171,6 +177,36 @@ pub enum StoreCommand {
     },
     /// Remove every cached result and compiled stage.
     Clear,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StageCommand {
+    /// Write a new stage project: code, stage.json with its schema,
+    /// tests.json and a README. It builds as it is.
+    New {
+        /// The stage's name (`io.example.motd`), as pipelines will name it.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_name = "LANG", default_value = "rust")]
+        lang: crate::project::Language,
+        /// Where (empty or new) [default: a folder named NAME].
+        dir: Option<PathBuf>,
+    },
+    /// Build a stage project into NAME.wasm in its folder (cargo,
+    /// componentize-py or componentize-js), metadata embedded and imports
+    /// checked. Use it with `--libdir DIR`.
+    Build {
+        /// The project [default: .].
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a stage project and run its tests: `cargo test` for Rust, then
+    /// each case of tests.json, run by osbuild on the tree it describes.
+    Test {
+        /// The project [default: .].
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,7 +316,7 @@ fn enter_namespaces(cli: &Cli) {
     } else {
         if matches!(
             cli.command,
-            Some(Command::Boot { .. } | Command::Stages { .. })
+            Some(Command::Boot { .. } | Command::Stages { .. } | Command::Stage { .. })
         ) {
             return;
         }
@@ -350,6 +386,9 @@ pub fn main() -> i32 {
         Some(Command::Stages { action }) => {
             stages(&cli.build.common, action).map_err(BuildError::from)
         }
+        Some(Command::Stage { action }) => {
+            stage_project(&cli.build.common, action).map_err(BuildError::from)
+        }
         Some(Command::Boot {
             image,
             log,
@@ -377,6 +416,25 @@ pub fn main() -> i32 {
             report(&e);
             e.exit_code()
         }
+    }
+}
+
+/// `osbuild stage new|build|test`.
+fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()> {
+    use crate::project;
+    match action {
+        StageCommand::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            project::new(&name, lang, &dir)
+        }
+        StageCommand::Build { dir } => project::build(&dir).map(|_| ()),
+        StageCommand::Test { dir } => project::test(
+            &dir,
+            &project::TestArgs {
+                store: common.store.clone(),
+                libdirs: common.libdirs.clone(),
+            },
+        ),
     }
 }
 

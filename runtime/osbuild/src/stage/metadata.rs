@@ -195,6 +195,25 @@ pub fn wasm_metadata(bytes: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(None)
 }
 
+/// `component` with `metadata` (a `stage.json`, checked first) added as its
+/// `osbuild.stage` custom section: what `osbuild stage build` does to a
+/// component made by componentize-py or componentize-js, whose toolchains
+/// cannot embed a section themselves (the Rust SDK's `stage!` does).
+pub fn embed_wasm_metadata(component: &[u8], metadata: &str) -> anyhow::Result<Vec<u8>> {
+    use wasm_encoder::ComponentSection as _;
+    StageMeta::parse(metadata).map_err(|e| anyhow::anyhow!("invalid stage.json: {e}"))?;
+    if wasm_metadata(component)?.is_some() {
+        anyhow::bail!("the component already has an `{WASM_SECTION}` section");
+    }
+    let mut out = component.to_vec();
+    wasm_encoder::CustomSection {
+        name: WASM_SECTION.into(),
+        data: metadata.as_bytes().into(),
+    }
+    .append_to_component(&mut out);
+    Ok(out)
+}
+
 /// The interfaces a component imports from the host, e.g.
 /// `wasi:filesystem/types@0.2.6` (nested modules import from their parent,
 /// not the host, and are not counted).
@@ -278,6 +297,25 @@ pub fn option_matches<'a>(options: &'a Value, pattern: &str) -> Vec<(String, &'a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_embedded_in_a_component_is_found_and_embedded_once() {
+        let empty = wasm_encoder::Component::new().finish();
+        let json =
+            r#"{"name": "x.y", "kind": "wasm", "summary": "s", "schema": {"type": "object"}}"#;
+        let with = embed_wasm_metadata(&empty, json).unwrap();
+        assert_eq!(wasm_metadata(&with).unwrap().unwrap(), json.as_bytes());
+        wasmparser::Validator::new().validate_all(&with).unwrap();
+        let again = embed_wasm_metadata(&with, json).unwrap_err().to_string();
+        assert_eq!(
+            again,
+            "the component already has an `osbuild.stage` section"
+        );
+        let bad = embed_wasm_metadata(&empty, r#"{"name": "x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("invalid stage.json: "), "{bad}");
+    }
 
     #[test]
     fn finds_option_values_by_pattern() {

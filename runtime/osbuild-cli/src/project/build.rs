@@ -1,0 +1,304 @@
+//! `osbuild stage build`: one `NAME.wasm` from a project, with cargo,
+//! componentize-py or componentize-js, and the stage's metadata embedded.
+//!
+//! Python and JavaScript components are built with WASI stubbed out
+//! (`--stub-wasi`; every componentize-js feature disabled): they import
+//! nothing but the stage world, which is what keeps their imports honest
+//! (CPython's full runtime imports `wasi:sockets`, StarlingMonkey's
+//! `wasi:http`). The result is checked like any stage before it is kept.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use super::{Language, Project, sdk};
+
+/// The toolchain versions osbuild is tested with, for the install hints.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+
+/// Builds the project in `dir`; returns the path of `NAME.wasm`.
+pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let project = Project::open(dir)?;
+    std::fs::create_dir_all(project.work_dir())
+        .with_context(|| format!("creating {}", project.work_dir().display()))?;
+    let component = match project.language {
+        Language::Python => python(&project)?,
+        Language::Javascript => javascript(&project)?,
+        Language::Rust => rust(&project)?,
+    };
+    let bytes = std::fs::read(&component)
+        .with_context(|| format!("reading the component {}", component.display()))?;
+    let bytes = match project.language {
+        // The SDK's `stage!` embeds stage.json at compile time.
+        Language::Rust => bytes,
+        _ => osbuild::stage::metadata::embed_wasm_metadata(&bytes, &project.metadata)
+            .with_context(|| format!("embedding {}/stage.json", dir.display()))?,
+    };
+    check(&project, &bytes)?;
+    let out = project.artifact();
+    let tmp = tempfile::NamedTempFile::new_in(&project.dir)
+        .with_context(|| format!("creating a file in {}", project.dir.display()))?;
+    std::fs::write(tmp.path(), &bytes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+    tmp.persist(&out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "osbuild: built {} ({} stage, {:.1} MB)",
+        out.display(),
+        project.language.name(),
+        bytes.len() as f64 / 1e6
+    );
+    Ok(out)
+}
+
+/// The stage as osbuild will load it: its metadata must parse, its
+/// imports must be what its capabilities allow.
+fn check(project: &Project, bytes: &[u8]) -> anyhow::Result<()> {
+    use osbuild::stage::metadata;
+    let text = metadata::wasm_metadata(bytes)?.with_context(|| {
+        format!(
+            "{}: the component has no `{}` section: a Rust stage ends with `osbuild_stage::stage!(run);`",
+            project.dir.display(),
+            metadata::WASM_SECTION
+        )
+    })?;
+    let meta = osbuild::stage::StageMeta::parse(&String::from_utf8_lossy(&text))
+        .map_err(|e| anyhow::anyhow!("the embedded stage.json: {e}"))?;
+    let imports = metadata::wasm_imports(bytes)?;
+    let refused = osbuild::reach::imports::refusals(&meta.capabilities, &imports);
+    if !refused.is_empty() {
+        let why: Vec<String> = refused.iter().map(|r| r.to_string()).collect();
+        anyhow::bail!(
+            "{}: osbuild would refuse this stage: it {}",
+            project.name,
+            why.join("; ")
+        );
+    }
+    eprintln!(
+        "osbuild: {} imports {}",
+        project.name,
+        osbuild::reach::imports::compact(&imports)
+    );
+    Ok(())
+}
+
+/// A program: `$VAR` if set, else the first of `candidates` that exists,
+/// else `name` on `PATH`.
+fn find_tool(var: &str, name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
+        return Some(PathBuf::from(p));
+    }
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+}
+
+/// Runs a toolchain command in the project; on failure says which command
+/// failed (its own output has gone to the terminal).
+fn run(project: &Project, program: &Path, args: &[&OsStr]) -> anyhow::Result<()> {
+    let shown = std::iter::once(program.as_os_str())
+        .chain(args.iter().copied())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("osbuild: {shown}");
+    let status = Command::new(program)
+        .args(args)
+        // No __pycache__ left in the project by componentize-py.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(&project.dir)
+        .stdout(std::process::Stdio::inherit())
+        .status()
+        .with_context(|| format!("running {shown}"))?;
+    if !status.success() {
+        anyhow::bail!(
+            "building {} failed: `{shown}` exited with {status}",
+            project.name
+        );
+    }
+    Ok(())
+}
+
+fn python(project: &Project) -> anyhow::Result<PathBuf> {
+    let tool = find_tool("OSBUILD_COMPONENTIZE_PY", "componentize-py", &[]).with_context(|| {
+        format!(
+            "componentize-py is not installed (looked at $OSBUILD_COMPONENTIZE_PY and on PATH). Install it: \
+             `pip install {COMPONENTIZE_PY}`, or into a venv (`python3 -m venv ~/.local/share/componentize-py && \
+             ~/.local/share/componentize-py/bin/pip install {COMPONENTIZE_PY}`) and set \
+             OSBUILD_COMPONENTIZE_PY=~/.local/share/componentize-py/bin/componentize-py"
+        )
+    })?;
+    sdk::write_wit(&project.dir)?;
+    let sdk_dir = sdk::write_python(&project.dir)?;
+    let wit = project.work_dir().join("wit");
+    let out = project.work_dir().join("component.wasm");
+    run(
+        project,
+        &tool,
+        &[
+            "-d".as_ref(),
+            wit.as_os_str(),
+            "-w".as_ref(),
+            "stage".as_ref(),
+            "componentize".as_ref(),
+            "--stub-wasi".as_ref(),
+            "osbuild_stage.entry".as_ref(),
+            "-p".as_ref(),
+            sdk_dir.as_os_str(),
+            "-p".as_ref(),
+            project.dir.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+    )?;
+    Ok(out)
+}
+
+/// The project's JavaScript modules with the SDK beside them, in
+/// `.osbuild/js` (componentize-js resolves relative imports only).
+fn stage_js(project: &Project) -> anyhow::Result<PathBuf> {
+    let js = project.work_dir().join("js");
+    let _ = std::fs::remove_dir_all(&js);
+    let mut stack = vec![(project.dir.clone(), js.clone())];
+    while let Some((from, to)) = stack.pop() {
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        for e in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
+            let e = e?;
+            let name = e.file_name();
+            let n = name.to_string_lossy();
+            if n.starts_with('.') || n == "node_modules" {
+                continue;
+            }
+            let ty = e.file_type()?;
+            if ty.is_dir() {
+                stack.push((e.path(), to.join(&name)));
+            } else if ty.is_file()
+                && (n.ends_with(".js") || n.ends_with(".mjs") || n.ends_with(".json"))
+            {
+                std::fs::copy(e.path(), to.join(&name))
+                    .with_context(|| format!("copying {}", e.path().display()))?;
+            }
+        }
+    }
+    std::fs::write(js.join("osbuild-stage.js"), sdk::JS_SDK)?;
+    std::fs::write(js.join("osbuild-entry.js"), sdk::JS_ENTRY)?;
+    Ok(js)
+}
+
+fn javascript(project: &Project) -> anyhow::Result<PathBuf> {
+    let local = project.dir.join("node_modules/.bin/componentize-js");
+    let tool = find_tool("OSBUILD_COMPONENTIZE_JS", "componentize-js", &[local]).with_context(|| {
+        format!(
+            "componentize-js is not installed (looked at $OSBUILD_COMPONENTIZE_JS, {}/node_modules/.bin and on PATH). \
+             Install it: `npm install --prefix {} {COMPONENTIZE_JS}` (Node.js 20 or later)",
+            project.dir.display(),
+            project.dir.display()
+        )
+    })?;
+    sdk::write_wit(&project.dir)?;
+    // The project's copy of the SDK (for editors) follows this osbuild's.
+    std::fs::write(project.dir.join("osbuild-stage.js"), sdk::JS_SDK)
+        .context("refreshing osbuild-stage.js")?;
+    let js = stage_js(project)?;
+    let wit = project.work_dir().join("wit");
+    let out = project.work_dir().join("component.wasm");
+    let entry = js.join("osbuild-entry.js");
+    let mut args: Vec<&OsStr> = vec![
+        entry.as_os_str(),
+        "--wit".as_ref(),
+        wit.as_os_str(),
+        "--world-name".as_ref(),
+        "stage".as_ref(),
+        "--disable".as_ref(),
+    ];
+    args.extend(["stdio", "random", "clocks", "http", "fetch-event"].map(OsStr::new));
+    args.extend(["-o".as_ref(), out.as_os_str()]);
+    run(project, &tool, &args)?;
+    Ok(out)
+}
+
+fn rust(project: &Project) -> anyhow::Result<PathBuf> {
+    let cargo = find_tool("CARGO", "cargo", &[]).context(
+        "cargo is not installed: install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`",
+    )?;
+    sdk::write_rust(&project.dir)?;
+    let output = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(&project.dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} build", cargo.display()))?;
+    if !output.status.success() {
+        let hint = if rustc_lacks_wasm_target() {
+            ": the wasm32-wasip2 target is not installed; run `rustup target add wasm32-wasip2`"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "building {} failed: `cargo build --release --target wasm32-wasip2` exited with {}{hint}",
+            project.name,
+            output.status
+        );
+    }
+    // The cdylib's .wasm, from cargo's own account of what it built.
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut found = None;
+    for line in text.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || msg["manifest_path"].as_str().map(Path::new)
+                != Some(&project.dir.join("Cargo.toml").canonicalize()?)
+        {
+            continue;
+        }
+        if let Some(files) = msg["filenames"].as_array() {
+            found = files
+                .iter()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(".wasm"))
+                .map(PathBuf::from)
+                .or(found);
+        }
+    }
+    found.with_context(|| {
+        format!(
+            "cargo built no .wasm for {}: its Cargo.toml needs `[lib] crate-type = [\"cdylib\"]`",
+            project.name
+        )
+    })
+}
+
+fn rustc_lacks_wasm_target() -> bool {
+    Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .map(|o| {
+            let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            !o.status.success() || !Path::new(&dir).is_dir()
+        })
+        .unwrap_or(true)
+}

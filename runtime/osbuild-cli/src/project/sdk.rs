@@ -1,0 +1,231 @@
+//! The SDKs and the stage world, embedded in the osbuild binary, so a stage
+//! project builds outside this repository and offline: `osbuild stage new`
+//! and `osbuild stage build` write them under the project's `.osbuild/`.
+//!
+//! The Rust SDK is not on the crates registry: its two crates are copied
+//! with manifests that no longer inherit from this workspace.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Where in a project the embedded files go (a build artifact, refreshed
+/// by every `stage build`; `stage new` puts it in `.gitignore`).
+pub const DIR: &str = ".osbuild";
+
+/// The current stage world, as `.osbuild/wit/stage.wit`.
+pub const WIT: (&str, &str) = ("wit/stage.wit", include_str!("../../../../wit/stage.wit"));
+
+macro_rules! files {
+    ($base:literal => $($path:literal),* $(,)?) => {
+        &[$(($path, include_str!(concat!("../../../../", $base, "/", $path)))),*]
+    };
+}
+
+/// The Python SDK (the `osbuild_stage` package), relative to `.osbuild/python`.
+pub const PYTHON: &[(&str, &str)] = files!("stage-guest/python" =>
+    "osbuild_stage/__init__.py",
+    "osbuild_stage/_console.py",
+    "osbuild_stage/_context.py",
+    "osbuild_stage/_errors.py",
+    "osbuild_stage/_tree.py",
+    "osbuild_stage/entry.py",
+);
+
+/// The JavaScript SDK (`osbuild-stage.js`) and the component's entry module.
+pub const JS_SDK: &str = include_str!("../../../../stage-guest/js/osbuild-stage.js");
+pub const JS_ENTRY: &str = include_str!("../../../../stage-guest/js/entry.js");
+
+/// The Rust SDK's sources, relative to `.osbuild/sdk` (tests left out).
+pub const RUST: &[(&str, &str)] = files!("." =>
+    "stage-guest/osbuild-stage/src/__private.rs",
+    "stage-guest/osbuild-stage/src/checks.rs",
+    "stage-guest/osbuild-stage/src/context.rs",
+    "stage-guest/osbuild-stage/src/error.rs",
+    "stage-guest/osbuild-stage/src/formats/accounts.rs",
+    "stage-guest/osbuild-stage/src/formats/dropin.rs",
+    "stage-guest/osbuild-stage/src/formats/keyvalue.rs",
+    "stage-guest/osbuild-stage/src/formats/mod.rs",
+    "stage-guest/osbuild-stage/src/formats/passwd.rs",
+    "stage-guest/osbuild-stage/src/formats/unit.rs",
+    "stage-guest/osbuild-stage/src/host.rs",
+    "stage-guest/osbuild-stage/src/lib.rs",
+    "stage-guest/osbuild-stage/src/tree/mod.rs",
+    "stage-guest/osbuild-stage/src/tree/native.rs",
+    "stage-guest/osbuild-stage/src/tree/wasm.rs",
+    "runtime/osbuild-tree-fs/src/lib.rs",
+    "runtime/osbuild-tree-fs/src/stand_in.rs",
+);
+
+/// The manifests the copies are built with: the crates' own, with what
+/// they inherit from the workspace written out.
+const MANIFESTS: &[(&str, &str)] = &[
+    (
+        "stage-guest/osbuild-stage",
+        include_str!("../../../../stage-guest/osbuild-stage/Cargo.toml"),
+    ),
+    (
+        "runtime/osbuild-tree-fs",
+        include_str!("../../../../runtime/osbuild-tree-fs/Cargo.toml"),
+    ),
+];
+const WORKSPACE: &str = include_str!("../../../../Cargo.toml");
+
+/// Where a repository path lands under `.osbuild/sdk` (crates side by side).
+fn vendored(path: &str) -> String {
+    let mut parts = path.splitn(2, '/');
+    let _top = parts.next();
+    parts.next().unwrap_or(path).to_string()
+}
+
+/// The value of `key = ...` in the workspace's `[section]` (one line each,
+/// as this workspace writes them).
+fn workspace_value(section: &str, key: &str) -> Option<String> {
+    let mut inside = false;
+    for line in WORKSPACE.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == format!("[{section}]");
+            continue;
+        }
+        if inside
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == key
+        {
+            return Some(v.trim().to_string());
+        }
+    }
+    None
+}
+
+/// A crate manifest with what it inherits written out, the other SDK crate
+/// by relative path, and no lints or dev-dependencies (a copy is not
+/// developed, only built).
+pub fn standalone_manifest(manifest: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in manifest.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_string();
+            if section == "[lints]" || section == "[dev-dependencies]" {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if section == "[lints]" || section == "[dev-dependencies]" {
+            continue;
+        }
+        let Some(name) = trimmed.strip_suffix(".workspace = true") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let value = if section == "[package]" {
+            workspace_value("workspace.package", name)
+        } else if name.starts_with("osbuild-") {
+            Some(format!("{{ path = \"../{name}\" }}"))
+        } else {
+            workspace_value("workspace.dependencies", name)
+        }
+        .with_context(|| format!("the workspace does not say what {name} is"))?;
+        out.push_str(&format!("{name} = {value}\n"));
+    }
+    Ok(out)
+}
+
+fn write(root: &Path, rel: &str, contents: &str) -> anyhow::Result<()> {
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // Unchanged files keep their mtime, so cargo does not rebuild them.
+    if std::fs::read(&path).is_ok_and(|old| old == contents.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the stage world to `project/.osbuild/wit`.
+pub fn write_wit(project: &Path) -> anyhow::Result<()> {
+    write(&project.join(DIR), WIT.0, WIT.1)
+}
+
+/// Writes the Python SDK to `project/.osbuild/python`; returns that folder.
+pub fn write_python(project: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = project.join(DIR).join("python");
+    for (rel, text) in PYTHON {
+        write(&dir, rel, text)?;
+    }
+    Ok(dir)
+}
+
+/// Writes the Rust SDK to `project/.osbuild/sdk` (and the world it reads).
+pub fn write_rust(project: &Path) -> anyhow::Result<()> {
+    write_wit(project)?;
+    let dir = project.join(DIR).join("sdk");
+    for (rel, text) in RUST {
+        write(&dir, &vendored(rel), text)?;
+    }
+    for (krate, manifest) in MANIFESTS {
+        let text = standalone_manifest(manifest)?;
+        write(&dir, &format!("{}/Cargo.toml", vendored(krate)), &text)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every source file of the SDK crates is embedded: a new module that
+    /// is not listed would break every stage project's build.
+    #[test]
+    fn every_sdk_source_file_is_embedded() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut found = Vec::new();
+        for krate in [
+            "stage-guest/osbuild-stage/src",
+            "runtime/osbuild-tree-fs/src",
+        ] {
+            let mut stack = vec![root.join(krate)];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.file_name().unwrap() != "tests.rs" {
+                        found.push(p.strip_prefix(&root).unwrap().to_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let listed: Vec<&str> = RUST.iter().map(|(p, _)| *p).collect();
+        assert_eq!(found, listed);
+        let mut py: Vec<String> = std::fs::read_dir(root.join("stage-guest/python/osbuild_stage"))
+            .unwrap()
+            .map(|e| format!("osbuild_stage/{}", e.unwrap().file_name().to_str().unwrap()))
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        py.sort();
+        let listed: Vec<&str> = PYTHON.iter().map(|(p, _)| *p).collect();
+        assert_eq!(py, listed);
+    }
+
+    #[test]
+    fn the_sdk_manifest_stands_alone() {
+        let m = standalone_manifest(MANIFESTS[0].1).unwrap();
+        assert!(!m.contains("workspace"), "{m}");
+        assert!(m.contains("edition = \"2024\"\n"), "{m}");
+        assert!(
+            m.contains("osbuild-tree-fs = { path = \"../osbuild-tree-fs\" }\n"),
+            "{m}"
+        );
+        assert!(m.contains("wit-bindgen = { version = \"0.61\""), "{m}");
+        assert!(!m.contains("tempfile"), "{m}");
+    }
+}
