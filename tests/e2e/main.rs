@@ -12,6 +12,7 @@ mod audit;
 mod boot;
 mod foundation;
 mod hostile;
+mod languages;
 mod library_accounts;
 mod library_config;
 mod monitor;

@@ -475,9 +475,62 @@ impl StageHost for WasmHost {
             Err(_) if hit_memory => Err(StageError::Memory(memory_bytes)),
             Err(e) if e.downcast_ref::<TimedOut>().is_some() => Err(StageError::Timeout(timeout)),
             Err(e) if e.downcast_ref::<Cancelled>().is_some() => Err(StageError::Interrupted),
-            Err(e) => Err(StageError::Crashed(format!("the stage crashed: {e:#}"))),
+            Err(e) => Err(StageError::Crashed(
+                match stubbed_wasi_call(inv.stage, &e) {
+                    Some(call) => format!(
+                        "the stage called WASI ({call}), which Python and JavaScript stages are built without: \
+                     files, sockets, the environment and the clock are not there. Reach the tree through \
+                     the SDK's Tree, print for output, and source_epoch (sourceEpoch) for the time"
+                    ),
+                    None => format!("the stage crashed: {e:#}"),
+                },
+            )),
         }
     }
+}
+
+/// The WASI call a stage trapped in, if it is built without WASI (it
+/// imports none) and trapped in one of the stubs its toolchain left where
+/// WASI was: wasi-libc's glue (a Python `open()` or `socket()` ends
+/// there) or a stubbed interface function (`[constructor]fields`, where a
+/// JavaScript `fetch` ends).
+fn stubbed_wasi_call(stage: &Stage, e: &wasmtime::Error) -> Option<String> {
+    let imports = crate::reach::imports::of(stage)?.ok()?;
+    if imports.iter().any(|i| i.starts_with("wasi:")) {
+        return None;
+    }
+    const WASI_GLUE: [&str; 13] = [
+        "filesystem_",
+        "sockets_",
+        "tcp_",
+        "udp_",
+        "ip_name_lookup_",
+        "environment_",
+        "wall_clock_",
+        "monotonic_clock_",
+        "random_",
+        "insecure_",
+        "terminal_",
+        "streams_",
+        "poll_",
+    ];
+    let trap = e.downcast_ref::<wasmtime::Trap>();
+    if trap != Some(&wasmtime::Trap::UnreachableCodeReached) {
+        return None;
+    }
+    let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>()?;
+    if let Some(innermost) = backtrace.frames().first().and_then(|f| f.func_name())
+        && innermost.starts_with('[')
+    {
+        return Some(innermost.to_string());
+    }
+    backtrace.frames().iter().find_map(|f| {
+        let name = f.func_name()?;
+        WASI_GLUE
+            .iter()
+            .any(|p| name.starts_with(p))
+            .then(|| name.to_string())
+    })
 }
 
 /// The seal of a cached component: HMAC-SHA256 under the store's secret.
