@@ -419,6 +419,32 @@ pub fn main() -> i32 {
     }
 }
 
+/// Compiles a freshly built stage into the store, so its first run does
+/// not wait for it (as root: an ordinary user's store belongs to its user
+/// namespace, which `stage build` does not enter). A failure only warns:
+/// the run compiles it then.
+fn precompile(common: &CommonArgs, wasm: &std::path::Path) {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let store = common.store.clone().unwrap_or_else(default_store);
+    let started = std::time::Instant::now();
+    let result = osbuild::stage::Stage::load_file(wasm)
+        .map_err(anyhow::Error::msg)
+        .and_then(|stage| executor::precompile(&store, &stage));
+    match result {
+        Ok(()) => eprintln!(
+            "osbuild: compiled it for this machine into {} ({:.1}s): its first run starts at once",
+            store.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => eprintln!(
+            "osbuild: warning: could not compile it into {}: {e:#}",
+            store.display()
+        ),
+    }
+}
+
 /// `osbuild stage new|build|test`.
 fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()> {
     use crate::project;
@@ -427,7 +453,11 @@ fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             project::new(&name, lang, &dir)
         }
-        StageCommand::Build { dir } => project::build(&dir).map(|_| ()),
+        StageCommand::Build { dir } => {
+            let wasm = project::build(&dir)?;
+            precompile(common, &wasm);
+            Ok(())
+        }
         StageCommand::Test { dir } => project::test(
             &dir,
             &project::TestArgs {

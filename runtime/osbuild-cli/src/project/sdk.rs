@@ -204,7 +204,8 @@ mod tests {
             }
         }
         found.sort();
-        let listed: Vec<&str> = RUST.iter().map(|(p, _)| *p).collect();
+        let mut listed: Vec<&str> = RUST.iter().map(|(p, _)| *p).collect();
+        listed.sort();
         assert_eq!(found, listed);
         let mut py: Vec<String> = std::fs::read_dir(root.join("stage-guest/python/osbuild_stage"))
             .unwrap()

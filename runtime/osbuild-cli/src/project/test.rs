@@ -45,7 +45,7 @@ struct Case {
     error: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
     #[serde(rename = "type")]
@@ -166,7 +166,8 @@ fn run_case(project: &Project, passed: &TestArgs, case: &Case) -> anyhow::Result
     let from = tmp.path().join("from.tar");
     write_tree(&from, &case.tree)?;
     let saved = tmp.path().join("saved.tar");
-    let mut cmd = Command::new(std::env::current_exe().context("finding the osbuild binary")?);
+    // This very binary, even if its file was replaced since it started.
+    let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("--quiet")
         .arg("--no-cache")
         .arg("--libdir")
@@ -225,12 +226,20 @@ fn write_tree(dest: &Path, tree: &BTreeMap<String, Spec>) -> anyhow::Result<()> 
             p = d.parent();
         }
     }
-    let mut entries: Vec<(String, &Spec)> = dirs
+    let given: std::collections::BTreeSet<String> = tree.keys().map(|p| normal(p)).collect();
+    let mut entries: Vec<(String, Spec)> = dirs
         .iter()
-        .filter(|d| !tree.contains_key(d.to_str().unwrap_or_default()))
-        .map(|d| (d.to_string_lossy().into_owned(), &DIR_SPEC))
+        .map(|d| d.to_string_lossy().into_owned())
+        .filter(|d| !given.contains(d))
+        .map(|d| {
+            let dir = Spec {
+                kind: Some("directory".into()),
+                ..Spec::default()
+            };
+            (d, dir)
+        })
         .collect();
-    entries.extend(tree.iter().map(|(p, s)| (normal(p), s)));
+    entries.extend(tree.iter().map(|(p, s)| (normal(p), s.clone())));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (path, spec) in entries {
         let mut h = tar::Header::new_gnu();
@@ -274,17 +283,6 @@ fn write_tree(dest: &Path, tree: &BTreeMap<String, Spec>) -> anyhow::Result<()> 
     tar.finish()?;
     Ok(())
 }
-
-static DIR_SPEC: Spec = Spec {
-    kind: None,
-    content: None,
-    target: None,
-    mode: None,
-    uid: None,
-    gid: None,
-    xattrs: BTreeMap::new(),
-    absent: false,
-};
 
 fn read_tree(archive: &Path) -> anyhow::Result<BTreeMap<String, Found>> {
     let file =

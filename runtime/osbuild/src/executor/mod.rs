@@ -476,6 +476,17 @@ fn save(ws: &Workspace, save: &Path) -> Result<(), BuildError> {
         })
 }
 
+/// Compiles a wasm stage into the store's cache of compiled components
+/// (sealed, keyed by the stage's digest and the engine), as a build would:
+/// `osbuild stage build` does it so that a big Python or JavaScript
+/// component's first run does not pay the compile.
+pub fn precompile(store_root: &Path, stage: &crate::stage::Stage) -> anyhow::Result<()> {
+    crate::store::secure_root(store_root).map_err(anyhow::Error::msg)?;
+    let store = Store::open(store_root)?;
+    let host = WasmHost::new(Some((store.root().join("components"), store.secret()?)))?;
+    host.component(stage).map(|_| ())
+}
+
 /// Runs a pipeline: resolve, restore, unpack, run (and checkpoint), save,
 /// evict.
 pub fn build(
