@@ -22,8 +22,15 @@ pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
 /// Builds the project in `dir`; returns the path of `NAME.wasm`.
 pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let project = Project::open(dir)?;
-    std::fs::create_dir_all(project.work_dir())
-        .with_context(|| format!("creating {}", project.work_dir().display()))?;
+    // The folder osbuild writes in, checked to be no symlink; the tools'
+    // output there is removed first, so that none writes through a link.
+    sdk::write_wit(&project.dir)?;
+    match std::fs::remove_file(project.work_dir().join("component.wasm")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context("removing the previous .osbuild/component.wasm");
+        }
+        _ => {}
+    }
     let component = match project.language {
         Language::Python => python(&project)?,
         Language::Javascript => javascript(&project)?,
@@ -172,12 +179,15 @@ fn python(project: &Project) -> anyhow::Result<PathBuf> {
 
 /// The project's JavaScript modules with the SDK beside them, in
 /// `.osbuild/js` (componentize-js resolves relative imports only).
+/// Symlinks in the project are not followed.
 fn stage_js(project: &Project) -> anyhow::Result<PathBuf> {
     let js = project.work_dir().join("js");
     let _ = std::fs::remove_dir_all(&js);
-    let mut stack = vec![(project.dir.clone(), js.clone())];
+    let mut stack = vec![(
+        project.dir.clone(),
+        PathBuf::from(format!("{}/js", sdk::DIR)),
+    )];
     while let Some((from, to)) = stack.pop() {
-        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
         for e in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
             let e = e?;
             let name = e.file_name();
@@ -213,8 +223,7 @@ fn javascript(project: &Project) -> anyhow::Result<PathBuf> {
     })?;
     sdk::write_wit(&project.dir)?;
     // The project's copy of the SDK (for editors) follows this osbuild's.
-    std::fs::write(project.dir.join("osbuild-stage.js"), sdk::JS_SDK)
-        .context("refreshing osbuild-stage.js")?;
+    sdk::write_beneath(&project.dir, "osbuild-stage.js", sdk::JS_SDK.as_bytes())?;
     let js = stage_js(project)?;
     let wit = project.work_dir().join("wit");
     let out = project.work_dir().join("component.wasm");

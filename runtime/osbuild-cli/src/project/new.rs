@@ -117,13 +117,9 @@ pub fn new(name: &str, language: Language, dir: &Path) -> anyhow::Result<()> {
         Language::Javascript => files.push(("osbuild-stage.js".into(), sdk::JS_SDK.into())),
         Language::Python => {}
     }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (rel, text) in files {
-        let path = dir.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        sdk::write_beneath(dir, &rel, text.as_bytes())?;
     }
     match language {
         Language::Rust => sdk::write_rust(dir)?,

@@ -136,43 +136,105 @@ pub fn standalone_manifest(manifest: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn write(root: &Path, rel: &str, contents: &str) -> anyhow::Result<()> {
-    let path = root.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+/// Writes `contents` to `rel` below `root`, making the folders on the way,
+/// never through a symlink and never into anything but a regular file: a
+/// project may come from someone else, and a planted `.osbuild -> /etc`
+/// must not make a `stage build` run as root write into `/etc`.
+pub fn write_beneath(root: &Path, rel: &str, contents: &[u8]) -> anyhow::Result<()> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let shown = root.join(rel);
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let err = |what: &str, e: rustix::io::Errno| {
+        anyhow::anyhow!(
+            "{}: {what}: {} (osbuild writes project files only as regular files, not through symlinks)",
+            shown.display(),
+            std::io::Error::from(e)
+        )
+    };
+    let mut dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("opening the project", e))?;
+    let rel = Path::new(rel);
+    let name = rel.file_name().context("a file name")?;
+    for part in rel.parent().into_iter().flat_map(|p| p.components()) {
+        match rustix::fs::mkdirat(&dir, part.as_os_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(err("making a folder", e)),
+        }
+        dir = rustix::fs::openat2(
+            &dir,
+            part.as_os_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+        .map_err(|e| err("opening a folder", e))?;
     }
+    let fd = rustix::fs::openat2(
+        &dir,
+        name,
+        OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+        resolve,
+    )
+    .map_err(|e| err("opening", e))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| err("stat", e))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        anyhow::bail!("{}: not a regular file", shown.display());
+    }
+    let mut file = std::fs::File::from(fd);
     // Unchanged files keep their mtime, so cargo does not rebuild them.
-    if std::fs::read(&path).is_ok_and(|old| old == contents.as_bytes()) {
+    let mut old = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut old)
+        .with_context(|| format!("reading {}", shown.display()))?;
+    if old == contents {
         return Ok(());
     }
-    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+    file.set_len(0)
+        .with_context(|| format!("truncating {}", shown.display()))?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+    std::io::Write::write_all(&mut file, contents)
+        .with_context(|| format!("writing {}", shown.display()))
+}
+
+fn write(project: &Path, rel: &str, contents: &str) -> anyhow::Result<()> {
+    write_beneath(project, rel, contents.as_bytes())
 }
 
 /// Writes the stage world to `project/.osbuild/wit`.
 pub fn write_wit(project: &Path) -> anyhow::Result<()> {
-    write(&project.join(DIR), WIT.0, WIT.1)
+    write(project, &format!("{DIR}/{}", WIT.0), WIT.1)
 }
 
 /// Writes the Python SDK to `project/.osbuild/python`; returns that folder.
 pub fn write_python(project: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let dir = project.join(DIR).join("python");
     for (rel, text) in PYTHON {
-        write(&dir, rel, text)?;
+        write(project, &format!("{DIR}/python/{rel}"), text)?;
     }
-    Ok(dir)
+    Ok(project.join(DIR).join("python"))
 }
 
 /// Writes the Rust SDK to `project/.osbuild/sdk` (and the world it reads).
 pub fn write_rust(project: &Path) -> anyhow::Result<()> {
     write_wit(project)?;
-    let dir = project.join(DIR).join("sdk");
     for (rel, text) in RUST {
-        write(&dir, &vendored(rel), text)?;
+        write(project, &format!("{DIR}/sdk/{}", vendored(rel)), text)?;
     }
     for (krate, manifest) in MANIFESTS {
         let text = standalone_manifest(manifest)?;
-        write(&dir, &format!("{}/Cargo.toml", vendored(krate)), &text)?;
+        write(
+            project,
+            &format!("{DIR}/sdk/{}/Cargo.toml", vendored(krate)),
+            &text,
+        )?;
     }
     Ok(())
 }
@@ -215,6 +277,46 @@ mod tests {
         py.sort();
         let listed: Vec<&str> = PYTHON.iter().map(|(p, _)| *p).collect();
         assert_eq!(py, listed);
+    }
+
+    /// A project from someone else may hold symlinks where osbuild writes.
+    #[test]
+    fn project_files_are_never_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("p");
+        let victim = dir.path().join("victim");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("file"), "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, project.join(".osbuild")).unwrap();
+        let e = write_wit(&project).unwrap_err().to_string();
+        assert!(e.contains("not through symlinks"), "{e}");
+        std::fs::remove_file(project.join(".osbuild")).unwrap();
+        std::os::unix::fs::symlink(victim.join("file"), project.join("osbuild-stage.js")).unwrap();
+        let e = write_beneath(&project, "osbuild-stage.js", b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not through symlinks"), "{e}");
+        assert_eq!(std::fs::read(victim.join("file")).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+        // A FIFO is not opened for writing, and not waited on.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &project.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = write_beneath(&project, "fifo", b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("not a regular file"), "{e}");
+        write_wit(&project).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(project.join(".osbuild/wit/stage.wit")).unwrap(),
+            WIT.1
+        );
     }
 
     #[test]
