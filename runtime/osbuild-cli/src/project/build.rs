@@ -201,14 +201,43 @@ fn stage_js(project: &Project) -> anyhow::Result<PathBuf> {
             } else if ty.is_file()
                 && (n.ends_with(".js") || n.ends_with(".mjs") || n.ends_with(".json"))
             {
-                std::fs::copy(e.path(), to.join(&name))
-                    .with_context(|| format!("copying {}", e.path().display()))?;
+                let text = read_no_follow(&e.path())?;
+                let rel = to.join(&name);
+                sdk::write_beneath(&project.dir, &rel.to_string_lossy(), &text)?;
             }
         }
     }
-    std::fs::write(js.join("osbuild-stage.js"), sdk::JS_SDK)?;
-    std::fs::write(js.join("osbuild-entry.js"), sdk::JS_ENTRY)?;
+    let dir = format!("{}/js", sdk::DIR);
+    sdk::write_beneath(
+        &project.dir,
+        &format!("{dir}/osbuild-stage.js"),
+        sdk::JS_SDK.as_bytes(),
+    )?;
+    sdk::write_beneath(
+        &project.dir,
+        &format!("{dir}/osbuild-entry.js"),
+        sdk::JS_ENTRY.as_bytes(),
+    )?;
     Ok(js)
+}
+
+/// A project file's bytes, if it is still a regular file (not swapped
+/// for a symlink or a FIFO since it was listed).
+fn read_no_follow(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if !f.metadata()?.is_file() {
+        anyhow::bail!("{}: not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
 }
 
 fn javascript(project: &Project) -> anyhow::Result<PathBuf> {
