@@ -546,6 +546,49 @@ impl Root {
         Ok(names)
     }
 
+    /// The entries of the directory at `path` with their kinds (from the
+    /// directory itself where the file system says; `None` where it does
+    /// not), sorted bytewise. Stops with an error once the names would take
+    /// more than `max_bytes` (each counted with 16 bytes for its kind and
+    /// bookkeeping), before reading more: a directory of millions of
+    /// entries costs the caller an error, not memory.
+    pub fn read_dir_bounded(
+        &self,
+        path: &Path,
+        max_bytes: u64,
+    ) -> io::Result<Vec<(OsString, Option<EntryKind>)>> {
+        let fd = self.open_in_root(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let mut entries = Vec::new();
+        let mut used = 0u64;
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(errno)? {
+            let entry = entry.map_err(errno)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            used += name.len() as u64 + 16;
+            if used > max_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("more than {max_bytes} bytes of entries"),
+                ));
+            }
+            let kind = match entry.file_type() {
+                FileType::RegularFile => Some(EntryKind::File),
+                FileType::Directory => Some(EntryKind::Directory),
+                FileType::Symlink => Some(EntryKind::Symlink),
+                FileType::BlockDevice => Some(EntryKind::BlockDevice),
+                FileType::CharacterDevice => Some(EntryKind::CharDevice),
+                FileType::Fifo => Some(EntryKind::Fifo),
+                FileType::Socket => Some(EntryKind::Socket),
+                FileType::Unknown => None,
+            };
+            entries.push((OsString::from_vec(name.to_vec()), kind));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+
     /// Removes a file, symlink or special file (not a directory).
     pub fn remove_file(&self, path: &Path) -> io::Result<()> {
         let e = self.entry(path)?;

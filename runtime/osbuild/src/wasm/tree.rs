@@ -40,7 +40,7 @@ impl TreeHost {
         TreeError {
             kind: ErrorKind::Other,
             message: format!(
-                "{path}: {what} more than the stage's memory limit ({} MiB) can hold",
+                "{path}: {what} the stage's memory limit ({} MiB)",
                 self.max_read >> 20
             ),
         }
@@ -123,7 +123,7 @@ impl wit::Host for TreeHost {
         let file = self.root.open_file(Path::new(&path)).map_err(error)?;
         let size = file.metadata().map_err(error)?.len();
         if size > self.max_read {
-            return Err(self.too_big(&path, &format!("{size} bytes,")));
+            return Err(self.too_big(&path, &format!("{size} bytes, more than")));
         }
         let mut bytes = Vec::with_capacity(size as usize);
         // The file may grow while it is read: the cap holds anyway.
@@ -131,7 +131,7 @@ impl wit::Host for TreeHost {
             .read_to_end(&mut bytes)
             .map_err(error)?;
         if bytes.len() as u64 > self.max_read {
-            return Err(self.too_big(&path, "grew to"));
+            return Err(self.too_big(&path, "grew while read to more than"));
         }
         Ok(bytes)
     }
@@ -154,18 +154,32 @@ impl wit::Host for TreeHost {
 
     fn read_dir(&mut self, path: String) -> R<Vec<DirEntry>> {
         let dir = Path::new(&path);
-        let names = self.root.read_dir(dir).map_err(error)?;
-        let total: u64 = names.iter().map(|n| n.len() as u64 + 16).sum();
-        if total > self.max_read {
-            return Err(self.too_big(&path, &format!("{} entries,", names.len())));
-        }
-        names
+        let entries = match self.root.read_dir_bounded(dir, self.max_read) {
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                return Err(self.too_big(&path, "its entries take more than"));
+            }
+            r => r.map_err(error)?,
+        };
+        entries
             .into_iter()
-            .map(|name| {
-                let m = self.root.metadata(&dir.join(&name), false).map_err(error)?;
+            .map(|(name, known)| {
+                // A rootless tree's device stand-ins are files on disk:
+                // their kind is the one `metadata` reports.
+                let k = match known {
+                    Some(EntryKind::File) if !osbuild_tree_fs::stand_in::enabled() => {
+                        EntryKind::File
+                    }
+                    Some(EntryKind::File) | None => {
+                        self.root
+                            .metadata(&dir.join(&name), false)
+                            .map_err(error)?
+                            .kind
+                    }
+                    Some(k) => k,
+                };
                 Ok(DirEntry {
                     name: name.to_string_lossy().into_owned(),
-                    kind: kind(m.kind),
+                    kind: kind(k),
                 })
             })
             .collect()
@@ -322,3 +336,125 @@ impl wit::Host for TreeHost {
 }
 
 impl super::bindings::osbuild::stage::types::Host for TreeHost {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wit::Host as _;
+
+    fn host(dir: &Path, writable: bool, max_read: u64) -> TreeHost {
+        TreeHost::new(Root::open(dir).unwrap(), writable, false, max_read)
+    }
+
+    /// Every call that changes the tree is refused to a `tree: read` stage,
+    /// and changes nothing.
+    #[test]
+    fn a_read_only_stage_can_change_nothing_through_the_new_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), "keep").unwrap();
+        let mut h = host(dir.path(), false, 1 << 20);
+        let refused = [
+            h.write_file("/d/f".into(), b"x".to_vec()),
+            h.write_file("/new".into(), b"x".to_vec()),
+            h.create_dir("/e".into(), 0o755),
+            h.remove("/d/f".into()),
+            h.remove_all("/d".into()),
+            h.rename("/d/f".into(), "/g".into()),
+        ];
+        for r in refused {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind, ErrorKind::PermissionDenied);
+            assert_eq!(e.message, "the stage declares read-only access to the tree");
+        }
+        assert_eq!(std::fs::read(dir.path().join("d/f")).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(h.read_file("/d/f".into()).unwrap(), b"keep");
+    }
+
+    /// What a call hands the stage is bounded before the host reads it.
+    #[test]
+    fn a_huge_file_or_directory_costs_the_stage_an_error_not_the_host_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = std::fs::File::create(dir.path().join("big")).unwrap();
+        big.set_len(1 << 40).unwrap(); // sparse: a terabyte of nothing
+        std::fs::create_dir(dir.path().join("many")).unwrap();
+        for i in 0..100 {
+            std::fs::write(dir.path().join(format!("many/{i:03}")), "").unwrap();
+        }
+        let mut h = host(dir.path(), true, 1 << 20);
+        let e = h.read_file("/big".into()).unwrap_err();
+        assert_eq!(
+            e.message,
+            "/big: 1099511627776 bytes, more than the stage's memory limit (1 MiB)"
+        );
+        let mut h = host(dir.path(), true, 1000);
+        let e = h.read_dir("/many".into()).unwrap_err();
+        assert_eq!(
+            e.message,
+            "/many: its entries take more than the stage's memory limit (0 MiB)"
+        );
+        let mut h = host(dir.path(), true, 1 << 20);
+        assert_eq!(h.read_dir("/many".into()).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn the_whole_file_and_directory_calls_do_what_the_world_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::os::unix::fs::symlink("/etc/hostname", d.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &d.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let mut h = host(d, true, 1 << 20);
+        h.create_dir("/etc".into(), 0o750).unwrap();
+        h.write_file("/etc/hostname".into(), b"one\n".to_vec())
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("etc"), 0o750);
+        assert_eq!(mode("etc/hostname"), 0o644);
+        // An existing file keeps its mode; an absolute symlink is followed
+        // inside the tree.
+        std::fs::set_permissions(d.join("etc/hostname"), PermissionsExt::from_mode(0o600)).unwrap();
+        h.write_file("/link".into(), b"two\n".to_vec()).unwrap();
+        assert_eq!(std::fs::read(d.join("etc/hostname")).unwrap(), b"two\n");
+        assert_eq!(mode("etc/hostname"), 0o600);
+        assert_eq!(h.read_file("/link".into()).unwrap(), b"two\n");
+        // A FIFO is neither read nor written (nor waited on).
+        assert!(h.read_file("/fifo".into()).is_err());
+        assert!(h.write_file("/fifo".into(), b"x".to_vec()).is_err());
+        let kinds: Vec<(String, wit::EntryKind)> = h
+            .read_dir("/".into())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("etc".to_string(), wit::EntryKind::Directory),
+                ("fifo".to_string(), wit::EntryKind::Fifo),
+                ("link".to_string(), wit::EntryKind::Symlink),
+            ]
+        );
+        h.rename("/etc/hostname".into(), "/etc/name".into())
+            .unwrap();
+        h.remove("/link".into()).unwrap();
+        assert_eq!(
+            h.remove("/etc".into()).unwrap_err().kind,
+            ErrorKind::DirectoryNotEmpty
+        );
+        h.remove_all("/etc".into()).unwrap();
+        h.remove("/fifo".into()).unwrap();
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+        // `..` stops at the root.
+        h.write_file("/../../x".into(), b"in".to_vec()).unwrap();
+        assert_eq!(std::fs::read(d.join("x")).unwrap(), b"in");
+    }
+}
