@@ -584,3 +584,37 @@ fn the_ported_stages_pass_their_cases_and_the_real_tools_accept_their_files() {
     ));
     assert_eq!(got, "zstd| base  lvm crypt | nvme |yes\n");
 }
+
+/// Without its toolchain, `stage build` says exactly what to install.
+#[test]
+fn a_missing_toolchain_is_named_with_the_command_that_installs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (lang, needle) in [
+        (
+            "python",
+            "componentize-py is not installed (looked at $OSBUILD_COMPONENTIZE_PY and on PATH). Install it: `pip install componentize-py==0.25.1`",
+        ),
+        (
+            "javascript",
+            "componentize-js is not installed (looked at $OSBUILD_COMPONENTIZE_JS, ",
+        ),
+    ] {
+        let dir = tmp.path().join(lang);
+        let run = |args: &[&str]| {
+            let out = Command::new(OSBUILD)
+                .args(args)
+                .env("PATH", "/usr/bin:/bin")
+                .env_remove("OSBUILD_COMPONENTIZE_PY")
+                .env_remove("OSBUILD_COMPONENTIZE_JS")
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (code, err) = run(&["stage", "new", "x.y", "--lang", lang, dir.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{err}");
+        let (code, err) = run(&["stage", "build", dir.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!dir.join("x.y.wasm").exists());
+    }
+}

@@ -182,10 +182,53 @@ impl StageMeta {
     }
 }
 
+/// Every section of a component, nested modules and components inline (as
+/// `Parser::parse_all`), but with code sections skipped whole: a Python
+/// stage has tens of thousands of function bodies that neither the
+/// metadata nor the imports are in, and planning reads every stage.
+fn sections(mut data: &[u8]) -> impl Iterator<Item = wasmparser::Result<wasmparser::Payload<'_>>> {
+    use wasmparser::{Chunk, Parser, Payload};
+    let mut stack: Vec<Parser> = Vec::new();
+    let mut cur = Parser::new(0);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let payload = match cur.parse(data, true) {
+            Err(e) => {
+                done = true;
+                return Some(Err(e));
+            }
+            Ok(Chunk::NeedMoreData(_)) => unreachable!("eof is given"),
+            Ok(Chunk::Parsed { payload, consumed }) => {
+                data = &data[consumed..];
+                payload
+            }
+        };
+        match &payload {
+            Payload::CodeSectionStart { size, .. } => {
+                cur.skip_section();
+                // `parse` checked the section fits in the data.
+                data = &data[*size as usize..];
+            }
+            Payload::ModuleSection { parser, .. } | Payload::ComponentSection { parser, .. } => {
+                stack.push(std::mem::replace(&mut cur, parser.clone()));
+            }
+            Payload::End(_) => match stack.pop() {
+                Some(p) => cur = p,
+                None => done = true,
+            },
+            _ => {}
+        }
+        Some(Ok(payload))
+    })
+}
+
 /// The metadata section of a wasm stage, found without running it (it may
 /// sit in a core module nested in the component).
 pub fn wasm_metadata(bytes: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+    for payload in sections(bytes) {
         if let wasmparser::Payload::CustomSection(reader) = payload?
             && reader.name() == WASM_SECTION
         {
@@ -219,9 +262,9 @@ pub fn embed_wasm_metadata(component: &[u8], metadata: &str) -> anyhow::Result<V
 /// not the host, and are not counted).
 pub fn wasm_imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
     let mut imports = Vec::new();
-    // parse_all walks nested modules and components inline; track depth.
+    // `sections` walks nested modules and components inline; track depth.
     let mut depth = 0usize;
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+    for payload in sections(bytes) {
         match payload? {
             wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {

@@ -318,14 +318,17 @@ impl WasmHost {
             .as_ref()
             .map(|d| d.join(format!("{key}.cwasm")));
         if let Some(path) = &cached
-            && let Some(serialized) = read_sealed(path, &self.cache_key)
+            && let Some(sealed) = check_seal(path, &self.cache_key)
         {
-            // SAFETY: the bytes are what `Component::serialize` wrote: the
-            // seal (a MAC under the store's secret, checked on these very
-            // bytes in memory) is written only by `write_cache`.
-            match unsafe { Component::deserialize(&self.engine, &serialized) } {
-                Ok(c) => return Ok(c),
-                Err(_) => {
+            // SAFETY: the file is the one `write_cache` wrote from
+            // `Component::serialize` and sealed: the seal (a MAC under the
+            // store's secret) covers its identity and change time, which
+            // any write to it changes and no one but root can set back;
+            // it is checked again once the file is mapped.
+            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
+            match loaded {
+                Ok(c) if still(path, &sealed) => return Ok(c),
+                _ => {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -533,31 +536,60 @@ fn stubbed_wasi_call(stage: &Stage, e: &wasmtime::Error) -> Option<String> {
     })
 }
 
-/// The seal of a cached component: HMAC-SHA256 under the store's secret.
-fn seal(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(bytes);
-    mac.finalize().into_bytes().into()
+/// What a seal covers: the cached file as osbuild left it (device, inode,
+/// size, modification and change times). Mapped, not read: a Python
+/// stage's compiled component is 36 MB, and hashing it on every run cost
+/// more than running the stage.
+#[derive(Debug, PartialEq, Eq)]
+struct Sealed {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Sealed {
+    fn of(st: &rustix::fs::Stat) -> Sealed {
+        Sealed {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+        }
+    }
+
+    /// The seal: HMAC-SHA256, under the store's secret, of the file's
+    /// name and identity.
+    fn mac(&self, key: &[u8; 32], path: &Path) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(path.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+        mac.update(format!("\0{self:?}").as_bytes());
+        mac
+    }
 }
 
 fn seal_path(path: &Path) -> PathBuf {
     path.with_extension("cwasm.seal")
 }
 
-/// A cached component's bytes, if its seal is right; a component with a
-/// wrong or missing seal is removed (it is recompiled).
-fn read_sealed(path: &Path, key: &[u8; 32]) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
+fn stat_no_follow(path: &Path) -> Option<rustix::fs::Stat> {
+    let st = rustix::fs::lstat(path).ok()?;
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+        .then_some(st)
+}
+
+/// The identity of a cached component, if its seal is right; a component
+/// with a wrong or missing seal is removed (it is compiled again).
+fn check_seal(path: &Path, key: &[u8; 32]) -> Option<Sealed> {
+    let sealed = Sealed::of(&stat_no_follow(path)?);
     let seal_file = seal_path(path);
-    let ok = std::fs::read(&seal_file).is_ok_and(|s| {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-        mac.update(&bytes);
-        mac.verify_slice(&s).is_ok()
-    });
+    let ok = std::fs::read(&seal_file)
+        .is_ok_and(|s| hmac::Mac::verify_slice(sealed.mac(key, path), &s).is_ok());
     if ok {
-        Some(bytes)
+        Some(sealed)
     } else {
         eprintln!(
             "osbuild: {} was not written by this store's osbuild (or changed since); compiling the stage again",
@@ -569,18 +601,26 @@ fn read_sealed(path: &Path, key: &[u8; 32]) -> Option<Vec<u8>> {
     }
 }
 
+/// The file at `path` is still the sealed one (not swapped between the
+/// check and the mapping).
+fn still(path: &Path, sealed: &Sealed) -> bool {
+    stat_no_follow(path).is_some_and(|st| Sealed::of(&st) == *sealed)
+}
+
 fn write_cache(path: &Path, component: &Component, key: &[u8; 32]) -> anyhow::Result<()> {
     let dir = path.parent().expect("cache files live in a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let bytes = component.serialize().map_err(anyhow::Error::from)?;
-    // The seal first: a component is loaded only with one, and a seal
-    // without its component is harmless.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &seal(key, &bytes))?;
-    tmp.persist(seal_path(path))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.as_file().sync_data()?;
     tmp.persist(path)?;
+    // Sealed as it is now, in place (the rename changed its change time).
+    let st = stat_no_follow(path).context("the component just written")?;
+    let seal = hmac::Mac::finalize(Sealed::of(&st).mac(key, path)).into_bytes();
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &seal)?;
+    tmp.persist(seal_path(path))?;
     Ok(())
 }
 
