@@ -83,6 +83,33 @@ fn a_new_project_in_each_language_builds_and_its_stage_writes_into_the_tree() {
         let project = built(&format!("new:{lang}"));
         let name = format!("io.example.motd-{lang}");
         assert!(project.join(format!("{name}.wasm")).is_file(), "{lang}");
+        // The toolchains work in a private folder: the project gets the
+        // stage, and nothing else but what it had.
+        let mut listing: Vec<String> = std::fs::read_dir(&project)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "target" && n != "Cargo.lock")
+            .collect();
+        listing.sort();
+        let code = match lang {
+            "python" => vec!["main.py"],
+            "javascript" => vec!["main.js", "osbuild-stage.js"],
+            _ => vec!["Cargo.toml", "src"],
+        };
+        let mut want: Vec<String> = [
+            ".gitignore",
+            ".osbuild",
+            "README.md",
+            "stage.json",
+            "tests.json",
+        ]
+        .iter()
+        .chain(&code)
+        .map(|s| s.to_string())
+        .chain([format!("{name}.wasm")])
+        .collect();
+        want.sort();
+        assert_eq!(listing, want, "{lang}");
         let tmp = tempfile::tempdir().unwrap();
         let p = write_pipeline(
             tmp.path(),
@@ -596,7 +623,7 @@ fn a_missing_toolchain_is_named_with_the_command_that_installs_it() {
         ),
         (
             "javascript",
-            "componentize-js is not installed (looked at $OSBUILD_COMPONENTIZE_JS, ",
+            "componentize-js is not installed (looked at $OSBUILD_COMPONENTIZE_JS and on PATH). Install it: `npm install -g @bytecodealliance/componentize-js@0.23.0`",
         ),
     ] {
         let dir = tmp.path().join(lang);
@@ -608,13 +635,36 @@ fn a_missing_toolchain_is_named_with_the_command_that_installs_it() {
                 .env_remove("OSBUILD_COMPONENTIZE_JS")
                 .output()
                 .unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         };
         let (code, err) = run(&["stage", "new", "x.y", "--lang", lang, dir.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{err}");
+        // A project's own toolchain is code from the project: never run.
+        let marker = tmp.path().join(format!("{lang}-ran"));
+        let local = dir.join("node_modules/.bin");
+        std::fs::create_dir_all(&local).unwrap();
+        for tool in ["componentize-js", "componentize-py"] {
+            std::fs::write(
+                local.join(tool),
+                format!("#!/bin/sh\ntouch {}\n", marker.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(
+                local.join(tool),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+        }
         let (code, err) = run(&["stage", "build", dir.to_str().unwrap()]);
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains(needle), "{err}");
         assert!(!dir.join("x.y.wasm").exists());
+        assert!(
+            !marker.exists(),
+            "osbuild ran the project's own {lang} toolchain"
+        );
     }
 }

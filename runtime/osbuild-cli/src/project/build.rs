@@ -19,42 +19,44 @@ use super::{Language, Project, sdk};
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
 
+/// The most osbuild reads of a built component.
+const MAX_COMPONENT: u64 = 512 << 20;
+
 /// Builds the project in `dir`; returns the path of `NAME.wasm`.
+///
+/// The Python and JavaScript toolchains work in a private folder of
+/// osbuild's (the SDK, the world, the staged sources and their output),
+/// never in the project: nothing the project holds can redirect what they
+/// write.
 pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let project = Project::open(dir)?;
-    // The folder osbuild writes in, checked to be no symlink; the tools'
-    // output there is removed first, so that none writes through a link.
-    sdk::write_wit(&project.dir)?;
-    match std::fs::remove_file(project.work_dir().join("component.wasm")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).context("removing the previous .osbuild/component.wasm");
-        }
-        _ => {}
-    }
+    let scratch = tempfile::Builder::new()
+        .prefix("osbuild-stage-build-")
+        .tempdir()
+        .context("creating a private build folder")?;
     let component = match project.language {
-        Language::Python => python(&project)?,
-        Language::Javascript => javascript(&project)?,
+        Language::Python => python(&project, scratch.path())?,
+        Language::Javascript => javascript(&project, scratch.path())?,
         Language::Rust => rust(&project)?,
     };
-    let bytes = std::fs::read(&component)
-        .with_context(|| format!("reading the component {}", component.display()))?;
+    let bytes = super::read_project_file(&component, MAX_COMPONENT)
+        .context("reading the built component")?;
     let bytes = match project.language {
         // The SDK's `stage!` embeds stage.json at compile time.
         Language::Rust => bytes,
         _ => osbuild::stage::metadata::embed_wasm_metadata(&bytes, &project.metadata)
-            .with_context(|| format!("embedding {}/stage.json", dir.display()))?,
+            .with_context(|| format!("embedding {}/stage.json", project.dir.display()))?,
     };
     check(&project, &bytes)?;
     let out = project.artifact();
-    let tmp = tempfile::NamedTempFile::new_in(&project.dir)
+    let mut tmp = tempfile::NamedTempFile::new_in(&project.dir)
         .with_context(|| format!("creating a file in {}", project.dir.display()))?;
-    std::fs::write(tmp.path(), &bytes)
+    // Through the descriptor: the name is in the project's folder.
+    std::io::Write::write_all(tmp.as_file_mut(), &bytes)
         .with_context(|| format!("writing {}", tmp.path().display()))?;
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
     tmp.persist(&out)
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
@@ -97,23 +99,16 @@ fn check(project: &Project, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A program: `$VAR` if set, else the first of `candidates` that exists,
-/// else `name` on `PATH`.
-fn find_tool(var: &str, name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
+/// A program: `$VAR` if set, else `name` on `PATH`.
+fn find_tool(var: &str, name: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(var) {
         return Some(PathBuf::from(p));
     }
-    candidates
-        .iter()
-        .find(|c| c.is_file())
-        .cloned()
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            })
-        })
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Runs a toolchain command in the project; on failure says which command
@@ -142,8 +137,21 @@ fn run(project: &Project, program: &Path, args: &[&OsStr]) -> anyhow::Result<()>
     Ok(())
 }
 
-fn python(project: &Project) -> anyhow::Result<PathBuf> {
-    let tool = find_tool("OSBUILD_COMPONENTIZE_PY", "componentize-py", &[]).with_context(|| {
+/// Writes `files` (relative path, text) under `dir`, a private folder.
+fn write_private(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn python(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
+    let tool = find_tool("OSBUILD_COMPONENTIZE_PY", "componentize-py").with_context(|| {
         format!(
             "componentize-py is not installed (looked at $OSBUILD_COMPONENTIZE_PY and on PATH). Install it: \
              `pip install {COMPONENTIZE_PY}`, or into a venv (`python3 -m venv ~/.local/share/componentize-py && \
@@ -151,10 +159,11 @@ fn python(project: &Project) -> anyhow::Result<PathBuf> {
              OSBUILD_COMPONENTIZE_PY=~/.local/share/componentize-py/bin/componentize-py"
         )
     })?;
-    sdk::write_wit(&project.dir)?;
-    let sdk_dir = sdk::write_python(&project.dir)?;
-    let wit = project.work_dir().join("wit");
-    let out = project.work_dir().join("component.wasm");
+    write_private(scratch, &[sdk::WIT])?;
+    let sdk_dir = scratch.join("python");
+    write_private(&sdk_dir, sdk::PYTHON)?;
+    let wit = scratch.join("wit");
+    let out = scratch.join("component.wasm");
     run(
         project,
         &tool,
@@ -177,17 +186,15 @@ fn python(project: &Project) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// The project's JavaScript modules with the SDK beside them, in
-/// `.osbuild/js` (componentize-js resolves relative imports only).
-/// Symlinks in the project are not followed.
-fn stage_js(project: &Project) -> anyhow::Result<PathBuf> {
-    let js = project.work_dir().join("js");
-    let _ = std::fs::remove_dir_all(&js);
-    let mut stack = vec![(
-        project.dir.clone(),
-        PathBuf::from(format!("{}/js", sdk::DIR)),
-    )];
+/// The project's JavaScript modules with the SDK beside them, in `js`
+/// (componentize-js resolves relative imports only). Symlinks in the
+/// project are not followed, and every folder walked is checked as the
+/// project's own is.
+fn stage_js(project: &Project, js: &Path) -> anyhow::Result<()> {
+    let mut stack = vec![(project.dir.clone(), js.to_path_buf())];
     while let Some((from, to)) = stack.pop() {
+        super::check_owned(&from)?;
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
         for e in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
             let e = e?;
             let name = e.file_name();
@@ -201,61 +208,38 @@ fn stage_js(project: &Project) -> anyhow::Result<PathBuf> {
             } else if ty.is_file()
                 && (n.ends_with(".js") || n.ends_with(".mjs") || n.ends_with(".json"))
             {
-                let text = read_no_follow(&e.path())?;
-                let rel = to.join(&name);
-                sdk::write_beneath(&project.dir, &rel.to_string_lossy(), &text)?;
+                let text = super::read_project_file(&e.path(), MAX_COMPONENT)?;
+                std::fs::write(to.join(&name), text)
+                    .with_context(|| format!("copying {}", e.path().display()))?;
             }
         }
     }
-    let dir = format!("{}/js", sdk::DIR);
-    sdk::write_beneath(
-        &project.dir,
-        &format!("{dir}/osbuild-stage.js"),
-        sdk::JS_SDK.as_bytes(),
-    )?;
-    sdk::write_beneath(
-        &project.dir,
-        &format!("{dir}/osbuild-entry.js"),
-        sdk::JS_ENTRY.as_bytes(),
-    )?;
-    Ok(js)
+    write_private(
+        js,
+        &[
+            ("osbuild-stage.js", sdk::JS_SDK),
+            ("osbuild-entry.js", sdk::JS_ENTRY),
+        ],
+    )
 }
 
-/// A project file's bytes, if it is still a regular file (not swapped
-/// for a symlink or a FIFO since it was listed).
-fn read_no_follow(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if !f.metadata()?.is_file() {
-        anyhow::bail!("{}: not a regular file", path.display());
-    }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes)
-}
-
-fn javascript(project: &Project) -> anyhow::Result<PathBuf> {
-    let local = project.dir.join("node_modules/.bin/componentize-js");
-    let tool = find_tool("OSBUILD_COMPONENTIZE_JS", "componentize-js", &[local]).with_context(|| {
+fn javascript(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
+    // Not the project's own node_modules/.bin: a project is code to build,
+    // not a toolchain to run.
+    let tool = find_tool("OSBUILD_COMPONENTIZE_JS", "componentize-js").with_context(|| {
         format!(
-            "componentize-js is not installed (looked at $OSBUILD_COMPONENTIZE_JS, {}/node_modules/.bin and on PATH). \
-             Install it: `npm install --prefix {} {COMPONENTIZE_JS}` (Node.js 20 or later)",
-            project.dir.display(),
-            project.dir.display()
+            "componentize-js is not installed (looked at $OSBUILD_COMPONENTIZE_JS and on PATH). Install it: \
+             `npm install -g {COMPONENTIZE_JS}` (Node.js 20 or later), or `npm install --prefix DIR {COMPONENTIZE_JS}` \
+             and set OSBUILD_COMPONENTIZE_JS=DIR/node_modules/.bin/componentize-js"
         )
     })?;
-    sdk::write_wit(&project.dir)?;
     // The project's copy of the SDK (for editors) follows this osbuild's.
     sdk::write_beneath(&project.dir, "osbuild-stage.js", sdk::JS_SDK.as_bytes())?;
-    let js = stage_js(project)?;
-    let wit = project.work_dir().join("wit");
-    let out = project.work_dir().join("component.wasm");
+    write_private(scratch, &[sdk::WIT])?;
+    let js = scratch.join("js");
+    stage_js(project, &js)?;
+    let wit = scratch.join("wit");
+    let out = scratch.join("component.wasm");
     let entry = js.join("osbuild-entry.js");
     let mut args: Vec<&OsStr> = vec![
         entry.as_os_str(),
@@ -272,7 +256,7 @@ fn javascript(project: &Project) -> anyhow::Result<PathBuf> {
 }
 
 fn rust(project: &Project) -> anyhow::Result<PathBuf> {
-    let cargo = find_tool("CARGO", "cargo", &[]).context(
+    let cargo = find_tool("CARGO", "cargo").context(
         "cargo is not installed: install Rust with rustup (https://rustup.rs), then `rustup target add wasm32-wasip2`",
     )?;
     sdk::write_rust(&project.dir)?;

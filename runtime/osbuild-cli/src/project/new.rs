@@ -71,6 +71,14 @@ tempfile = "3"
 /// missing).
 pub fn new(name: &str, language: Language, dir: &Path) -> anyhow::Result<()> {
     check_name(name)?;
+    if let Ok(m) = std::fs::symlink_metadata(dir)
+        && !m.is_dir()
+    {
+        anyhow::bail!(
+            "{}: not a folder (a symlink to one is not followed)",
+            dir.display()
+        );
+    }
     if dir.exists()
         && std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?

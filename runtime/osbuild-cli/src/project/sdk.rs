@@ -190,6 +190,13 @@ pub fn write_beneath(root: &Path, rel: &str, contents: &[u8]) -> anyhow::Result<
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         anyhow::bail!("{}: not a regular file", shown.display());
     }
+    // A hard link to a file elsewhere would be written there too.
+    if st.st_nlink > 1 {
+        anyhow::bail!(
+            "{}: has other hard links; remove it and build again",
+            shown.display()
+        );
+    }
     let mut file = std::fs::File::from(fd);
     // Unchanged files keep their mtime, so cargo does not rebuild them.
     let mut old = Vec::new();

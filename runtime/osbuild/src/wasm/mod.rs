@@ -522,17 +522,25 @@ fn stubbed_wasi_call(stage: &Stage, e: &wasmtime::Error) -> Option<String> {
         return None;
     }
     let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>()?;
+    // The names are the component's own: shown only as plain characters,
+    // and short, so a stage cannot write osbuild's error line.
+    let shown = |name: &str| -> String {
+        name.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "[]_-.".contains(*c))
+            .take(64)
+            .collect()
+    };
     if let Some(innermost) = backtrace.frames().first().and_then(|f| f.func_name())
         && innermost.starts_with('[')
     {
-        return Some(innermost.to_string());
+        return Some(shown(innermost));
     }
     backtrace.frames().iter().find_map(|f| {
         let name = f.func_name()?;
         WASI_GLUE
             .iter()
             .any(|p| name.starts_with(p))
-            .then(|| name.to_string())
+            .then(|| shown(name))
     })
 }
 
