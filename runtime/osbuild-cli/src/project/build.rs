@@ -162,6 +162,8 @@ fn python(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
     write_private(scratch, &[sdk::WIT])?;
     let sdk_dir = scratch.join("python");
     write_private(&sdk_dir, sdk::PYTHON)?;
+    let src = scratch.join("src");
+    copy_sources(project, &src, &[".py"])?;
     let wit = scratch.join("wit");
     let out = scratch.join("component.wasm");
     run(
@@ -178,7 +180,7 @@ fn python(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
             "-p".as_ref(),
             sdk_dir.as_os_str(),
             "-p".as_ref(),
-            project.dir.as_os_str(),
+            src.as_os_str(),
             "-o".as_ref(),
             out.as_os_str(),
         ],
@@ -186,12 +188,13 @@ fn python(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// The project's JavaScript modules with the SDK beside them, in `js`
-/// (componentize-js resolves relative imports only). Symlinks in the
-/// project are not followed, and every folder walked is checked as the
-/// project's own is.
-fn stage_js(project: &Project, js: &Path) -> anyhow::Result<()> {
-    let mut stack = vec![(project.dir.clone(), js.to_path_buf())];
+/// Copies the project's sources (files ending in one of `extensions`)
+/// into `to`, a private folder, where the toolchain reads them (and
+/// writes what it likes, `__pycache__` say) instead of in the project.
+/// Symlinks in the project are not followed, and every folder walked is
+/// checked as the project's own is.
+fn copy_sources(project: &Project, to: &Path, extensions: &[&str]) -> anyhow::Result<()> {
+    let mut stack = vec![(project.dir.clone(), to.to_path_buf())];
     while let Some((from, to)) = stack.pop() {
         super::check_owned(&from)?;
         std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
@@ -199,28 +202,20 @@ fn stage_js(project: &Project, js: &Path) -> anyhow::Result<()> {
             let e = e?;
             let name = e.file_name();
             let n = name.to_string_lossy();
-            if n.starts_with('.') || n == "node_modules" {
+            if n.starts_with('.') || ["node_modules", "__pycache__", "target"].contains(&&*n) {
                 continue;
             }
             let ty = e.file_type()?;
             if ty.is_dir() {
                 stack.push((e.path(), to.join(&name)));
-            } else if ty.is_file()
-                && (n.ends_with(".js") || n.ends_with(".mjs") || n.ends_with(".json"))
-            {
+            } else if ty.is_file() && extensions.iter().any(|x| n.ends_with(x)) {
                 let text = super::read_project_file(&e.path(), MAX_COMPONENT)?;
                 std::fs::write(to.join(&name), text)
                     .with_context(|| format!("copying {}", e.path().display()))?;
             }
         }
     }
-    write_private(
-        js,
-        &[
-            ("osbuild-stage.js", sdk::JS_SDK),
-            ("osbuild-entry.js", sdk::JS_ENTRY),
-        ],
-    )
+    Ok(())
 }
 
 fn javascript(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
@@ -236,8 +231,17 @@ fn javascript(project: &Project, scratch: &Path) -> anyhow::Result<PathBuf> {
     // The project's copy of the SDK (for editors) follows this osbuild's.
     sdk::write_beneath(&project.dir, "osbuild-stage.js", sdk::JS_SDK.as_bytes())?;
     write_private(scratch, &[sdk::WIT])?;
+    // componentize-js resolves relative imports only: the SDK goes beside
+    // the stage's modules.
     let js = scratch.join("js");
-    stage_js(project, &js)?;
+    copy_sources(project, &js, &[".js", ".mjs", ".json"])?;
+    write_private(
+        &js,
+        &[
+            ("osbuild-stage.js", sdk::JS_SDK),
+            ("osbuild-entry.js", sdk::JS_ENTRY),
+        ],
+    )?;
     let wit = scratch.join("wit");
     let out = scratch.join("component.wasm");
     let entry = js.join("osbuild-entry.js");

@@ -95,7 +95,7 @@ pub fn new(name: &str, language: Language, dir: &Path) -> anyhow::Result<()> {
         Language::Javascript => (
             "main.js",
             JAVASCRIPT,
-            " (needs componentize-js: npm install @bytecodealliance/componentize-js@0.23.0)",
+            " (needs componentize-js: npm install -g @bytecodealliance/componentize-js@0.23.0)",
             "",
         ),
         Language::Rust => (

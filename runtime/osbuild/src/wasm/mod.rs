@@ -481,9 +481,11 @@ impl StageHost for WasmHost {
             Err(e) => Err(StageError::Crashed(
                 match stubbed_wasi_call(inv.stage, &e) {
                     Some(call) => format!(
-                        "the stage called WASI ({call}), which Python and JavaScript stages are built without: \
-                     files, sockets, the environment and the clock are not there. Reach the tree through \
-                     the SDK's Tree, print for output, and source_epoch (sourceEpoch) for the time"
+                        "the stage called WASI ({call}), which it was built without (as Python and \
+                         JavaScript stages are): files, sockets, the environment, the clock and \
+                         imports of modules not loaded at build time are not there. Reach the tree \
+                         through the SDK's Tree, print for output, source_epoch (sourceEpoch) for \
+                         the time, and import modules at the top of the stage's code"
                     ),
                     None => format!("the stage crashed: {e:#}"),
                 },
