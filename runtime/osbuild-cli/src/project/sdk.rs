@@ -309,7 +309,7 @@ mod tests {
         // A FIFO is not opened for writing, and not waited on.
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &project.join("fifo"),
+            project.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,

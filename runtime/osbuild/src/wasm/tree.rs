@@ -405,7 +405,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", d.join("link")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &d.join("fifo"),
+            d.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
