@@ -129,11 +129,28 @@ pub fn check_owned(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// No one else can swap `dir` (resolved) during a build: every folder
+/// above it is root's or the caller's, and writable by no one else (or
+/// sticky). Else root could build, and run the build.rs of, a folder
+/// another user swapped in.
+pub fn check_above(dir: &Path) -> anyhow::Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    osbuild::store::check_ancestors(dir, me).map_err(|u| {
+        anyhow::anyhow!(
+            "{}: it is inside {}, which {}: another user could swap the project during a build; move it to a folder only root or you can change",
+            dir.display(),
+            u.dir.display(),
+            u.why
+        )
+    })
+}
+
 impl Project {
     pub fn open(dir: &Path) -> anyhow::Result<Project> {
         // Absolute, so the toolchains (run in the project) see the same paths.
         let dir = &std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
         check_owned(dir)?;
+        check_above(dir)?;
         if std::fs::symlink_metadata(dir.join(sdk::DIR)).is_ok() {
             check_owned(&dir.join(sdk::DIR))?;
         }
@@ -266,6 +283,35 @@ mod tests {
         std::fs::remove_file(&meta).unwrap();
         std::fs::write(&meta, vec![b' '; (MAX_JSON + 1) as usize]).unwrap();
         assert!(error(dir.path()).contains("more than the 1048576 osbuild reads"));
+    }
+
+    /// Review finding: root built a project another user could swap (its
+    /// parent folder was theirs to change).
+    #[test]
+    fn a_project_inside_a_folder_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let outer = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let inner = outer.path().join("p");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::write(inner.join("stage.json"), META.replace("NAME", "x")).unwrap();
+        std::fs::write(inner.join("main.py"), "").unwrap();
+        let e = error(&inner);
+        assert!(
+            e.contains("which others can write (mode 777): another user could swap the project"),
+            "{e}"
+        );
+        // Sticky, as /tmp is: others cannot rename what is not theirs.
+        std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        Project::open(&inner).unwrap();
+        let e = super::new::new("x", Language::Python, &outer.path().join("q"));
+        assert!(e.is_ok(), "{e:?}");
+        std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = super::new::new("x", Language::Python, &outer.path().join("r")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("another user could swap the project"),
+            "{e:#}"
+        );
     }
 
     /// Review findings: a project someone else can change under a build

@@ -126,6 +126,10 @@ pub fn new(name: &str, language: Language, dir: &Path) -> anyhow::Result<()> {
         Language::Python => {}
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Resolved and checked once made: no one else can swap it from here on.
+    let dir = &std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    super::check_owned(dir)?;
+    super::check_above(dir)?;
     for (rel, text) in files {
         sdk::write_beneath(dir, &rel, text.as_bytes())?;
     }

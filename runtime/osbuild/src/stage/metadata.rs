@@ -186,7 +186,7 @@ impl StageMeta {
 /// `Parser::parse_all`), but with code sections skipped whole: a Python
 /// stage has tens of thousands of function bodies that neither the
 /// metadata nor the imports are in, and planning reads every stage.
-fn sections(mut data: &[u8]) -> impl Iterator<Item = wasmparser::Result<wasmparser::Payload<'_>>> {
+fn sections(mut data: &[u8]) -> impl Iterator<Item = anyhow::Result<wasmparser::Payload<'_>>> {
     use wasmparser::{Chunk, Parser, Payload};
     let mut stack: Vec<Parser> = Vec::new();
     let mut cur = Parser::new(0);
@@ -198,7 +198,7 @@ fn sections(mut data: &[u8]) -> impl Iterator<Item = wasmparser::Result<wasmpars
         let payload = match cur.parse(data, true) {
             Err(e) => {
                 done = true;
-                return Some(Err(e));
+                return Some(Err(e.into()));
             }
             Ok(Chunk::NeedMoreData(_)) => unreachable!("eof is given"),
             Ok(Chunk::Parsed { payload, consumed }) => {
@@ -207,10 +207,18 @@ fn sections(mut data: &[u8]) -> impl Iterator<Item = wasmparser::Result<wasmpars
             }
         };
         match &payload {
-            Payload::CodeSectionStart { size, .. } => {
+            Payload::CodeSectionStart { size, range, .. } => {
                 cur.skip_section();
-                // `parse` checked the section fits in the data.
-                data = &data[*size as usize..];
+                match data.get(*size as usize..) {
+                    Some(rest) => data = rest,
+                    None => {
+                        done = true;
+                        return Some(Err(anyhow::anyhow!(
+                            "the code section at byte {} runs past the end of the file",
+                            range.start
+                        )));
+                    }
+                }
             }
             Payload::ModuleSection { parser, .. } | Payload::ComponentSection { parser, .. } => {
                 stack.push(std::mem::replace(&mut cur, parser.clone()));
@@ -340,6 +348,20 @@ pub fn option_matches<'a>(options: &'a Value, pattern: &str) -> Vec<(String, &'a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review finding: a code section claiming more bytes than the file
+    /// has (at the top or in a nested module) panicked planning, audit
+    /// and `osbuild stages`.
+    #[test]
+    fn a_truncated_code_section_is_an_error_not_a_panic() {
+        let module = b"\0asm\x01\0\0\0\x0a\x64\x00";
+        assert!(wasm_metadata(module).is_err());
+        assert!(wasm_imports(module).is_err());
+        let mut component = b"\0asm\x0d\0\x01\0\x01\x14".to_vec();
+        component.extend_from_slice(b"\0asm\x01\0\0\0\x0a\x0a\x00");
+        assert!(wasm_metadata(&component).is_err());
+        assert!(wasm_imports(&component).is_err());
+    }
 
     #[test]
     fn metadata_embedded_in_a_component_is_found_and_embedded_once() {

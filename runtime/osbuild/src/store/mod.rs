@@ -64,23 +64,48 @@ pub fn secure_root(root: &Path) -> Result<PathBuf, String> {
     let real = root
         .canonicalize()
         .map_err(|e| format!("{}: resolving it: {e}", root.display()))?;
+    check_ancestors(&real, euid).map_err(|u| {
+        format!(
+            "{}: the store is inside {}, which {}; another user could swap the store for one of theirs: use a store in a directory only root or you can change",
+            root.display(),
+            u.dir.display(),
+            u.why
+        )
+    })?;
+    Ok(real)
+}
+
+/// A directory above a path that lets someone else swap the path.
+#[derive(Debug)]
+pub struct Untrusted {
+    pub dir: PathBuf,
+    /// "belongs to user N" or "others can write (mode M)".
+    pub why: String,
+}
+
+/// Checks that every directory above `real` (a resolved path) belongs to
+/// root or to `euid` and that no one else can write it (or it is sticky,
+/// as `/tmp` is): then no one else can swap what `real` names. The store
+/// needs it, and so does a stage project that root builds.
+pub fn check_ancestors(real: &Path, euid: u32) -> Result<(), Untrusted> {
     for dir in real.ancestors().skip(1) {
-        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let m = std::fs::metadata(dir).map_err(|e| Untrusted {
+            dir: dir.to_path_buf(),
+            why: format!("cannot be read ({e})"),
+        })?;
         let others_write = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
         if (m.uid() != 0 && m.uid() != euid) || others_write {
-            return Err(format!(
-                "{}: the store is inside {}, which {}; another user could swap the store for one of theirs: use a store in a directory only root or you can change",
-                root.display(),
-                dir.display(),
-                if others_write {
+            return Err(Untrusted {
+                dir: dir.to_path_buf(),
+                why: if others_write {
                     format!("others can write (mode {:o})", m.mode() & 0o7777)
                 } else {
                     format!("belongs to user {}", m.uid())
-                }
-            ));
+                },
+            });
         }
     }
-    Ok(real)
+    Ok(())
 }
 
 /// Follows `path` as the kernel would and refuses a symbolic link on the

@@ -318,17 +318,20 @@ impl WasmHost {
             .as_ref()
             .map(|d| d.join(format!("{key}.cwasm")));
         if let Some(path) = &cached
-            && let Some(sealed) = check_seal(path, &self.cache_key)
+            && let Some(file) = open_sealed(path, &self.cache_key)
         {
-            // SAFETY: the file is the one `write_cache` wrote from
+            // SAFETY: the open file is the one `write_cache` wrote from
             // `Component::serialize` and sealed: the seal (a MAC under the
             // store's secret) covers its identity and change time, which
-            // any write to it changes and no one but root can set back;
-            // it is checked again once the file is mapped.
-            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
+            // any write to it changes and no one but root can set back. It
+            // is mapped through this very descriptor, not found by name
+            // again.
+            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+            let loaded = unsafe { Component::deserialize_file(&self.engine, &fd_path) };
+            drop(file);
             match loaded {
-                Ok(c) if still(path, &sealed) => return Ok(c),
-                _ => {
+                Ok(c) => return Ok(c),
+                Err(_) => {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -585,21 +588,25 @@ fn seal_path(path: &Path) -> PathBuf {
     path.with_extension("cwasm.seal")
 }
 
-fn stat_no_follow(path: &Path) -> Option<rustix::fs::Stat> {
-    let st = rustix::fs::lstat(path).ok()?;
-    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
-        .then_some(st)
-}
-
-/// The identity of a cached component, if its seal is right; a component
-/// with a wrong or missing seal is removed (it is compiled again).
-fn check_seal(path: &Path, key: &[u8; 32]) -> Option<Sealed> {
-    let sealed = Sealed::of(&stat_no_follow(path)?);
+/// The cached component at `path`, opened (never through a symlink), if
+/// it is a regular file whose seal is right; a component with a wrong or
+/// missing seal is removed (it is compiled again).
+fn open_sealed(path: &Path, key: &[u8; 32]) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+        .ok()?;
+    let st = rustix::fs::fstat(&file).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return None;
+    }
     let seal_file = seal_path(path);
     let ok = std::fs::read(&seal_file)
-        .is_ok_and(|s| hmac::Mac::verify_slice(sealed.mac(key, path), &s).is_ok());
+        .is_ok_and(|s| hmac::Mac::verify_slice(Sealed::of(&st).mac(key, path), &s).is_ok());
     if ok {
-        Some(sealed)
+        Some(file)
     } else {
         eprintln!(
             "osbuild: {} was not written by this store's osbuild (or changed since); compiling the stage again",
@@ -611,12 +618,6 @@ fn check_seal(path: &Path, key: &[u8; 32]) -> Option<Sealed> {
     }
 }
 
-/// The file at `path` is still the sealed one (not swapped between the
-/// check and the mapping).
-fn still(path: &Path, sealed: &Sealed) -> bool {
-    stat_no_follow(path).is_some_and(|st| Sealed::of(&st) == *sealed)
-}
-
 fn write_cache(path: &Path, component: &Component, key: &[u8; 32]) -> anyhow::Result<()> {
     let dir = path.parent().expect("cache files live in a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -624,9 +625,10 @@ fn write_cache(path: &Path, component: &Component, key: &[u8; 32]) -> anyhow::Re
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
     tmp.as_file().sync_data()?;
-    tmp.persist(path)?;
-    // Sealed as it is now, in place (the rename changed its change time).
-    let st = stat_no_follow(path).context("the component just written")?;
+    let file = tmp.persist(path)?;
+    // The file written, as it is now, in place (the rename changed its
+    // change time): through its descriptor, not its name.
+    let st = rustix::fs::fstat(&file)?;
     let seal = hmac::Mac::finalize(Sealed::of(&st).mac(key, path)).into_bytes();
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &seal)?;
