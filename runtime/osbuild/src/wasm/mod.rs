@@ -320,13 +320,13 @@ impl WasmHost {
         if let Some(path) = &cached
             && let Some(file) = open_sealed(path, &self.cache_key)
         {
+            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
             // SAFETY: the open file is the one `write_cache` wrote from
             // `Component::serialize` and sealed: the seal (a MAC under the
             // store's secret) covers its identity and change time, which
             // any write to it changes and no one but root can set back. It
             // is mapped through this very descriptor, not found by name
             // again.
-            let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
             let loaded = unsafe { Component::deserialize_file(&self.engine, &fd_path) };
             drop(file);
             match loaded {
