@@ -65,36 +65,7 @@ const MAX_JSON: u64 = 1 << 20;
 /// following a symlink or waiting on a FIFO (a project may be someone
 /// else's: `stage.json -> /dev/zero` must not fill the memory).
 pub fn read_project_file(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let m = f.metadata()?;
-    if !m.is_file() {
-        anyhow::bail!("{}: not a regular file", path.display());
-    }
-    if m.len() > max {
-        anyhow::bail!(
-            "{}: {} bytes, more than the {max} osbuild reads",
-            path.display(),
-            m.len()
-        );
-    }
-    let mut bytes = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > max {
-        anyhow::bail!(
-            "{}: grew past the {max} bytes osbuild reads",
-            path.display()
-        );
-    }
-    Ok(bytes)
+    osbuild::stage::read_regular_file(path, max, false).map_err(anyhow::Error::msg)
 }
 
 /// A folder osbuild builds in: a real folder (no symlink), owned by the
@@ -282,7 +253,7 @@ mod tests {
         assert!(error(dir.path()).contains("not a regular file"));
         std::fs::remove_file(&meta).unwrap();
         std::fs::write(&meta, vec![b' '; (MAX_JSON + 1) as usize]).unwrap();
-        assert!(error(dir.path()).contains("more than the 1048576 osbuild reads"));
+        assert!(error(dir.path()).contains("more than the 1048576 osbuild reads of it"));
     }
 
     /// Review finding: root built a project another user could swap (its

@@ -133,13 +133,10 @@ pub fn new(name: &str, language: Language, dir: &Path) -> anyhow::Result<()> {
     for (rel, text) in files {
         sdk::write_beneath(dir, &rel, text.as_bytes())?;
     }
-    match language {
-        Language::Rust => sdk::write_rust(dir)?,
-        Language::Python => {
-            sdk::write_wit(dir)?;
-            sdk::write_python(dir)?;
-        }
-        Language::Javascript => sdk::write_wit(dir)?,
+    // Its Cargo.toml names the SDK; Python and JavaScript SDKs are put
+    // beside the sources only where `stage build` builds them.
+    if language == Language::Rust {
+        sdk::write_rust(dir)?;
     }
     eprintln!(
         "osbuild: wrote a {} stage {name} in {}; next: osbuild stage build {}",

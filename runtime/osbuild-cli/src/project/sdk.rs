@@ -1,6 +1,8 @@
 //! The SDKs and the stage world, embedded in the osbuild binary, so a stage
-//! project builds outside this repository and offline: `osbuild stage new`
-//! and `osbuild stage build` write them under the project's `.osbuild/`.
+//! project builds outside this repository and offline. The Python and
+//! JavaScript SDKs go into `stage build`'s private folder, beside a copy
+//! of the sources; the Rust SDK, which a project's Cargo.toml names, into
+//! the project's `.osbuild/` (`stage new` and `stage build` write it).
 //!
 //! The Rust SDK is not on the crates registry: its two crates are copied
 //! with manifests that no longer inherit from this workspace.
@@ -9,11 +11,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-/// Where in a project the embedded files go (a build artifact, refreshed
-/// by every `stage build`; `stage new` puts it in `.gitignore`).
+/// Where in a Rust project the SDK goes (a build artifact, refreshed by
+/// every `stage build`; `stage new` puts it in `.gitignore`).
 pub const DIR: &str = ".osbuild";
 
-/// The current stage world, as `.osbuild/wit/stage.wit`.
+/// The current stage world, as `wit/stage.wit` (in a Rust project's `.osbuild/`).
 pub const WIT: (&str, &str) = ("wit/stage.wit", include_str!("../../../../wit/stage.wit"));
 
 macro_rules! files {
@@ -22,7 +24,8 @@ macro_rules! files {
     };
 }
 
-/// The Python SDK (the `osbuild_stage` package), relative to `.osbuild/python`.
+/// The Python SDK (the `osbuild_stage` package), relative to the folder
+/// put on componentize-py's path.
 pub const PYTHON: &[(&str, &str)] = files!("stage-guest/python" =>
     "osbuild_stage/__init__.py",
     "osbuild_stage/_console.py",
@@ -216,17 +219,10 @@ fn write(project: &Path, rel: &str, contents: &str) -> anyhow::Result<()> {
     write_beneath(project, rel, contents.as_bytes())
 }
 
-/// Writes the stage world to `project/.osbuild/wit`.
-pub fn write_wit(project: &Path) -> anyhow::Result<()> {
+/// Writes the stage world to `project/.osbuild/wit` (the Rust SDK's
+/// bindings read it from there).
+fn write_wit(project: &Path) -> anyhow::Result<()> {
     write(project, &format!("{DIR}/{}", WIT.0), WIT.1)
-}
-
-/// Writes the Python SDK to `project/.osbuild/python`; returns that folder.
-pub fn write_python(project: &Path) -> anyhow::Result<std::path::PathBuf> {
-    for (rel, text) in PYTHON {
-        write(project, &format!("{DIR}/python/{rel}"), text)?;
-    }
-    Ok(project.join(DIR).join("python"))
 }
 
 /// Writes the Rust SDK to `project/.osbuild/sdk` (and the world it reads).

@@ -214,6 +214,15 @@ fn write_tree(dest: &Path, tree: &BTreeMap<String, Spec>) -> anyhow::Result<()> 
     let file =
         std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut tar = tar::Builder::new(file);
+    // The tree is the case's own: a path that climbs out of it is an error
+    // in tests.json (osbuild would refuse the archive entry anyway).
+    if let Some(p) = tree.keys().find(|p| {
+        Path::new(p)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    }) {
+        anyhow::bail!("tree {p}: a path in the case's tree has no '..'");
+    }
     let mut dirs = std::collections::BTreeSet::new();
     for path in tree.keys() {
         let path = normal(path);
@@ -449,6 +458,12 @@ mod tests {
              /etc/motd: mode is 0640, expected 0644; /etc/motd: uid is 7, expected 1; \
              /etc/motd: gid is 8, expected 2; /etc/motd: xattr user.a is \"b\", expected \"c\"; \
              /etc/motd: has no xattr user.z; /missing: missing"
+        );
+        let climbing = spec(serde_json::json!({"/../../etc/shadow": {"content": "x"}}));
+        let e = write_tree(&dir.path().join("c.tar"), &climbing).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tree /../../etc/shadow: a path in the case's tree has no '..'"
         );
         let present = spec(serde_json::json!({"/etc/motd": {"absent": true}}));
         assert_eq!(

@@ -171,6 +171,15 @@ mod tests {
         }
     }
 
+    /// The refusals' messages for `imports`.
+    fn refused(network: bool, imports: &[&str]) -> Vec<String> {
+        let imports: Vec<String> = imports.iter().map(|i| i.to_string()).collect();
+        refusals(&caps(network), &imports)
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
     #[test]
     fn sockets_need_network_and_the_rest_is_never_linked() {
         let imports: Vec<String> = [
@@ -198,13 +207,10 @@ mod tests {
 
     #[test]
     fn a_stage_built_for_a_world_osbuild_does_not_link_is_refused_naming_its_version() {
-        let imports: Vec<String> = ["osbuild:stage/tree@0.3.0", "osbuild:stage/types@0.3.0"]
-            .map(String::from)
-            .to_vec();
-        let got: Vec<String> = refusals(&caps(false), &imports)
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
+        let got = refused(
+            false,
+            &["osbuild:stage/tree@0.3.0", "osbuild:stage/types@0.3.0"],
+        );
         assert_eq!(
             got,
             [

@@ -58,15 +58,23 @@ pub struct Stage {
 const MAX_STAGE_BYTES: u64 = 512 << 20;
 const MAX_METADATA_BYTES: u64 = 1 << 20;
 
-/// A regular file's bytes, at most `max` of them (opened without blocking,
-/// so a FIFO is refused, not waited on).
 fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    read_regular_file(path, max, true)
+}
+
+/// A regular file's bytes, at most `max` of them (opened without blocking,
+/// so a FIFO is refused, not waited on; a final symlink followed only if
+/// `follow`): for files an untrusted party may have put there (a
+/// `--libdir`, a stage project), where `/dev/zero` must not fill the
+/// memory.
+pub fn read_regular_file(path: &Path, max: u64, follow: bool) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | nofollow)
         .open(path)
         .map_err(err)?;
     let m = file.metadata().map_err(err)?;
@@ -75,13 +83,19 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     }
     if m.len() > max {
         return Err(format!(
-            "{}: {} bytes, more than the {max} osbuild reads of a stage file",
+            "{}: {} bytes, more than the {max} osbuild reads of it",
             path.display(),
             m.len()
         ));
     }
     let mut bytes = Vec::with_capacity(m.len() as usize);
-    file.take(max).read_to_end(&mut bytes).map_err(err)?;
+    file.take(max + 1).read_to_end(&mut bytes).map_err(err)?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "{}: grew past the {max} bytes osbuild reads of it",
+            path.display()
+        ));
+    }
     Ok(bytes)
 }
 
