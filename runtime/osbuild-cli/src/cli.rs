@@ -592,6 +592,7 @@ fn result_json(
                 "id": s.id,
                 "duration_ms": ms(s.duration),
                 "cached": s.cached,
+                "changes": s.changes,
             })).collect::<Vec<_>>(),
             "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
             "saved": r.saved.as_deref().map(file),

@@ -10,7 +10,7 @@ use crate::error::InputError;
 use crate::executor::PlannedStage;
 use crate::policy::Policy;
 use crate::reach::{self, Refusal, imports};
-use crate::stage::{Capabilities, Kind, TreeAccess};
+use crate::stage::{Capabilities, Kind, PathSet, TreeAccess, Writes};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StageAudit {
@@ -26,6 +26,8 @@ pub struct StageAudit {
     /// For a wasm stage: the interfaces its binary imports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub imports: Option<Vec<String>>,
+    /// Where in the tree it may read and write.
+    pub tree: TreeReach,
     /// What osbuild grants it when it runs.
     pub sandbox: Vec<String>,
     /// Reasons a build would refuse it (undeclared imports, policy).
@@ -34,11 +36,43 @@ pub struct StageAudit {
     pub notes: Vec<String>,
 }
 
+/// Where in the tree a stage may read and write, as patterns (`/**`: all
+/// of it; empty: nothing).
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeReach {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+}
+
+impl TreeReach {
+    pub fn of(tree: &TreeAccess) -> TreeReach {
+        let texts = |s: &PathSet| s.patterns().iter().map(|p| p.to_string()).collect();
+        let all = || vec!["/**".to_string()];
+        TreeReach {
+            read: tree.reads().map_or_else(all, texts),
+            write: match tree.writes() {
+                Writes::Nothing => Vec::new(),
+                Writes::Everything => all(),
+                Writes::Only(s) => texts(s),
+            },
+        }
+    }
+}
+
+fn patterns_or(patterns: &[String], all: &str, none: &str) -> String {
+    match patterns {
+        [] => none.to_string(),
+        [one] if one == "/**" => all.to_string(),
+        many => many.join(" "),
+    }
+}
+
 /// The capabilities, in a few words each.
 pub fn describe(caps: &Capabilities) -> Vec<String> {
-    let mut v = vec![match caps.tree {
+    let mut v = vec![match &caps.tree {
         TreeAccess::Read => "tree read-only".to_string(),
         TreeAccess::ReadWrite => "tree read-write".to_string(),
+        TreeAccess::Scoped(_) => "tree scoped to paths".to_string(),
     }];
     if caps.output {
         v.push("output".into());
@@ -86,6 +120,7 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                 origin: stage.origin.to_string(),
                 summary: stage.meta.summary.clone(),
                 capabilities: stage.meta.capabilities.clone(),
+                tree: TreeReach::of(&stage.meta.capabilities.tree),
                 imports: reach.imports,
                 sandbox: reach.grants,
                 refused: reach.refusals,
@@ -125,6 +160,14 @@ pub fn render(audits: &[StageAudit]) -> String {
         out.push_str(&format!(
             "{pad}declares: {}\n",
             describe(&a.capabilities).join(", ")
+        ));
+        out.push_str(&format!(
+            "{pad}reads:    {}\n",
+            patterns_or(&a.tree.read, "the whole tree", "nothing")
+        ));
+        out.push_str(&format!(
+            "{pad}writes:   {}\n",
+            patterns_or(&a.tree.write, "anywhere in the tree", "nothing")
         ));
         if let Some(imports) = &a.imports {
             out.push_str(&format!("{pad}imports:  {}\n", imports::compact(imports)));

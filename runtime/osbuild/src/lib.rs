@@ -31,6 +31,7 @@
 pub mod archive;
 pub mod audit;
 pub mod boot;
+pub mod changes;
 pub mod error;
 pub mod executor;
 pub mod host;

@@ -20,9 +20,23 @@ pub struct Mark {
 }
 
 impl Mark {
+    /// Before any ctime: every entry counts as changed.
+    pub const BEGINNING: Mark = Mark {
+        sec: i64::MIN,
+        nsec: 0,
+    };
+
     /// Now, on the ctime clock (no waiting for its next tick: see [`mark`]).
     pub fn now() -> Mark {
         coarse_now()
+    }
+
+    /// Whether an entry with this ctime was changed at or after the mark.
+    pub fn saw_change(self, ctime_sec: i64, ctime_nsec: u32) -> bool {
+        Mark {
+            sec: ctime_sec,
+            nsec: ctime_nsec as i64,
+        } >= self
     }
 }
 

@@ -7,7 +7,8 @@
 //!   "privileged": [],
 //!   "devices": [],
 //!   "device-nodes": [],
-//!   "digests": { "io.weldr.hostname": ["sha256:…"] }
+//!   "digests": { "io.weldr.hostname": ["sha256:…"] },
+//!   "writes": { "*": ["!/usr/bin/**", "!/root/**"], "com.example.motd": ["/etc/motd"] }
 //! }
 //! ```
 //!
@@ -17,7 +18,8 @@
 //! (host directories stages may read), which allows none unless listed.
 //! `network`, `privileged` and `devices` name the stages that may have that
 //! capability; `digests` pins stages to exact code (any stage named there
-//! must have one of the digests listed).
+//! must have one of the digests listed); `writes` bounds where stages
+//! may declare they write (see [`crate::reach::writes`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +27,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::InputError;
+use crate::reach::writes::{WriteRules, WriteViolation};
 use crate::stage::{Kind, Stage};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -61,14 +64,30 @@ pub struct Policy {
     pub max_timeout_secs: Option<u64>,
     /// Allowed code digests per stage name (`sha256:HEX`).
     pub digests: Option<BTreeMap<String, Vec<String>>>,
+    /// Where stages may write in the tree, per stage name (`*`: every
+    /// stage; `io.weldr.*`: a prefix): patterns a stage's declared write
+    /// set must stay within (`/etc/motd`), and patterns it must not reach
+    /// (`!/usr/bin/**`). A stage declaring `read-write` declares `/**`.
+    pub writes: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Policy {
     pub fn load(path: &Path) -> Result<Policy, InputError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
-        serde_json::from_str(&text)
-            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))
+        let policy: Policy = serde_json::from_str(&text)
+            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
+        policy
+            .write_rules()
+            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
+        Ok(policy)
+    }
+
+    fn write_rules(&self) -> Result<WriteRules, String> {
+        match &self.writes {
+            Some(w) => WriteRules::parse(w),
+            None => Ok(WriteRules::default()),
+        }
     }
 
     /// Every way running `stage` breaks the policy.
@@ -121,6 +140,10 @@ impl Policy {
                 allowed: pins.clone(),
             });
         }
+        match self.write_rules() {
+            Ok(rules) => v.extend(rules.check(stage).into_iter().map(Violation::Writes)),
+            Err(e) => v.push(Violation::BadWrites(e)),
+        }
         v
     }
 }
@@ -147,6 +170,10 @@ pub enum Violation {
         origin: String,
         digest: String,
     },
+    #[error("{0}")]
+    Writes(WriteViolation),
+    #[error("the policy's {0}")]
+    BadWrites(String),
     #[error("its code ({digest}, {origin}) is not one the policy allows ({})", .allowed.join(", "))]
     NotPinned {
         digest: String,

@@ -45,6 +45,7 @@ pub trait Reporter: Send + Sync {
         elapsed: Duration,
         outcome: Outcome,
         error: Option<&str>,
+        changes: Option<&crate::changes::Summary>,
     );
     /// The build's result object (what `--json` prints).
     fn build_finished(&self, _result: &serde_json::Value) {}
@@ -82,6 +83,7 @@ impl Reporter for PlainReporter {
         elapsed: Duration,
         outcome: Outcome,
         _error: Option<&str>,
+        _changes: Option<&crate::changes::Summary>,
     ) {
         if self.quiet {
             return;
@@ -160,6 +162,7 @@ impl Reporter for TerminalReporter {
         elapsed: Duration,
         outcome: Outcome,
         error: Option<&str>,
+        _changes: Option<&crate::changes::Summary>,
     ) {
         let (mark, what) = match outcome {
             Outcome::Ran => (
@@ -225,6 +228,7 @@ impl Reporter for JsonReporter {
         elapsed: Duration,
         outcome: Outcome,
         error: Option<&str>,
+        changes: Option<&crate::changes::Summary>,
     ) {
         let mut v = json!({
             "event": "stage-finished",
@@ -237,6 +241,9 @@ impl Reporter for JsonReporter {
         });
         if let Some(e) = error {
             v["error"] = e.into();
+        }
+        if let Some(c) = changes {
+            v["changes"] = serde_json::to_value(c).unwrap_or_default();
         }
         self.emit(v);
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::archive;
+use crate::changes;
 use crate::error::{BuildError, InputError};
 use crate::host::Limits;
 use crate::native::NativeHost;
@@ -84,6 +85,9 @@ pub struct StageReport {
     pub id: String,
     pub duration: Duration,
     pub cached: bool,
+    /// What it changed, and where the record is (`None` for a cached
+    /// result stored by an osbuild that kept no records).
+    pub changes: Option<changes::Summary>,
 }
 
 /// The source epoch: `SOURCE_DATE_EPOCH`, else the pipeline's own, else 0.
@@ -379,42 +383,54 @@ impl Run<'_> {
         }
     }
 
-    fn stage_report(&self, p: &PlannedStage, duration: Duration, cached: bool) -> StageReport {
+    fn stage_report(
+        &self,
+        p: &PlannedStage,
+        duration: Duration,
+        cached: bool,
+        changes: Option<changes::Summary>,
+    ) -> StageReport {
         StageReport {
             index: p.index,
             name: p.stage.name().to_string(),
             id: self.resolved.ids.stages[p.index].clone(),
             duration,
             cached,
+            changes,
         }
     }
 
-    /// Run one stage, then checkpoint: its tree into the store (native
-    /// stages and the last one), its outputs into the output directory.
-    /// Returns whether the tree was checkpointed.
+    /// Run one stage; tell what it changed and refuse what it changed
+    /// outside its write set; then keep its result: its tree into the store
+    /// (or, without the cache, as a layer for the next stage) with its
+    /// change record, its outputs into the output directory.
     fn stage(
         &self,
         p: &PlannedStage,
         ws: &mut Workspace,
         outputs_written: &mut Vec<PathBuf>,
-    ) -> Result<bool, BuildError> {
-        let native_stage = p.stage.kind() == Kind::Native;
-        if native_stage {
-            // A native stage may read mtimes (an image assembler copies
-            // them): give it the tree as it will be saved.
-            ws.clamp(self.resolved.epoch)?;
-        }
-        let outputs = self.build_dir.join(format!("output-{}", p.index));
-        std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
-        run_stage(&self.hosts, p, ws, &outputs)?;
-        outputs::take(&outputs).map_err(|message| BuildError::Stage {
+    ) -> Result<changes::Summary, BuildError> {
+        let failed = |message: String| BuildError::Stage {
             index: p.index,
             name: p.stage.name().to_string(),
             message,
             tail: Vec::new(),
-        })?;
-        let last = p.index + 1 == self.resolved.planned.len();
-        if self.config.cache && (native_stage || last) {
+        };
+        let outputs = self.build_dir.join(format!("output-{}", p.index));
+        std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
+        run_stage(&self.hosts, p, ws, &outputs)?;
+        outputs::take(&outputs).map_err(failed)?;
+        let record = changes::Record {
+            stage: p.stage.name().to_string(),
+            index: p.index,
+            changes: ws
+                .finish_stage(self.resolved.epoch)
+                .context("telling what the stage changed")?,
+        };
+        crate::reach::writes::check(p.stage.meta.capabilities.tree.writes(), &record)
+            .map_err(failed)?;
+        let counts = record.counts();
+        if self.config.cache {
             let has_outputs = std::fs::read_dir(&outputs)
                 .context("reading the stage's outputs")?
                 .next()
@@ -424,20 +440,36 @@ impl Run<'_> {
                 &self.resolved.ids.stages[p.index],
                 p.stage.name(),
                 has_outputs.then_some(outputs.as_path()),
-                Some(self.resolved.epoch),
+                Some(&record),
             )?;
             outputs_written.extend(place_outputs_of(&[object], self.output_dir)?);
-            Ok(true)
+            Ok(changes::Summary {
+                counts,
+                record: Some(object.changes_path()),
+            })
         } else {
+            ws.advance()?;
             for e in std::fs::read_dir(&outputs)
                 .context("reading the stage's outputs")?
                 .flatten()
             {
                 outputs_written.push(place_output(&e.path(), self.output_dir)?);
             }
-            Ok(false)
+            Ok(changes::Summary {
+                counts,
+                record: None,
+            })
         }
     }
+}
+
+/// What a cached stage changed, from its object's info.
+fn cached_changes(chain: &[Object], id: &str) -> Option<changes::Summary> {
+    let object = chain.iter().find(|o| o.info.id == id)?;
+    Some(changes::Summary {
+        counts: object.info.changes?,
+        record: Some(object.changes_path()),
+    })
 }
 
 /// Unpack: `--from` into the tree, and into the store as the first
@@ -457,10 +489,10 @@ fn unpack(
     if config.cache {
         let id = resolved.ids.from.as_deref().expect("an id for --from");
         ws.checkpoint(store, id, "--from", None, None)?;
-        Ok(ws)
     } else {
-        Ok(ws.restart_mark())
+        ws.advance()?;
     }
+    Ok(ws)
 }
 
 /// Save: the final tree as an archive.
@@ -518,14 +550,15 @@ pub fn build(
         place_outputs_of(&oldest_first, &output_dir)?
     };
     trace.at("restore point found");
-    // Without the cache, nothing is layered or stored: a plain tree.
-    let handoff = if config.cache {
-        config.handoff
-    } else {
-        Some(Handoff::Copy)
-    };
+    // Without the cache, stages' layers stay in the build directory (each
+    // stage's changes are told apart all the same) and go with it.
+    let handoff = config.handoff;
     let everything_cached = restored.done.is_some_and(|d| d + 1 == planned.len());
     let restored_a_tree = !restored.chain.is_empty();
+    let cached: Vec<Option<changes::Summary>> = planned[..first]
+        .iter()
+        .map(|p| cached_changes(&restored.chain, &resolved.ids.stages[p.index]))
+        .collect();
     let ws = Workspace::new(
         build_dir.path(),
         handoff,
@@ -557,14 +590,19 @@ pub fn build(
         outputs: Vec::new(),
         saved: None,
     };
-    for p in &planned[..first] {
+    for (p, summary) in planned[..first].iter().zip(cached) {
         reporter.stage_started(run.info(p));
-        reporter.stage_finished(run.info(p), Duration::ZERO, Outcome::Cached, None);
+        reporter.stage_finished(
+            run.info(p),
+            Duration::ZERO,
+            Outcome::Cached,
+            None,
+            summary.as_ref(),
+        );
         report
             .stages
-            .push(run.stage_report(p, Duration::ZERO, true));
+            .push(run.stage_report(p, Duration::ZERO, true, summary));
     }
-    let mut checkpointed = restored.done.is_some();
     for p in &planned[first..] {
         if signals::interrupted() {
             return Err(BuildError::Interrupted);
@@ -577,14 +615,19 @@ pub fn build(
             Ok(_) => (Outcome::Ran, None),
             Err(e) => (Outcome::Failed, Some(short_error(e))),
         };
-        reporter.stage_finished(run.info(p), elapsed, outcome, error.as_deref());
-        checkpointed = result?;
-        report.stages.push(run.stage_report(p, elapsed, false));
+        reporter.stage_finished(
+            run.info(p),
+            elapsed,
+            outcome,
+            error.as_deref(),
+            result.as_ref().ok(),
+        );
+        let summary = result?;
+        report
+            .stages
+            .push(run.stage_report(p, elapsed, false, Some(summary)));
     }
     trace.at("stages done");
-    if !checkpointed {
-        ws.clamp(resolved.epoch)?;
-    }
     if let Some(path) = &config.save {
         save(&ws, path)?;
         report.saved = Some(path.clone());

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::host::{Invocation, NodeRequest, Ran, StageError, StageHost};
-use crate::stage::{Code, Device, Stage, TreeAccess};
+use crate::stage::{Code, Device, Stage};
 
 mod devices;
 mod host_binds;
@@ -260,7 +260,7 @@ impl StageHost for NativeHost {
             format!("creating the output directory {}", inv.output_dir.display())
         })?;
 
-        let tree_bind = if caps.tree == TreeAccess::Read {
+        let tree_bind = if !caps.tree.writable() {
             "--bind-ro"
         } else {
             "--bind"

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::stage::metadata::Device;
-use crate::stage::{Capabilities, Kind, TreeAccess};
+use crate::stage::{Capabilities, Kind, Writes};
 
 /// Whether native stages run in user namespaces on a root of their own:
 /// yes, unless `OSBUILD_NATIVE_USERNS=0` (the host's root and `/`, as
@@ -33,9 +33,12 @@ pub fn of(kind: Kind, caps: &Capabilities, host_paths: &[PathBuf]) -> Vec<String
 }
 
 fn tree(caps: &Capabilities) -> &'static str {
-    match caps.tree {
-        TreeAccess::Read => "read-only",
-        TreeAccess::ReadWrite => "read-write",
+    match caps.tree.writes() {
+        Writes::Nothing => "read-only",
+        Writes::Everything => "read-write",
+        Writes::Only(_) => {
+            "writable, and what the stage changed outside its write set fails it and is thrown away"
+        }
     }
 }
 
@@ -59,7 +62,7 @@ fn wasm(caps: &Capabilities) -> Vec<String> {
         }
         .into(),
     ];
-    if caps.tree == TreeAccess::ReadWrite {
+    if caps.tree.writable() {
         v.push("may set file capabilities (security.capability) and SELinux labels (security.selinux) in the tree".into());
     }
     v
@@ -114,7 +117,7 @@ fn native(caps: &Capabilities, host_paths: &[PathBuf]) -> Vec<String> {
             format!("{} bound in (no capability with it)", d.nodes())
         });
     }
-    if caps.tree == TreeAccess::ReadWrite {
+    if caps.tree.writable() {
         v.push(
             "may set any file capability (security.capability) or SELinux label in the tree".into(),
         );

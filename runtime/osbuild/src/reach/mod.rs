@@ -12,6 +12,7 @@
 pub mod grants;
 pub mod host_paths;
 pub mod imports;
+pub mod writes;
 
 use std::path::PathBuf;
 

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::paths::PathSet;
+
 /// The name of the custom section that carries a wasm stage's metadata.
 pub const WASM_SECTION: &str = "osbuild.stage";
 
@@ -78,13 +80,89 @@ fn empty_schema() -> Value {
     serde_json::json!({ "type": "object", "additionalProperties": false })
 }
 
-/// Access to the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Access to the tree: `"read"`, `"read-write"` (all of it), or scoped
+/// to paths, `{"read": [...], "write": [...]}` (see [`super::paths`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TreeAccess {
     Read,
     #[default]
     ReadWrite,
+    Scoped(TreeScope),
+}
+
+/// A path-scoped tree capability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeScope {
+    /// What it may read; missing: the whole tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<PathSet>,
+    /// What it may change (create, modify, remove, rename, chmod, chown,
+    /// xattrs, mtime, link); missing: nothing.
+    #[serde(default)]
+    pub write: PathSet,
+}
+
+/// Where a stage may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes<'a> {
+    Nothing,
+    Everything,
+    Only(&'a PathSet),
+}
+
+impl TreeAccess {
+    /// Whether it may change the tree at all.
+    pub fn writable(&self) -> bool {
+        match self {
+            TreeAccess::Read => false,
+            TreeAccess::ReadWrite => true,
+            TreeAccess::Scoped(s) => !s.write.is_empty(),
+        }
+    }
+
+    pub fn writes(&self) -> Writes<'_> {
+        match self {
+            TreeAccess::Read => Writes::Nothing,
+            TreeAccess::ReadWrite => Writes::Everything,
+            TreeAccess::Scoped(s) if s.write.is_empty() => Writes::Nothing,
+            TreeAccess::Scoped(s) => Writes::Only(&s.write),
+        }
+    }
+
+    /// What it may read; `None`: the whole tree.
+    pub fn reads(&self) -> Option<&PathSet> {
+        match self {
+            TreeAccess::Scoped(s) => s.read.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for TreeAccess {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TreeAccess::Read => s.serialize_str("read"),
+            TreeAccess::ReadWrite => s.serialize_str("read-write"),
+            TreeAccess::Scoped(scope) => scope.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TreeAccess {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TreeAccess, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "read" => Ok(TreeAccess::Read),
+            Value::String(s) if s == "read-write" => Ok(TreeAccess::ReadWrite),
+            v @ Value::Object(_) => serde_json::from_value(v)
+                .map(TreeAccess::Scoped)
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "tree: {other} is not \"read\", \"read-write\" or {{\"read\": [...], \"write\": [...]}} (glob patterns over tree paths)"
+            ))),
+        }
+    }
 }
 
 /// What a stage may touch. A closed vocabulary: unknown keys are refused.

@@ -6,13 +6,15 @@
 //! beside it.
 
 pub mod metadata;
+pub mod paths;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use metadata::{Capabilities, Device, Kind, StageMeta, TreeAccess};
+pub use metadata::{Capabilities, Device, Kind, StageMeta, TreeAccess, TreeScope, Writes};
+pub use paths::{PathSet, Pattern};
 
 /// A stage's code.
 #[derive(Debug, Clone)]

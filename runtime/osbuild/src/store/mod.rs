@@ -267,6 +267,10 @@ pub struct ObjectInfo {
     pub outputs: Vec<OutputFile>,
     /// Seconds since 1970 when it was committed.
     pub created: i64,
+    /// How many entries the stage created, modified and removed (its
+    /// record is `changes.json` beside this); none for `--from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::changes::Counts>,
 }
 
 /// A file a stage wrote to the output directory, as stored.
@@ -310,6 +314,11 @@ impl Object {
 
     pub fn output_dir(&self) -> PathBuf {
         self.dir.join("output")
+    }
+
+    /// Where the record of what the stage changed is kept.
+    pub fn changes_path(&self) -> PathBuf {
+        self.dir.join(crate::changes::FILE_NAME)
     }
 
     /// Whether its output files are still exactly as stored.

@@ -20,6 +20,7 @@ use anyhow::Context as _;
 use rustix::mount::{MountFlags, UnmountFlags};
 
 use super::{Layer, Object, ObjectInfo, Store};
+use crate::changes::{self, Change, diff};
 use crate::mtime;
 use crate::userns::{IdMap, as_range_root, bind_idmapped};
 
@@ -212,6 +213,10 @@ pub struct Workspace {
     shifted: Vec<PathBuf>,
     /// Copy handoff: entries changed after this were touched by stages.
     since: mtime::Mark,
+    /// Copy handoff: a copy of the tree as the running stage was given it
+    /// (a stored object's tree or a snapshot in the build directory);
+    /// `None`: it was given an empty tree.
+    given: Option<PathBuf>,
 }
 
 impl Workspace {
@@ -240,6 +245,7 @@ impl Workspace {
             shows: PathBuf::new(),
             shifted: Vec::new(),
             since: mtime::Mark::now(),
+            given: None,
         };
         ws.shows = ws.tree.clone();
         std::fs::create_dir(&ws.tree).context("creating the tree")?;
@@ -305,7 +311,13 @@ impl Workspace {
         }
         bind_inert(&ws.tree, &ws.tree, false)?;
         ws.mounted = true;
-        ws.since = mtime::mark();
+        if layered {
+            // What the stored layers show was copied: keep a copy of that.
+            ws.advance()?;
+        } else {
+            ws.since = mtime::mark();
+            ws.given = ws.pinned.first().map(Object::tree);
+        }
         Ok(ws)
     }
 
@@ -399,11 +411,92 @@ impl Workspace {
         Ok(())
     }
 
-    /// Copy handoff: forget what happened so far (an unpacked `--from`
-    /// archive is not a stage's doing).
-    pub fn restart_mark(mut self) -> Workspace {
-        self.since = mtime::mark();
-        self
+    /// Ends the tree's current state without storing it (a build without
+    /// the cache, after `--from` or a stage): the next stage's changes are
+    /// told apart from it. Overlay: the upper layer becomes a lower one in
+    /// the build directory; copy: the tree is copied aside.
+    pub fn advance(&mut self) -> anyhow::Result<()> {
+        match self.handoff {
+            Handoff::Overlay => {
+                if self.mounted {
+                    unmount(&self.tree)?;
+                    self.mounted = false;
+                }
+                let layer = self.dir.join(format!("layer-{}", self.generation));
+                std::fs::rename(&self.upper, &layer).context("keeping the stage's layer")?;
+                if self.lowers == [self.dir.join("empty")] {
+                    // The empty base layer goes: the new one holds everything.
+                    self.lowers.clear();
+                }
+                self.lowers.insert(0, layer);
+                let _ = super::remove_tree(&self.work);
+                self.mount_next()
+            }
+            Handoff::Copy => {
+                let copy = self.dir.join(format!("given-{}", self.generation));
+                self.generation += 1;
+                copy_tree(&self.tree, &copy)?;
+                if let Some(old) = self.given.replace(copy)
+                    && old.starts_with(&self.dir)
+                {
+                    let _ = super::remove_tree(&old);
+                }
+                self.since = mtime::mark();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a stage: clamps the mtimes of what it touched to the source
+    /// epoch and tells what it changed, against the tree it was given.
+    /// Nothing of it is kept yet: [`Workspace::checkpoint`] stores it,
+    /// [`Workspace::advance`] keeps it for the next stage; dropping the
+    /// workspace throws it away. With the overlay handoff, the tree stays
+    /// unmounted until then.
+    pub fn finish_stage(&mut self, epoch: i64) -> anyhow::Result<Vec<Change>> {
+        self.clamp(epoch)?;
+        match self.handoff {
+            Handoff::Overlay => {
+                unmount(&self.tree)?;
+                self.mounted = false;
+                let given = self.given_view()?;
+                let changes = diff::diff(
+                    &self.upper,
+                    given.as_ref().map(|g| g.path.as_path()),
+                    diff::Layout::Overlay {
+                        xattr_prefix: crate::rootless::overlay_xattr_prefix(),
+                    },
+                );
+                drop(given);
+                changes
+            }
+            Handoff::Copy => diff::diff(
+                &self.tree,
+                self.given.as_deref(),
+                diff::Layout::Full { since: self.since },
+            ),
+        }
+    }
+
+    /// The lower layers as one read-only view: the tree the stage was
+    /// given (`None`: an empty one).
+    fn given_view(&self) -> anyhow::Result<Option<GivenView>> {
+        if self.lowers == [self.dir.join("empty")] {
+            return Ok(None);
+        }
+        let path = self.dir.join("given");
+        let bottom = self.dir.join("given-bottom");
+        for d in [&path, &bottom] {
+            match std::fs::create_dir(d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let mut lowers = self.lowers.clone();
+        // overlayfs wants two lower layers at least.
+        lowers.push(bottom);
+        mount_lowers(&path, &lowers)?;
+        Ok(Some(GivenView { path }))
     }
 
     /// Where the stages see the tree.
@@ -429,21 +522,17 @@ impl Workspace {
         .context("setting the mtimes of changed entries")
     }
 
-    /// Stores the tree as object `id` (the result of `stage`), with the files
-    /// in `outputs` (moved, not copied), and carries on from it. With an
-    /// `epoch`, entries changed since the last checkpoint get their mtimes
-    /// clamped first (not for an unpacked archive: no stage touched it).
+    /// Stores the tree as object `id` (the result of `stage`, with the
+    /// `record` of what it changed), with the files in `outputs` (moved,
+    /// not copied), and carries on from it.
     pub fn checkpoint(
         &mut self,
         store: &Store,
         id: &str,
         stage: &str,
         outputs: Option<&Path>,
-        epoch: Option<i64>,
+        record: Option<&changes::Record>,
     ) -> anyhow::Result<&Object> {
-        if let Some(epoch) = epoch {
-            self.clamp(epoch)?;
-        }
         let staged = self.dir.join(format!("object-{}", self.generation));
         std::fs::create_dir(&staged)?;
         let mut names = Vec::new();
@@ -454,10 +543,18 @@ impl Workspace {
             names.sort_by(|a, b| a.name.cmp(&b.name));
             std::fs::rename(out, staged.join("output")).context("moving the stage's outputs")?;
         }
+        if let Some(record) = record {
+            let file = std::fs::File::create(staged.join(changes::FILE_NAME))
+                .context("writing the stage's change record")?;
+            serde_json::to_writer(std::io::BufWriter::new(file), record)
+                .context("writing the stage's change record")?;
+        }
         let info = match self.handoff {
             Handoff::Overlay => {
-                unmount(&self.tree)?;
-                self.mounted = false;
+                if self.mounted {
+                    unmount(&self.tree)?;
+                    self.mounted = false;
+                }
                 std::fs::rename(&self.upper, staged.join("tree"))?;
                 ObjectInfo {
                     id: id.to_string(),
@@ -467,6 +564,7 @@ impl Workspace {
                     size: 0,
                     outputs: names,
                     created: 0,
+                    changes: record.map(changes::Record::counts),
                 }
             }
             Handoff::Copy => {
@@ -479,13 +577,14 @@ impl Workspace {
                     size: 0,
                     outputs: names,
                     created: 0,
+                    changes: record.map(changes::Record::counts),
                 }
             }
         };
         let object = store.commit(&staged, info)?;
         self.top = Some(id.to_string());
         if self.handoff == Handoff::Overlay {
-            if self.lowers.len() == 1 && self.pinned.is_empty() {
+            if self.lowers == [self.dir.join("empty")] {
                 // The empty base layer goes: the object now holds everything.
                 self.lowers.clear();
             }
@@ -493,10 +592,29 @@ impl Workspace {
             let _ = super::remove_tree(&self.work);
         }
         self.pinned.insert(0, object);
-        if self.handoff == Handoff::Overlay {
-            self.mount_next()?;
+        match self.handoff {
+            Handoff::Overlay => self.mount_next()?,
+            Handoff::Copy => {
+                if let Some(old) = self.given.replace(self.pinned[0].tree())
+                    && old.starts_with(&self.dir)
+                {
+                    let _ = super::remove_tree(&old);
+                }
+                self.since = mtime::mark();
+            }
         }
         Ok(&self.pinned[0])
+    }
+}
+
+/// The tree a stage was given, mounted read-only while it is compared.
+struct GivenView {
+    path: PathBuf,
+}
+
+impl Drop for GivenView {
+    fn drop(&mut self) {
+        let _ = unmount(&self.path);
     }
 }
 

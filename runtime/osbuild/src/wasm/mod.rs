@@ -50,7 +50,7 @@ use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::host::{Invocation, Ran, StageError, StageHost, StageLimits};
-use crate::stage::{Code, Stage, TreeAccess};
+use crate::stage::{Code, Stage};
 
 /// How long an epoch tick is: the resolution of timeouts and Ctrl-C.
 const TICK: Duration = Duration::from_millis(50);
@@ -403,7 +403,7 @@ impl StageHost for WasmHost {
             .prefix("scratch-")
             .tempdir_in(inv.scratch)
             .context("creating the stage's /tmp")?;
-        let writable = caps.tree == TreeAccess::ReadWrite;
+        let writable = caps.tree.writable();
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(true);
         let perms = if writable {

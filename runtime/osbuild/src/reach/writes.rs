@@ -1,0 +1,244 @@
+//! Where in the tree a stage may write: its declared write set, checked
+//! against what it changed (after it ran, before anything of it is kept)
+//! and against the policy's `writes` (before anything runs).
+
+use crate::changes::{Op, Record};
+use crate::stage::{PathSet, Pattern, Stage, Writes};
+
+/// The most violations a message lists by path.
+const LISTED: usize = 20;
+
+/// The changes in `record` that `writes` does not allow, as the message
+/// that fails the stage; `Ok` if there are none.
+///
+/// A change is allowed when its path is in the write set, or it created a
+/// directory on the way to the write set (`/etc/systemd` for
+/// `/etc/systemd/system/**`), or it is a directory's mtime moved by an
+/// entry created or removed in it.
+pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
+    let set = match writes {
+        Writes::Everything => return Ok(()),
+        Writes::Nothing => None,
+        Writes::Only(set) => Some(set),
+    };
+    let outside: Vec<String> = record
+        .changes
+        .iter()
+        .filter(|c| match set {
+            None => true,
+            Some(set) => {
+                !(set.contains(&c.path)
+                    || (c.op == Op::Created
+                        && c.entry.kind == crate::changes::Kind::Dir
+                        && set.leads_to(&c.path))
+                    || record.is_implied(c))
+            }
+        })
+        .map(|c| {
+            let what = match c.op {
+                Op::Created => format!("created {}", c.entry.kind.as_str()),
+                Op::Removed => "removed".to_string(),
+                Op::Modified => {
+                    let f: Vec<&str> = c.fields.iter().map(|f| f.as_str()).collect();
+                    format!("modified: {}", f.join(", "))
+                }
+            };
+            format!("{} ({what})", c.path)
+        })
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let mut listed = outside[..outside.len().min(LISTED)].join(", ");
+    if outside.len() > LISTED {
+        listed.push_str(&format!(", and {} more", outside.len() - LISTED));
+    }
+    let declared = match set {
+        None => "it declares read-only access to the tree".to_string(),
+        Some(set) => format!("it declares it writes only {}", set.describe()),
+    };
+    Err(format!(
+        "changed the tree outside its write set: {listed}; {declared}. Nothing the stage did was kept; if it should write there, add the paths to its \"tree\": {{\"write\": [...]}} capability"
+    ))
+}
+
+/// The policy's `writes`, parsed: per stage-name key (`*`, a name, or a
+/// prefix such as `io.weldr.*`), patterns where stages may (`/etc/motd`)
+/// or may not (`!/usr/bin/**`) write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteRules {
+    rules: Vec<(String, Vec<Pattern>)>,
+}
+
+/// One way a stage's declared write set exceeds the policy's `writes`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteViolation {
+    #[error(
+        "may write {declared} ({declared_in}), which policy.writes[{key:?}][{index}] ({rule:?}) forbids"
+    )]
+    Forbidden {
+        declared: String,
+        declared_in: String,
+        key: String,
+        index: usize,
+        rule: String,
+    },
+    #[error(
+        "may write {declared} ({declared_in}), which policy.writes does not allow it (it allows {allowed})"
+    )]
+    NotAllowed {
+        declared: String,
+        declared_in: String,
+        allowed: String,
+    },
+}
+
+impl WriteRules {
+    /// Parses `writes`; errors name the JSON path of the bad pattern.
+    pub fn parse(
+        writes: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<WriteRules, String> {
+        let mut rules = Vec::new();
+        for (key, patterns) in writes {
+            let mut parsed = Vec::new();
+            for (i, p) in patterns.iter().enumerate() {
+                parsed.push(Pattern::parse(p).map_err(|e| format!("writes[{key:?}][{i}]: {e}"))?);
+            }
+            rules.push((key.clone(), parsed));
+        }
+        Ok(WriteRules { rules })
+    }
+
+    fn applies(key: &str, name: &str) -> bool {
+        key == "*"
+            || key == name
+            || key
+                .strip_suffix('*')
+                .is_some_and(|prefix| name.starts_with(prefix))
+    }
+
+    /// Every way `stage`'s declared write set exceeds the rules.
+    pub fn check(&self, stage: &Stage) -> Vec<WriteViolation> {
+        let everything = PathSet::everything();
+        let (declared, source) = match stage.meta.capabilities.tree.writes() {
+            Writes::Nothing => return Vec::new(),
+            Writes::Everything => (&everything, "its tree capability is read-write"),
+            Writes::Only(set) => (set, "capabilities.tree.write"),
+        };
+        let name = stage.name();
+        let applicable: Vec<&(String, Vec<Pattern>)> = self
+            .rules
+            .iter()
+            .filter(|(k, _)| Self::applies(k, name))
+            .collect();
+        let mut v = Vec::new();
+        for wanted in declared.inclusions() {
+            for (key, patterns) in &applicable {
+                for (index, rule) in patterns.iter().enumerate() {
+                    let excluded_by_stage = declared.exclusions().any(|x| x.covers(rule));
+                    if rule.is_exclusion() && wanted.overlaps(rule) && !excluded_by_stage {
+                        v.push(WriteViolation::Forbidden {
+                            declared: wanted.to_string(),
+                            declared_in: source.to_string(),
+                            key: key.clone(),
+                            index,
+                            rule: rule.to_string(),
+                        });
+                    }
+                }
+            }
+            let allows: Vec<(&String, usize, &Pattern)> = applicable
+                .iter()
+                .flat_map(|(k, ps)| {
+                    ps.iter()
+                        .enumerate()
+                        .filter(|(_, p)| !p.is_exclusion())
+                        .map(move |(i, p)| (k, i, p))
+                })
+                .collect();
+            if !allows.is_empty() && !allows.iter().any(|(_, _, p)| p.covers(wanted)) {
+                let allowed: Vec<String> = allows
+                    .iter()
+                    .map(|(k, i, p)| format!("{p} at policy.writes[{k:?}][{i}]"))
+                    .collect();
+                v.push(WriteViolation::NotAllowed {
+                    declared: wanted.to_string(),
+                    declared_in: source.to_string(),
+                    allowed: allowed.join(", "),
+                });
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::{Change, Entry, Field, Kind};
+    use std::collections::BTreeMap;
+
+    fn change(path: &str, op: Op, kind: Kind, fields: &[Field]) -> Change {
+        Change {
+            path: path.into(),
+            op,
+            fields: fields.to_vec(),
+            entry: Entry {
+                kind,
+                mode: "0644".into(),
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                size: None,
+                sha256: None,
+                target: None,
+                device: None,
+                xattrs: BTreeMap::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn writes_outside_the_set_are_named_with_the_set() {
+        let set = PathSet::parse(&["/etc/motd", "/etc/systemd/system/**"]).unwrap();
+        let ok = Record {
+            stage: "s".into(),
+            index: 0,
+            changes: vec![
+                change("/etc", Op::Modified, Kind::Dir, &[Field::Mtime]),
+                change("/etc/motd", Op::Created, Kind::File, &[]),
+                change("/etc/systemd", Op::Created, Kind::Dir, &[]),
+                change("/etc/systemd/system", Op::Created, Kind::Dir, &[]),
+                change(
+                    "/etc/systemd/system/a.service",
+                    Op::Created,
+                    Kind::File,
+                    &[],
+                ),
+            ],
+        };
+        assert_eq!(check(Writes::Only(&set), &ok), Ok(()));
+        let bad = Record {
+            changes: vec![
+                change("/etc", Op::Modified, Kind::Dir, &[Field::Mode]),
+                change("/etc/motd", Op::Created, Kind::File, &[]),
+                change("/etc/passwd", Op::Modified, Kind::File, &[Field::Content]),
+                change("/usr", Op::Created, Kind::Dir, &[]),
+            ],
+            ..ok.clone()
+        };
+        let e = check(Writes::Only(&set), &bad).unwrap_err();
+        assert!(
+            e.starts_with(
+                "changed the tree outside its write set: /etc (modified: mode), /etc/passwd (modified: content), /usr (created dir); it declares it writes only [\"/etc/motd\", \"/etc/systemd/system/**\"]."
+            ),
+            "{e}"
+        );
+        let e = check(Writes::Nothing, &ok).unwrap_err();
+        assert!(
+            e.contains("it declares read-only access to the tree"),
+            "{e}"
+        );
+        assert_eq!(check(Writes::Everything, &bad), Ok(()));
+    }
+}

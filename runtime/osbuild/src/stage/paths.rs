@@ -1,0 +1,399 @@
+//! Glob patterns over tree paths: the language of write sets (a stage's
+//! `"tree": {"write": [...]}`) and of the policy's `writes`.
+//!
+//! A pattern is an absolute path whose components may hold `*` (any run
+//! of characters but `/`) and `?` (one character), and whose whole
+//! components may be `**` (zero or more components: `/etc/systemd/**` is
+//! `/etc/systemd` and everything below it). A pattern starting with `!`
+//! excludes; an exclusion wins over any inclusion (`["/etc/**",
+//! "!/etc/shadow"]`).
+//!
+//! Written here rather than with `globset`: besides matching, a write set
+//! must answer "may anything below this directory match?" (a stage may
+//! create the directories on the way to a path it may write) and "does
+//! this pattern cover that one?" (a policy bounds stages' declarations),
+//! which a compiled glob cannot.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One component of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    /// `**`: zero or more components.
+    Any,
+    /// A component, with `*` and `?` as wildcards.
+    Glob(String),
+}
+
+impl Part {
+    fn is_literal(&self) -> bool {
+        matches!(self, Part::Glob(g) if !g.contains(['*', '?']))
+    }
+}
+
+/// An inclusion or exclusion pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+    exclude: bool,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pattern:?}: {reason}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+        let fail = |reason: &str| PatternError {
+            pattern: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let (exclude, body) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let Some(rest) = body.strip_prefix('/') else {
+            return Err(fail(
+                "a tree path pattern is absolute: it starts with / (or !/ to exclude)",
+            ));
+        };
+        if text.contains(['\0', '[', ']', '{', '}', '\\']) {
+            return Err(fail(
+                "only * ? and ** are wildcards here; [ ] { } and \\ are not allowed",
+            ));
+        }
+        let mut parts = Vec::new();
+        if !rest.is_empty() {
+            for c in rest.split('/') {
+                match c {
+                    "" => return Err(fail("has an empty component (// or a trailing /)")),
+                    "." | ".." => return Err(fail("has a . or .. component")),
+                    "**" => parts.push(Part::Any),
+                    c if c.contains("**") => {
+                        return Err(fail("** must be a whole component (/**/ or a final /**)"));
+                    }
+                    c => parts.push(Part::Glob(c.to_string())),
+                }
+            }
+        }
+        Ok(Pattern {
+            text: text.to_string(),
+            exclude,
+            parts,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn is_exclusion(&self) -> bool {
+        self.exclude
+    }
+
+    /// Whether `path` (absolute, normalised) matches, ignoring `!`.
+    pub fn matches(&self, path: &str) -> bool {
+        match_parts(&self.parts, &components(path))
+    }
+
+    /// Whether some path strictly below the directory `dir` matches.
+    fn matches_below(&self, dir: &str) -> bool {
+        below(&self.parts, &components(dir))
+    }
+
+    /// Whether every path `other` matches, this one matches too (both
+    /// read as inclusions). Sound, not complete: `false` may mean "could
+    /// not tell", which callers treat as "not covered".
+    pub fn covers(&self, other: &Pattern) -> bool {
+        covers(&self.parts, &other.parts)
+    }
+
+    /// Whether some path matches both (both read as inclusions). May
+    /// answer `true` for two wildcard components that share nothing.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        overlaps(&self.parts, &other.parts)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+/// `*` and `?` within one component.
+fn glob_matches(glob: &[u8], name: &[u8]) -> bool {
+    match (glob.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_matches(&glob[1..], name) || (!name.is_empty() && glob_matches(glob, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_matches(&glob[1..], &name[1..]),
+        (Some(g), Some(n)) if g == n => glob_matches(&glob[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+fn match_parts(parts: &[Part], comps: &[&str]) -> bool {
+    match (parts.first(), comps.first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(Part::Any), _) => {
+            match_parts(&parts[1..], comps)
+                || (!comps.is_empty() && match_parts(parts, &comps[1..]))
+        }
+        (Some(Part::Glob(_)), None) => false,
+        (Some(Part::Glob(g)), Some(c)) => {
+            glob_matches(g.as_bytes(), c.as_bytes()) && match_parts(&parts[1..], &comps[1..])
+        }
+    }
+}
+
+/// Whether `comps` can be matched by a prefix of `parts` that leaves
+/// something to match a further component.
+fn below(parts: &[Part], comps: &[&str]) -> bool {
+    match (parts.first(), comps.first()) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(Part::Any), Some(_)) => below(&parts[1..], comps) || below(parts, &comps[1..]),
+        (Some(Part::Glob(g)), Some(c)) => {
+            glob_matches(g.as_bytes(), c.as_bytes()) && below(&parts[1..], &comps[1..])
+        }
+    }
+}
+
+fn covers(big: &[Part], small: &[Part]) -> bool {
+    match (big.first(), small.first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(Part::Any), _) => {
+            covers(&big[1..], small) || (!small.is_empty() && covers(big, &small[1..]))
+        }
+        (Some(Part::Glob(_)), None) | (Some(Part::Glob(_)), Some(Part::Any)) => false,
+        (Some(Part::Glob(b)), Some(s @ Part::Glob(sg))) => {
+            let component = b == sg
+                || b == "*"
+                || (s.is_literal() && glob_matches(b.as_bytes(), sg.as_bytes()));
+            component && covers(&big[1..], &small[1..])
+        }
+    }
+}
+
+fn overlaps(a: &[Part], b: &[Part]) -> bool {
+    match (a.first(), b.first()) {
+        (None, None) => true,
+        (None, Some(_)) => b.iter().all(|p| *p == Part::Any),
+        (Some(_), None) => a.iter().all(|p| *p == Part::Any),
+        (Some(Part::Any), _) => overlaps(&a[1..], b) || overlaps(a, &b[1..]),
+        (_, Some(Part::Any)) => overlaps(a, &b[1..]) || overlaps(&a[1..], b),
+        (Some(x @ Part::Glob(xg)), Some(y @ Part::Glob(yg))) => {
+            let component = match (x.is_literal(), y.is_literal()) {
+                (true, _) => glob_matches(yg.as_bytes(), xg.as_bytes()),
+                (_, true) => glob_matches(xg.as_bytes(), yg.as_bytes()),
+                // Two wildcards: assume they can meet (the safe answer
+                // where overlap means refusal).
+                (false, false) => true,
+            };
+            component && overlaps(&a[1..], &b[1..])
+        }
+    }
+}
+
+/// A set of tree paths: those some inclusion matches and no exclusion does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathSet {
+    patterns: Vec<Pattern>,
+}
+
+impl PathSet {
+    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<PathSet, PatternError> {
+        Ok(PathSet {
+            patterns: patterns
+                .iter()
+                .map(|p| Pattern::parse(p.as_ref()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Every path (`/**`).
+    pub fn everything() -> PathSet {
+        PathSet::parse(&["/**"]).expect("a valid pattern")
+    }
+
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    pub fn inclusions(&self) -> impl Iterator<Item = &Pattern> {
+        self.patterns.iter().filter(|p| !p.exclude)
+    }
+
+    pub fn exclusions(&self) -> impl Iterator<Item = &Pattern> {
+        self.patterns.iter().filter(|p| p.exclude)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inclusions().next().is_none()
+    }
+
+    /// Whether the set holds `path` (absolute, normalised).
+    pub fn contains(&self, path: &str) -> bool {
+        self.inclusions().any(|p| p.matches(path)) && !self.exclusions().any(|p| p.matches(path))
+    }
+
+    /// Whether the directory `dir` is on the way to a path in the set:
+    /// some inclusion may match below it, and no exclusion takes `dir`
+    /// itself.
+    pub fn leads_to(&self, dir: &str) -> bool {
+        self.inclusions().any(|p| p.matches_below(dir))
+            && !self.exclusions().any(|p| p.matches(dir))
+    }
+
+    /// The patterns as written, joined for a message.
+    pub fn describe(&self) -> String {
+        let quoted: Vec<String> = self
+            .patterns
+            .iter()
+            .map(|p| format!("{:?}", p.text))
+            .collect();
+        format!("[{}]", quoted.join(", "))
+    }
+}
+
+impl fmt::Display for PathSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let texts: Vec<&str> = self.patterns.iter().map(|p| p.text.as_str()).collect();
+        f.write_str(&texts.join(" "))
+    }
+}
+
+impl Serialize for PathSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.patterns.iter().map(|p| &p.text))
+    }
+}
+
+impl<'de> Deserialize<'de> for PathSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PathSet, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        PathSet::parse(&texts).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(p: &[&str]) -> PathSet {
+        PathSet::parse(p).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_whole_components() {
+        let s = set(&[
+            "/etc/hostname",
+            "/etc/systemd/**",
+            "/home/*/.ssh/**",
+            "/etc/*.conf",
+        ]);
+        for yes in [
+            "/etc/hostname",
+            "/etc/systemd",
+            "/etc/systemd/system/a.service",
+            "/home/alice/.ssh",
+            "/home/alice/.ssh/authorized_keys",
+            "/etc/resolv.conf",
+        ] {
+            assert!(s.contains(yes), "{yes}");
+        }
+        for no in [
+            "/etc/hostname2",
+            "/etc",
+            "/etc/systemdx",
+            "/home/alice/.sshx",
+            "/home/a/b/.ssh/k",
+            "/etc/x/y.conf",
+            "/",
+        ] {
+            assert!(!s.contains(no), "{no}");
+        }
+        assert!(set(&["/**"]).contains("/"));
+        assert!(set(&["/a/**/z"]).contains("/a/z"));
+        assert!(set(&["/a/**/z"]).contains("/a/b/c/z"));
+        assert!(set(&["/f?o"]).contains("/foo") && !set(&["/f?o"]).contains("/fo"));
+    }
+
+    #[test]
+    fn an_exclusion_wins() {
+        let s = set(&["/**", "!/usr/bin/**", "!/root/**"]);
+        assert!(s.contains("/etc/motd"));
+        assert!(!s.contains("/usr/bin"));
+        assert!(!s.contains("/usr/bin/sudo"));
+        assert!(!s.contains("/root/.ssh/authorized_keys"));
+        assert!(s.contains("/usr/lib/x"));
+        assert!(set(&["!/x"]).is_empty());
+    }
+
+    #[test]
+    fn directories_on_the_way_lead_to_the_set() {
+        let s = set(&["/etc/systemd/system/**", "/home/*/.ssh/**", "/etc/hostname"]);
+        for dir in ["/", "/etc", "/etc/systemd", "/home", "/home/bob"] {
+            assert!(s.leads_to(dir), "{dir}");
+        }
+        for dir in ["/usr", "/etc/hostname", "/home/bob/.config", "/etc/ssh"] {
+            assert!(!s.leads_to(dir), "{dir}");
+        }
+        assert!(!set(&["/etc/**", "!/etc/secret/**"]).leads_to("/etc/secret"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_the_reason() {
+        for (bad, reason) in [
+            ("etc/motd", "absolute"),
+            ("/etc//motd", "empty component"),
+            ("/etc/", "empty component"),
+            ("/etc/../shadow", ".. component"),
+            ("/etc/a**", "whole component"),
+            ("/etc/[ab]", "not allowed"),
+        ] {
+            let e = Pattern::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(reason), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn coverage_is_sound() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert!(p("/**").covers(&p("/etc/motd")));
+        assert!(p("/etc/**").covers(&p("/etc/systemd/**")));
+        assert!(p("/etc/*").covers(&p("/etc/motd")));
+        assert!(p("/etc/*.conf").covers(&p("/etc/a.conf")));
+        assert!(p("/home/*/.ssh/**").covers(&p("/home/bob/.ssh/keys")));
+        assert!(!p("/etc/motd").covers(&p("/etc/**")));
+        assert!(!p("/etc/*").covers(&p("/etc/**")));
+        assert!(!p("/etc/**").covers(&p("/**")));
+        assert!(!p("/etc/a.conf").covers(&p("/etc/*.conf")));
+    }
+
+    #[test]
+    fn overlap_finds_shared_paths() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert!(p("/**").overlaps(&p("/usr/bin/**")));
+        assert!(p("/usr/**").overlaps(&p("/usr/bin/sudo")));
+        assert!(p("/usr/*/sudo").overlaps(&p("/usr/bin/**")));
+        assert!(!p("/etc/**").overlaps(&p("/usr/bin/**")));
+        assert!(!p("/etc/motd").overlaps(&p("/etc/passwd")));
+        assert!(p("/etc").overlaps(&p("/etc/**")));
+    }
+}
