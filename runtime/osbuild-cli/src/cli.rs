@@ -13,12 +13,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use osbuild::error::BuildError;
 use osbuild::executor::{self, BuildConfig};
 use osbuild::pipeline;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 
 use osbuild::host::Limits;
 use osbuild::progress::{JsonReporter, PlainReporter, Reporter, TerminalReporter};
 use osbuild::stage::Stage;
 use osbuild::store::workspace::Handoff;
+
+/// `--max-tree-size`'s default. It is part of what names a `--from`
+/// tree in the store, so commands that look results up use it too.
+const DEFAULT_MAX_TREE_SIZE: &str = "64G";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,7 +71,7 @@ pub struct BuildArgs {
     pub cache_max_size: u64,
     /// The most file content a --from archive may unpack to: a gzip bomb
     /// stops there, and nothing is left behind.
-    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_TREE_SIZE, value_parser = parse_size)]
     pub max_tree_size: u64,
     /// How the tree moves between stages and into the store: overlay or copy
     /// [default: overlay where it works, else copy].
@@ -138,6 +142,29 @@ pub enum Command {
     Audit {
         /// The pipeline to audit.
         pipeline: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also show what each stage changed in its last build (from the
+        /// store), against what it declares.
+        #[arg(long)]
+        changes: bool,
+        /// The archive the pipeline is built --from (it names the results).
+        #[arg(long, value_name = "ARCHIVE")]
+        from: Option<PathBuf>,
+    },
+    /// Print what each stage of a built pipeline changed in the tree, from
+    /// the store, running nothing: `+` created, `~` modified (and what
+    /// of it), `-` removed.
+    Changes {
+        /// The pipeline, as it was built.
+        pipeline: PathBuf,
+        /// The archive it was built --from.
+        #[arg(long, value_name = "ARCHIVE")]
+        from: Option<PathBuf>,
+        /// Only this stage: its number (from 1, as a build shows it) or its name.
+        #[arg(long, value_name = "N|NAME")]
+        stage: Option<String>,
         /// As JSON.
         #[arg(long)]
         json: bool,
@@ -379,7 +406,18 @@ pub fn main() -> i32 {
     // Files the stages create get predictable modes, whatever the caller's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let result = match cli.command {
-        Some(Command::Audit { pipeline, json }) => audit(&cli.build.common, &pipeline, json),
+        Some(Command::Audit {
+            pipeline,
+            json,
+            changes,
+            from,
+        }) => audit(&cli.build.common, &pipeline, json, changes.then_some(from)),
+        Some(Command::Changes {
+            pipeline,
+            from,
+            stage,
+            json,
+        }) => changes(&cli.build.common, &pipeline, from, stage.as_deref(), json),
         Some(Command::Store { action }) => {
             store_command(&cli.build.common, action).map_err(BuildError::from)
         }
@@ -713,7 +751,113 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-fn audit(common: &CommonArgs, path: &std::path::Path, json: bool) -> Result<(), BuildError> {
+/// What reading a built pipeline's records needs: the build's config as
+/// far as it names the results.
+fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildConfig, BuildError> {
+    let policy = common.policy()?;
+    Ok(BuildConfig {
+        limits: limits(None, None, policy.as_ref()),
+        policy,
+        cache: true,
+        cache_max_size: u64::MAX,
+        handoff: None,
+        from,
+        save: None,
+        output_dir: PathBuf::from("."),
+        store: common.store.clone().unwrap_or_else(default_store),
+        registry: osbuild_builtins::registry(common.libdirs.clone()),
+        allowed_host_paths: common.allowed_host_paths.clone(),
+        max_tree_size: parse_size(DEFAULT_MAX_TREE_SIZE).expect("a valid default"),
+    })
+}
+
+/// `osbuild changes`.
+fn changes(
+    common: &CommonArgs,
+    path: &std::path::Path,
+    from: Option<PathBuf>,
+    only: Option<&str>,
+    json: bool,
+) -> Result<(), BuildError> {
+    let pipeline = load_pipeline(Some(path))?;
+    let config = records_config(common, from)?;
+    let mut records = executor::records(&pipeline, &config)?;
+    if let Some(only) = only {
+        let total = records.len();
+        records.retain(|r| match only.parse::<usize>() {
+            Ok(n) => r.index + 1 == n,
+            Err(_) => r.name == only,
+        });
+        if records.is_empty() {
+            return Err(BuildError::input(
+                "--stage",
+                format!(
+                    "{only:?}: the pipeline has no such stage (give its number, 1 to {total}, or its name)"
+                ),
+            ));
+        }
+    }
+    let missing: Vec<String> = records
+        .iter()
+        .filter(|r| r.record.is_none())
+        .map(|r| format!("stage {} ({})", r.index + 1, r.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(BuildError::input(
+            path.display().to_string(),
+            format!(
+                "{} {} no change record in the store {}: build the pipeline first (with the same --from and --store), then ask again",
+                missing.join(", "),
+                if missing.len() == 1 { "has" } else { "have" },
+                config.store.display()
+            ),
+        ));
+    }
+    if json {
+        let out: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let record = r.record.as_ref().expect("checked above");
+                serde_json::json!({
+                    "index": r.index,
+                    "name": r.name,
+                    "id": r.id,
+                    "record": r.location,
+                    "counts": record.counts(),
+                    "changes": record.changes,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(anyhow::Error::from)?
+        );
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for r in &records {
+        let record = r.record.as_ref().expect("checked above");
+        let c = record.counts();
+        let _ = writeln!(
+            out,
+            "# stage {} {} ({} created, {} modified, {} removed)",
+            r.index + 1,
+            r.name,
+            c.created,
+            c.modified,
+            c.removed
+        );
+        let _ = out.write_all(record.render().as_bytes());
+    }
+    Ok(())
+}
+
+fn audit(
+    common: &CommonArgs,
+    path: &std::path::Path,
+    json: bool,
+    changes_from: Option<Option<PathBuf>>,
+) -> Result<(), BuildError> {
     let pipeline = load_pipeline(Some(path))?;
     let policy = common.policy()?;
     let registry = osbuild_builtins::registry(common.libdirs.clone());
@@ -727,7 +871,11 @@ fn audit(common: &CommonArgs, path: &std::path::Path, json: bool) -> Result<(), 
     if !errors.is_empty() {
         return Err(BuildError::Input(errors));
     }
-    let audits = osbuild::audit::audit(&planned, policy.as_ref());
+    let mut audits = osbuild::audit::audit(&planned, policy.as_ref());
+    if let Some(from) = changes_from {
+        let records = executor::records(&pipeline, &records_config(common, from)?)?;
+        osbuild::audit::add_changes(&mut audits, &records);
+    }
     if json {
         println!(
             "{}",

@@ -10,6 +10,7 @@ use crate::error::InputError;
 use crate::executor::PlannedStage;
 use crate::policy::Policy;
 use crate::reach::{self, Refusal, imports};
+use crate::changes::Counts;
 use crate::stage::{Capabilities, Kind, PathSet, TreeAccess, Writes};
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +35,53 @@ pub struct StageAudit {
     pub refused: Vec<Refusal>,
     /// Mismatches that are not refusals (a capability declared but unused).
     pub notes: Vec<String>,
+    /// With `--changes`: what the stage did change in its last build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Changed>,
+}
+
+/// What a built stage changed, against what it declares.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    /// `None`: the store has no record of it (not built, or evicted).
+    pub record: Option<std::path::PathBuf>,
+    pub counts: Counts,
+    /// The narrowest write set that allows what it changed.
+    pub suggested_write: Vec<String>,
+}
+
+/// A stage declaring `read-write` whose record fits in this many patterns
+/// is flagged, with the narrower declaration.
+const FEW_PATHS: usize = 16;
+
+/// Adds each stage's change record (`records`, in pipeline order) to its
+/// audit: declared against done.
+pub fn add_changes(audits: &mut [StageAudit], records: &[crate::executor::Recorded]) {
+    for (a, r) in audits.iter_mut().zip(records) {
+        let Some(record) = &r.record else {
+            a.changed = Some(Changed {
+                record: None,
+                counts: Counts::default(),
+                suggested_write: Vec::new(),
+            });
+            continue;
+        };
+        let suggested = record.suggested_write_set();
+        if a.tree.write == ["/**"] && suggested.len() <= FEW_PATHS {
+            let quoted: Vec<String> = suggested.iter().map(|p| format!("{p:?}")).collect();
+            a.notes.push(format!(
+                "declares read-write but changed only {} {} in its last build; it would run with \"tree\": {{\"write\": [{}]}}",
+                suggested.len(),
+                if suggested.len() == 1 { "path" } else { "paths" },
+                quoted.join(", ")
+            ));
+        }
+        a.changed = Some(Changed {
+            record: r.location.clone(),
+            counts: record.counts(),
+            suggested_write: suggested,
+        });
+    }
 }
 
 /// Where in the tree a stage may read and write, as patterns (`/**`: all
@@ -125,6 +173,7 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                 sandbox: reach.grants,
                 refused: reach.refusals,
                 notes: reach.notes,
+                changed: None,
             }
         })
         .collect()
@@ -173,6 +222,29 @@ pub fn render(audits: &[StageAudit]) -> String {
             out.push_str(&format!("{pad}imports:  {}\n", imports::compact(imports)));
         }
         out.push_str(&format!("{pad}sandbox:  {}\n", a.sandbox.join("; ")));
+        if let Some(c) = &a.changed {
+            match &c.record {
+                None => out.push_str(&format!(
+                    "{pad}changed:  no record (not built with this store, or evicted)\n"
+                )),
+                Some(path) => out.push_str(&format!(
+                    "{pad}changed:  {} created, {} modified, {} removed: {} ({})\n",
+                    c.counts.created,
+                    c.counts.modified,
+                    c.counts.removed,
+                    match c.suggested_write.len() {
+                        0 => "nothing".to_string(),
+                        n if n <= FEW_PATHS => c.suggested_write.join(" "),
+                        n => format!(
+                            "{} and {} more",
+                            c.suggested_write[..FEW_PATHS].join(" "),
+                            n - FEW_PATHS
+                        ),
+                    },
+                    path.display()
+                )),
+            }
+        }
         for r in &a.refused {
             out.push_str(&format!("{pad}REFUSED:  {r}\n"));
         }

@@ -177,6 +177,36 @@ impl Record {
                 .any(|c| c.op != Op::Modified && parent(&c.path) == Some(change.path.as_str()))
     }
 
+    /// The narrowest write set that allows this record: each changed
+    /// path, a created or removed directory as `DIR/**` with what is below
+    /// it, directories' implied mtimes left out.
+    pub fn suggested_write_set(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut covered: Vec<&str> = Vec::new();
+        for c in &self.changes {
+            if self.is_implied(c)
+                || covered
+                    .iter()
+                    .any(|d| c.path.starts_with(d) && c.path.as_bytes().get(d.len()) == Some(&b'/'))
+            {
+                continue;
+            }
+            if c.entry.kind == Kind::Dir && c.op != Op::Modified {
+                covered.push(&c.path);
+                out.push(if c.path == "/" {
+                    "/**".to_string()
+                } else {
+                    format!("{}/**", c.path)
+                });
+            } else {
+                out.push(c.path.clone());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The record as a tree diff, one line a change:
     /// `+ /etc/hostname  file 0644 0:0 sha256:...`.
     pub fn render(&self) -> String {
@@ -300,6 +330,32 @@ mod tests {
                 modified: 1,
                 removed: 0
             }
+        );
+    }
+
+    #[test]
+    fn the_suggestion_folds_new_directories() {
+        let mk = |path: &str, op: Op, kind: Kind, fields: &[Field]| Change {
+            path: path.into(),
+            op,
+            fields: fields.to_vec(),
+            entry: entry(kind),
+        };
+        let r = Record {
+            stage: "s".into(),
+            index: 0,
+            changes: vec![
+                mk("/etc", Op::Modified, Kind::Dir, &[Field::Mtime]),
+                mk("/etc/hostname", Op::Created, Kind::File, &[]),
+                mk("/srv", Op::Modified, Kind::Dir, &[Field::Mtime]),
+                mk("/srv/www", Op::Created, Kind::Dir, &[]),
+                mk("/srv/www/index.html", Op::Created, Kind::File, &[]),
+                mk("/usr", Op::Modified, Kind::Dir, &[Field::Mode]),
+            ],
+        };
+        assert_eq!(
+            r.suggested_write_set(),
+            ["/etc/hostname", "/srv/www/**", "/usr"]
         );
     }
 

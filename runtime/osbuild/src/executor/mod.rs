@@ -249,6 +249,57 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
         .collect())
 }
 
+/// A stage's change record, as the store keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recorded {
+    pub index: usize,
+    pub name: String,
+    pub id: String,
+    /// Where the record is; `None` if the store has no result for the
+    /// stage (or one stored without a record).
+    pub location: Option<PathBuf>,
+    #[serde(skip)]
+    pub record: Option<changes::Record>,
+}
+
+/// The change record of each stage of a built pipeline, from the store,
+/// running nothing.
+pub fn records(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Recorded>, BuildError> {
+    let resolved = resolve(pipeline, config)?;
+    crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
+    let store = Store::open(&config.store)?;
+    let mut out = Vec::new();
+    for (p, id) in resolved.planned.iter().zip(&resolved.ids.stages) {
+        let (location, record) = match store.get(id)? {
+            Some(object) => {
+                let path = object.changes_path();
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        let record: changes::Record = serde_json::from_slice(&bytes)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        (Some(path), Some(record))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+                    Err(e) => {
+                        return Err(anyhow::Error::from(e)
+                            .context(format!("reading {}", path.display()))
+                            .into());
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        out.push(Recorded {
+            index: p.index,
+            name: p.stage.name().to_string(),
+            id: id.clone(),
+            location,
+            record,
+        });
+    }
+    Ok(out)
+}
+
 /// `OSBUILD_TRACE=1` prints when each phase of a build ends (for
 /// performance work).
 struct Trace(Option<Instant>);
