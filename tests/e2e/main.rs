@@ -10,6 +10,7 @@ mod common;
 
 mod audit;
 mod boot;
+mod changes;
 mod foundation;
 mod hostile;
 mod languages;

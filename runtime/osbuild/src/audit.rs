@@ -6,11 +6,11 @@
 
 use serde::Serialize;
 
+use crate::changes::Counts;
 use crate::error::InputError;
 use crate::executor::PlannedStage;
 use crate::policy::Policy;
 use crate::reach::{self, Refusal, imports};
-use crate::changes::Counts;
 use crate::stage::{Capabilities, Kind, PathSet, TreeAccess, Writes};
 
 #[derive(Debug, Clone, Serialize)]

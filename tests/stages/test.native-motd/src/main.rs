@@ -24,10 +24,9 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     let host_passwd = tree.host_path().join("etc/passwd");
     match also.as_str() {
         "direct-write" => std::fs::write(&host_passwd, "evil::0:0::/:/bin/sh\n")?,
-        "direct-chmod" => std::fs::set_permissions(
-            &host_passwd,
-            std::fs::Permissions::from_mode(0o666),
-        )?,
+        "direct-chmod" => {
+            std::fs::set_permissions(&host_passwd, std::fs::Permissions::from_mode(0o666))?
+        }
         "tree-write" => tree.write_str(passwd, "evil::0:0::/:/bin/sh\n")?,
         "tree-symlink" => {
             tree.remove_file(passwd)?;
