@@ -164,9 +164,10 @@ impl Record {
         c
     }
 
-    /// Whether the change at `path` is a directory whose mtime alone
-    /// changed because an entry was created or removed right in it (the
-    /// kernel's doing, not a write to the directory).
+    /// Whether the change is a directory whose mtime alone changed along
+    /// with an entry right in it: created, removed, or replaced (removed
+    /// and made again, which a record shows as modified). That is the
+    /// kernel's doing, not a write to the directory.
     pub fn is_implied(&self, change: &Change) -> bool {
         change.op == Op::Modified
             && change.entry.kind == Kind::Dir
@@ -174,7 +175,7 @@ impl Record {
             && self
                 .changes
                 .iter()
-                .any(|c| c.op != Op::Modified && parent(&c.path) == Some(change.path.as_str()))
+                .any(|c| parent(&c.path) == Some(change.path.as_str()))
     }
 
     /// The narrowest write set that allows this record: each changed

@@ -1,9 +1,10 @@
 //! Where in the tree a stage may write: its declared write set, checked
-//! against what it changed (after it ran, before anything of it is kept)
-//! and against the policy's `writes` (before anything runs).
+//! against what it changed, after it ran and before anything of it is
+//! kept. (The policy's `writes` bound the declarations before anything
+//! runs: [`crate::policy`].)
 
 use crate::changes::{Op, Record};
-use crate::stage::{PathSet, Pattern, Stage, Writes};
+use crate::stage::Writes;
 
 /// The most violations a message lists by path.
 const LISTED: usize = 20;
@@ -62,120 +63,11 @@ pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
     ))
 }
 
-/// The policy's `writes`, parsed: per stage-name key (`*`, a name, or a
-/// prefix such as `io.weldr.*`), patterns where stages may (`/etc/motd`)
-/// or may not (`!/usr/bin/**`) write.
-#[derive(Debug, Clone, Default)]
-pub struct WriteRules {
-    rules: Vec<(String, Vec<Pattern>)>,
-}
-
-/// One way a stage's declared write set exceeds the policy's `writes`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WriteViolation {
-    #[error(
-        "may write {declared} ({declared_in}), which policy.writes[{key:?}][{index}] ({rule:?}) forbids"
-    )]
-    Forbidden {
-        declared: String,
-        declared_in: String,
-        key: String,
-        index: usize,
-        rule: String,
-    },
-    #[error(
-        "may write {declared} ({declared_in}), which policy.writes does not allow it (it allows {allowed})"
-    )]
-    NotAllowed {
-        declared: String,
-        declared_in: String,
-        allowed: String,
-    },
-}
-
-impl WriteRules {
-    /// Parses `writes`; errors name the JSON path of the bad pattern.
-    pub fn parse(
-        writes: &std::collections::BTreeMap<String, Vec<String>>,
-    ) -> Result<WriteRules, String> {
-        let mut rules = Vec::new();
-        for (key, patterns) in writes {
-            let mut parsed = Vec::new();
-            for (i, p) in patterns.iter().enumerate() {
-                parsed.push(Pattern::parse(p).map_err(|e| format!("writes[{key:?}][{i}]: {e}"))?);
-            }
-            rules.push((key.clone(), parsed));
-        }
-        Ok(WriteRules { rules })
-    }
-
-    fn applies(key: &str, name: &str) -> bool {
-        key == "*"
-            || key == name
-            || key
-                .strip_suffix('*')
-                .is_some_and(|prefix| name.starts_with(prefix))
-    }
-
-    /// Every way `stage`'s declared write set exceeds the rules.
-    pub fn check(&self, stage: &Stage) -> Vec<WriteViolation> {
-        let everything = PathSet::everything();
-        let (declared, source) = match stage.meta.capabilities.tree.writes() {
-            Writes::Nothing => return Vec::new(),
-            Writes::Everything => (&everything, "its tree capability is read-write"),
-            Writes::Only(set) => (set, "capabilities.tree.write"),
-        };
-        let name = stage.name();
-        let applicable: Vec<&(String, Vec<Pattern>)> = self
-            .rules
-            .iter()
-            .filter(|(k, _)| Self::applies(k, name))
-            .collect();
-        let mut v = Vec::new();
-        for wanted in declared.inclusions() {
-            for (key, patterns) in &applicable {
-                for (index, rule) in patterns.iter().enumerate() {
-                    let excluded_by_stage = declared.exclusions().any(|x| x.covers(rule));
-                    if rule.is_exclusion() && wanted.overlaps(rule) && !excluded_by_stage {
-                        v.push(WriteViolation::Forbidden {
-                            declared: wanted.to_string(),
-                            declared_in: source.to_string(),
-                            key: key.clone(),
-                            index,
-                            rule: rule.to_string(),
-                        });
-                    }
-                }
-            }
-            let allows: Vec<(&String, usize, &Pattern)> = applicable
-                .iter()
-                .flat_map(|(k, ps)| {
-                    ps.iter()
-                        .enumerate()
-                        .filter(|(_, p)| !p.is_exclusion())
-                        .map(move |(i, p)| (k, i, p))
-                })
-                .collect();
-            if !allows.is_empty() && !allows.iter().any(|(_, _, p)| p.covers(wanted)) {
-                let allowed: Vec<String> = allows
-                    .iter()
-                    .map(|(k, i, p)| format!("{p} at policy.writes[{k:?}][{i}]"))
-                    .collect();
-                v.push(WriteViolation::NotAllowed {
-                    declared: wanted.to_string(),
-                    declared_in: source.to_string(),
-                    allowed: allowed.join(", "),
-                });
-            }
-        }
-        v
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::changes::{Change, Entry, Field, Kind};
+    use crate::stage::PathSet;
     use std::collections::BTreeMap;
 
     fn change(path: &str, op: Op, kind: Kind, fields: &[Field]) -> Change {

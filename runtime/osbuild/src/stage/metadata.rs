@@ -94,7 +94,8 @@ pub enum TreeAccess {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TreeScope {
-    /// What it may read; missing: the whole tree.
+    /// What it may read: the whole tree (`["/**"]` or missing; narrower
+    /// sets are refused, as nothing would hold a stage to them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<PathSet>,
     /// What it may change (create, modify, remove, rename, chmod, chown,
@@ -155,9 +156,22 @@ impl<'de> Deserialize<'de> for TreeAccess {
         match Value::deserialize(d)? {
             Value::String(s) if s == "read" => Ok(TreeAccess::Read),
             Value::String(s) if s == "read-write" => Ok(TreeAccess::ReadWrite),
-            v @ Value::Object(_) => serde_json::from_value(v)
-                .map(TreeAccess::Scoped)
-                .map_err(D::Error::custom),
+            v @ Value::Object(_) => {
+                let scope: TreeScope = serde_json::from_value(v).map_err(D::Error::custom)?;
+                // Reads are not confined yet (WASI's preopened tree would
+                // read past any pattern): a narrower read set would be a
+                // promise the sandbox does not keep.
+                if scope
+                    .read
+                    .as_ref()
+                    .is_some_and(|r| *r != PathSet::everything())
+                {
+                    return Err(D::Error::custom(
+                        "tree.read: this osbuild does not confine what a stage reads to paths; leave \"read\" out (or [\"/**\"]): every stage may read the whole tree",
+                    ));
+                }
+                Ok(TreeAccess::Scoped(scope))
+            }
             other => Err(D::Error::custom(format!(
                 "tree: {other} is not \"read\", \"read-write\" or {{\"read\": [...], \"write\": [...]}} (glob patterns over tree paths)"
             ))),
@@ -472,6 +486,43 @@ mod tests {
         );
         assert_eq!(option_values(&v, "x.y"), vec![("x.y".to_string(), "z")]);
         assert!(option_values(&v, "nope[].x").is_empty());
+    }
+
+    #[test]
+    fn the_tree_capability_reads_as_a_word_or_a_scope_and_refuses_what_nothing_holds() {
+        let caps = |tree: serde_json::Value| {
+            serde_json::from_value::<Capabilities>(serde_json::json!({ "tree": tree }))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            caps(serde_json::json!("read")).unwrap().tree,
+            TreeAccess::Read
+        );
+        assert_eq!(
+            caps(serde_json::json!("read-write")).unwrap().tree,
+            TreeAccess::ReadWrite
+        );
+        let scoped = caps(serde_json::json!({"write": ["/etc/hostname"]})).unwrap();
+        assert!(scoped.tree.writable());
+        match scoped.tree.writes() {
+            Writes::Only(set) => assert!(set.contains("/etc/hostname") && !set.contains("/etc")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            serde_json::to_value(&scoped).unwrap(),
+            serde_json::json!({"tree": {"write": ["/etc/hostname"]}})
+        );
+        let nothing = caps(serde_json::json!({})).unwrap();
+        assert!(!nothing.tree.writable());
+        assert!(caps(serde_json::json!({"read": ["/**"], "write": []})).is_ok());
+        let e = caps(serde_json::json!({"read": ["/etc/**"]})).unwrap_err();
+        assert!(e.contains("does not confine what a stage reads"), "{e}");
+        let e = caps(serde_json::json!({"write": ["etc"]})).unwrap_err();
+        assert!(e.contains("a tree path pattern is absolute"), "{e}");
+        let e = caps(serde_json::json!({"write": ["/x"], "delete": []})).unwrap_err();
+        assert!(e.contains("unknown field `delete`"), "{e}");
+        let e = caps(serde_json::json!("write")).unwrap_err();
+        assert!(e.contains("is not \"read\", \"read-write\""), "{e}");
     }
 
     #[test]

@@ -446,7 +446,16 @@ impl StageHost for WasmHost {
             wasi: wasi.build(),
             table: resource_table(),
             limiter: MemoryLimiter::new(usize::try_from(memory_bytes).unwrap_or(usize::MAX)),
-            tree: tree::TreeHost::new(root, writable, caps.device_nodes, memory_bytes),
+            tree: tree::TreeHost::new(
+                root,
+                writable,
+                match caps.tree.writes() {
+                    crate::stage::Writes::Only(set) => Some(set.clone()),
+                    _ => None,
+                },
+                caps.device_nodes,
+                memory_bytes,
+            ),
             console,
             context: context::Context {
                 source_epoch: inv.source_epoch,

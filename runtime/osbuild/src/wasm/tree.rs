@@ -10,6 +10,8 @@ use std::path::Path;
 
 use osbuild_tree_fs::{EntryKind, Root};
 
+use crate::stage::PathSet;
+
 use super::bindings::osbuild::stage::tree::{
     self as wit, DirEntry, EntryMetadata, ErrorKind, NodeKind, Timestamp, TreeError,
 };
@@ -18,6 +20,11 @@ use super::bindings::osbuild::stage::tree::{
 pub struct TreeHost {
     root: Root,
     writable: bool,
+    /// A path-scoped stage's write set: a call that would change a path
+    /// outside it is refused at once. (What holds the stage to it is the
+    /// check of its change set after it ran; this names the offending call
+    /// to the stage while it runs.)
+    writes: Option<PathSet>,
     /// The stage declares `device-nodes`: any device node, not only the
     /// harmless ones.
     device_nodes: bool,
@@ -27,10 +34,17 @@ pub struct TreeHost {
 }
 
 impl TreeHost {
-    pub fn new(root: Root, writable: bool, device_nodes: bool, max_read: u64) -> TreeHost {
+    pub fn new(
+        root: Root,
+        writable: bool,
+        writes: Option<PathSet>,
+        device_nodes: bool,
+        max_read: u64,
+    ) -> TreeHost {
         TreeHost {
             root,
             writable,
+            writes,
             device_nodes,
             max_read,
         }
@@ -55,6 +69,44 @@ impl TreeHost {
                 message: "the stage declares read-only access to the tree".into(),
             })
         }
+    }
+}
+
+impl TreeHost {
+    /// Refuses a change to `path` (its final symlink followed if
+    /// `follow`) outside the write set; a directory on the way to the set
+    /// may be created (`on_the_way`).
+    fn check_write(&self, path: &str, follow: bool, on_the_way: bool) -> Result<(), TreeError> {
+        self.check_writable()?;
+        let Some(set) = &self.writes else {
+            return Ok(());
+        };
+        let p = Path::new(path);
+        let resolved = match self.root.resolve(p, follow) {
+            Ok(r) => r,
+            Err(_) if follow => match self.root.resolve(p, false) {
+                Ok(r) => r,
+                Err(_) => return Ok(()),
+            },
+            // The call fails by itself (no parent directory).
+            Err(_) => return Ok(()),
+        };
+        let resolved = resolved.to_string_lossy();
+        if set.contains(&resolved) || (on_the_way && set.leads_to(&resolved)) {
+            return Ok(());
+        }
+        let via = if resolved != path {
+            format!(" (that is {resolved})")
+        } else {
+            String::new()
+        };
+        Err(TreeError {
+            kind: ErrorKind::PermissionDenied,
+            message: format!(
+                "{path}{via} is outside the stage's write set {}",
+                set.describe()
+            ),
+        })
     }
 }
 
@@ -137,7 +189,7 @@ impl wit::Host for TreeHost {
     }
 
     fn write_file(&mut self, path: String, contents: Vec<u8>) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, true, false)?;
         let p = Path::new(&path);
         let existed = match self.root.metadata(p, true) {
             Ok(_) => true,
@@ -186,14 +238,14 @@ impl wit::Host for TreeHost {
     }
 
     fn create_dir(&mut self, path: String, mode: u32) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, false, true)?;
         let p = Path::new(&path);
         self.root.create_dir(p, mode).map_err(error)?;
         self.root.set_mode(p, mode).map_err(error)
     }
 
     fn remove(&mut self, path: String) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, false, false)?;
         let p = Path::new(&path);
         if self.root.metadata(p, false).map_err(error)?.kind == EntryKind::Directory {
             self.root.remove_dir(p).map_err(error)
@@ -203,12 +255,13 @@ impl wit::Host for TreeHost {
     }
 
     fn remove_all(&mut self, path: String) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, false, false)?;
         self.root.remove_all(Path::new(&path)).map_err(error)
     }
 
     fn rename(&mut self, source: String, destination: String) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&source, false, false)?;
+        self.check_write(&destination, false, false)?;
         self.root
             .rename(Path::new(&source), Path::new(&destination))
             .map_err(error)
@@ -222,33 +275,33 @@ impl wit::Host for TreeHost {
     }
 
     fn symlink(&mut self, target: String, path: String) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, false, false)?;
         self.root
             .symlink(Path::new(&target), Path::new(&path))
             .map_err(error)
     }
 
     fn hard_link(&mut self, existing: String, path: String) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, false, false)?;
         self.root
             .hard_link(Path::new(&existing), Path::new(&path))
             .map_err(error)
     }
 
     fn set_mode(&mut self, path: String, mode: u32) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, true, false)?;
         self.root.set_mode(Path::new(&path), mode).map_err(error)
     }
 
     fn set_owner(&mut self, path: String, uid: u32, gid: u32, follow: bool) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, follow, false)?;
         self.root
             .set_owner(Path::new(&path), uid, gid, follow)
             .map_err(error)
     }
 
     fn set_mtime(&mut self, path: String, mtime: Timestamp, follow: bool) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, follow, false)?;
         self.root
             .set_mtime(Path::new(&path), mtime.seconds, mtime.nanoseconds, follow)
             .map_err(error)
@@ -262,7 +315,7 @@ impl wit::Host for TreeHost {
         major: u32,
         minor: u32,
     ) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, false, false)?;
         let kind = match kind {
             NodeKind::BlockDevice => osbuild_tree_fs::NodeKind::BlockDevice,
             NodeKind::CharDevice => osbuild_tree_fs::NodeKind::CharDevice,
@@ -304,7 +357,7 @@ impl wit::Host for TreeHost {
     }
 
     fn set_xattr(&mut self, path: String, name: String, value: Vec<u8>, follow: bool) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, follow, false)?;
         if !crate::archive::unpack::xattr_allowed(&name) {
             return Err(TreeError {
                 kind: ErrorKind::PermissionDenied,
@@ -321,7 +374,7 @@ impl wit::Host for TreeHost {
     }
 
     fn remove_xattr(&mut self, path: String, name: String, follow: bool) -> R<()> {
-        self.check_writable()?;
+        self.check_write(&path, follow, false)?;
         self.root
             .remove_xattr(Path::new(&path), &name, follow)
             .map_err(error)
@@ -343,7 +396,7 @@ mod tests {
     use wit::Host as _;
 
     fn host(dir: &Path, writable: bool, max_read: u64) -> TreeHost {
-        TreeHost::new(Root::open(dir).unwrap(), writable, false, max_read)
+        TreeHost::new(Root::open(dir).unwrap(), writable, None, false, max_read)
     }
 
     /// Every call that changes the tree is refused to a `tree: read` stage,
@@ -370,6 +423,50 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("d/f")).unwrap(), b"keep");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert_eq!(h.read_file("/d/f".into()).unwrap(), b"keep");
+    }
+
+    /// A path-scoped stage's call outside its write set is refused at once,
+    /// naming the path it resolves to; inside it, calls work.
+    #[test]
+    fn a_write_outside_the_write_set_is_refused_where_it_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "root").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("etc/motd")).unwrap();
+        let set = PathSet::parse(&["/etc/motd", "/etc/systemd/system/**"]).unwrap();
+        let mut h = TreeHost::new(
+            Root::open(dir.path()).unwrap(),
+            true,
+            Some(set),
+            false,
+            1 << 20,
+        );
+        // Through the symlink the set names: the file it leads to.
+        let e = h.write_file("/etc/motd".into(), b"x".to_vec()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied);
+        assert_eq!(
+            e.message,
+            "/etc/motd (that is /etc/passwd) is outside the stage's write set [\"/etc/motd\", \"/etc/systemd/system/**\"]"
+        );
+        for e in [
+            h.set_mode("/etc/passwd".into(), 0o600),
+            h.remove("/etc/passwd".into()),
+            h.rename("/etc/motd".into(), "/etc/shadow".into()),
+            h.create_dir("/usr".into(), 0o755),
+        ] {
+            assert_eq!(e.unwrap_err().kind, ErrorKind::PermissionDenied);
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/passwd")).unwrap(),
+            b"root"
+        );
+        // The link itself is in the set; directories on the way may be made.
+        h.remove("/etc/motd".into()).unwrap();
+        h.write_file("/etc/motd".into(), b"hi".to_vec()).unwrap();
+        h.create_dir("/etc/systemd".into(), 0o755).unwrap();
+        h.create_dir("/etc/systemd/system".into(), 0o755).unwrap();
+        h.write_file("/etc/systemd/system/a.service".into(), b"[Unit]".to_vec())
+            .unwrap();
     }
 
     /// What a call hands the stage is bounded before the host reads it.
