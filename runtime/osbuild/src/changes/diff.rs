@@ -51,7 +51,7 @@ pub fn diff(
         None => None,
     };
     walker
-        .entry(&root, &a, b.as_ref(), &mut changes)
+        .entry(&root, &a, b.as_ref(), false, &mut changes)
         .with_context(|| {
             format!(
                 "comparing {} with the tree before the stage",
@@ -107,12 +107,18 @@ impl Walker<'_> {
         path: &Path,
         a: &Metadata,
         b: Option<&Metadata>,
+        parent_changed: bool,
         out: &mut Vec<Change>,
     ) -> anyhow::Result<()> {
-        let unchanged_since_mark = match self.layout {
-            Layout::Full { since } => b.is_some() && !since.saw_change(a.ctime_sec, a.ctime_nsec),
-            Layout::Overlay { .. } => false,
+        // A whole tree: an entry whose ctime is before the mark, in a
+        // directory whose own ctime is too (nothing was created, removed or
+        // renamed in it, so the name still holds the inode it held), is as
+        // it was. Anything moved in carries a new ctime on its directory.
+        let changed_since_mark = match self.layout {
+            Layout::Full { since } => since.saw_change(a.ctime_sec, a.ctime_nsec),
+            Layout::Overlay { .. } => true,
         };
+        let unchanged_since_mark = b.is_some() && !parent_changed && !changed_since_mark;
         if !unchanged_since_mark {
             let now = self.state(&self.after, path, a, true)?;
             match b {
@@ -136,16 +142,30 @@ impl Walker<'_> {
                 }
             }
         }
+        let was_dir = b.is_some_and(|b| b.kind == EntryKind::Directory);
         if a.kind == EntryKind::Directory {
-            let was_dir = b.is_some_and(|b| b.kind == EntryKind::Directory);
-            self.directory(path, was_dir, out)?;
+            self.directory(path, was_dir, changed_since_mark, out)?;
+        } else if was_dir {
+            // A directory replaced by a file or symlink: all below it is gone.
+            let before = self.before.as_ref().unwrap();
+            for name in before.read_dir(path)? {
+                let child = path.join(name);
+                let m = before.metadata(&child, false)?;
+                self.removed(&child, &m, out)?;
+            }
         }
         Ok(())
     }
 
     /// The entries of the directory `path` (a directory before the stage
     /// too if `was_dir`).
-    fn directory(&self, path: &Path, was_dir: bool, out: &mut Vec<Change>) -> anyhow::Result<()> {
+    fn directory(
+        &self,
+        path: &Path,
+        was_dir: bool,
+        changed: bool,
+        out: &mut Vec<Change>,
+    ) -> anyhow::Result<()> {
         let names = self
             .after
             .read_dir(path)
@@ -187,7 +207,7 @@ impl Walker<'_> {
                 }
                 continue;
             }
-            self.entry(&child, &a, b.as_ref(), out)?;
+            self.entry(&child, &a, b.as_ref(), changed, out)?;
         }
         for name in gone {
             let child = path.join(&name);
@@ -265,8 +285,11 @@ impl Walker<'_> {
             }
         };
         for name in names {
-            // overlayfs's own bookkeeping in an upper layer, not the stage's.
-            if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            // overlayfs's own bookkeeping in an upper layer (under the
+            // prefix the mount uses), not the stage's.
+            if let Layout::Overlay { xattr_prefix } = self.layout
+                && name.starts_with(xattr_prefix)
+            {
                 continue;
             }
             if let Some(v) = root.get_xattr(path, &name, false)? {
@@ -348,6 +371,27 @@ mod tests {
         .iter()
         .map(|c| c.render())
         .collect()
+    }
+
+    /// Review finding: a directory replaced by a symlink hid the removal
+    /// of everything below it.
+    #[test]
+    fn a_directory_replaced_by_a_symlink_removes_what_was_below_it() {
+        let before = tempfile::tempdir().unwrap();
+        let after = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(before.path().join("etc/ssh")).unwrap();
+        std::fs::write(before.path().join("etc/ssh/sshd_config"), "x").unwrap();
+        std::fs::create_dir(after.path().join("etc")).unwrap();
+        symlink("/var/tmp/x", after.path().join("etc/ssh")).unwrap();
+        let got = full(after.path(), Some(before.path()));
+        assert!(
+            got.iter().any(|l| l == "- /etc/ssh/sshd_config  file"),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|l| l.starts_with("~ /etc/ssh  symlink")),
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -220,6 +220,26 @@ impl Record {
     }
 }
 
+/// A path as a line of text can hold it: control characters (a newline
+/// or an escape sequence in a file name, which the tree's content chose)
+/// escaped, so a name cannot forge or hide lines.
+pub fn printable(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.chars().any(char::is_control) {
+        path.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        path.into()
+    }
+}
+
 /// The parent of an absolute path (`None` for `/`).
 pub fn parent(path: &str) -> Option<&str> {
     if path == "/" {
@@ -245,7 +265,11 @@ impl Change {
         } else {
             ""
         };
-        let mut line = format!("{sign} {}{slash}  {}", self.path, e.kind.as_str());
+        let mut line = format!(
+            "{sign} {}{slash}  {}",
+            printable(&self.path),
+            e.kind.as_str()
+        );
         if self.op != Op::Removed {
             line.push_str(&format!(" {} {}:{}", e.mode, e.uid, e.gid));
             if let Some(sha) = &e.sha256 {

@@ -31,7 +31,8 @@ pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
                 !(set.contains(&c.path)
                     || (c.op == Op::Created
                         && c.entry.kind == crate::changes::Kind::Dir
-                        && set.leads_to(&c.path))
+                        && set.leads_to(&c.path)
+                        && leads_to_a_write(record, set, &c.path))
                     || record.is_implied(c))
             }
         })
@@ -44,7 +45,7 @@ pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
                     format!("modified: {}", f.join(", "))
                 }
             };
-            format!("{} ({what})", c.path)
+            format!("{} ({what})", crate::changes::printable(&c.path))
         })
         .collect();
     if outside.is_empty() {
@@ -61,6 +62,17 @@ pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
     Err(format!(
         "changed the tree outside its write set: {listed}; {declared}. Nothing the stage did was kept; if it should write there, add the paths to its \"tree\": {{\"write\": [...]}} capability"
     ))
+}
+
+/// Whether the record holds a change in the set below `dir`: a directory
+/// made on the way to the set is exempt only when it led somewhere.
+fn leads_to_a_write(record: &Record, set: &crate::stage::PathSet, dir: &str) -> bool {
+    record.changes.iter().any(|c| {
+        c.path.len() > dir.len()
+            && c.path.starts_with(dir)
+            && (dir == "/" || c.path.as_bytes()[dir.len()] == b'/')
+            && set.contains(&c.path)
+    })
 }
 
 #[cfg(test)]

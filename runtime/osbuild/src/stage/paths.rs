@@ -18,6 +18,10 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The most bytes, and `*`s, one pattern may have.
+const MAX_PATTERN_BYTES: usize = 1024;
+const MAX_STARS: usize = 16;
+
 /// One component of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -63,6 +67,12 @@ impl Pattern {
                 "a tree path pattern is absolute: it starts with / (or !/ to exclude)",
             ));
         };
+        // Matching backtracks on wildcards: bound what one pattern costs.
+        if text.len() > MAX_PATTERN_BYTES || text.matches('*').count() > MAX_STARS {
+            return Err(fail(&format!(
+                "is too long for a path pattern (at most {MAX_PATTERN_BYTES} bytes and {MAX_STARS} *)"
+            )));
+        }
         if text.contains(['\0', '[', ']', '{', '}', '\\']) {
             return Err(fail(
                 "only * ? and ** are wildcards here; [ ] { } and \\ are not allowed",
@@ -74,6 +84,8 @@ impl Pattern {
                 match c {
                     "" => return Err(fail("has an empty component (// or a trailing /)")),
                     "." | ".." => return Err(fail("has a . or .. component")),
+                    // `**/**` is `**`.
+                    "**" if parts.last() == Some(&Part::Any) => {}
                     "**" => parts.push(Part::Any),
                     c if c.contains("**") => {
                         return Err(fail("** must be a whole component (/**/ or a final /**)"));
