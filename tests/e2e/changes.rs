@@ -96,22 +96,35 @@ fn held_to_its_write_set(stage: &str, ways: &[&str], extra: &[&str]) {
         let r = run(&p);
         r.fails_with(1, &format!("stage 1 ({stage}, pipeline[0]) failed"));
         let target = if *way == "mkdir-etc-new" {
-            "/etc/new ("
+            "/etc/new"
         } else {
-            "/etc/passwd ("
+            "/etc/passwd"
+        };
+        // WASI, and what reaches /etc/passwd only through what the stage
+        // made in its set, are caught from the change set after the stage;
+        // a wasm stage's direct `tree` calls are refused where they are made.
+        let after_the_stage = stage.contains("native")
+            || way.starts_with("wasi-")
+            || ["tree-hardlink", "symlink-then-write"].contains(way);
+        let expected = if after_the_stage {
+            format!("changed the tree outside its write set: {target} (")
+        } else {
+            format!("{target} is outside the stage's write set [\"/etc/motd\"]")
         };
         assert!(
-            r.stderr.contains(target),
-            "{way}: the message names {target}:\n{}",
+            r.stderr.contains(&expected),
+            "{way}: expected {expected:?}:\n{}",
             r.stderr
         );
-        assert!(
-            r.stderr
-                .contains(r#"it declares it writes only ["/etc/motd"]"#)
-                || r.stderr.contains("the stage declares"),
-            "{way}: the message names the declared set:\n{}",
-            r.stderr
-        );
+        if after_the_stage {
+            assert!(
+                r.stderr.contains(
+                    r#"it declares it writes only ["/etc/motd"]. Nothing the stage did was kept"#
+                ),
+                "{way}: the message names the declared set:\n{}",
+                r.stderr
+            );
+        }
         assert!(!saved.exists(), "{way}: no archive is written");
         assert!(objects(&store).is_empty(), "{way}: nothing is stored");
     }
@@ -186,7 +199,7 @@ fn with_the_copy_handoff_and_without_the_cache_the_set_holds_as_well() {
     let p = write_pipeline(
         dir.path(),
         "p.json",
-        json!({"pipeline": [{"name": "io.weldr.hostname", "options": {"hostname": "box"}}, motd(Some("tree-remove"), "test.motd")]}),
+        json!({"pipeline": [{"name": "io.weldr.hostname", "options": {"hostname": "box"}}, motd(Some("wasi-remove"), "test.motd")]}),
     );
     for handoff in ["overlay", "copy"] {
         osbuild(&[

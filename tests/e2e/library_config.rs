@@ -370,10 +370,7 @@ fn the_change_records_name_exactly_what_the_tools_changed() {
     assert_eq!(paths_of("io.weldr.keymap"), ["/etc/vconsole.conf"]);
     assert_eq!(paths_of("io.weldr.machine-id"), ["/etc/machine-id"]);
     assert_eq!(paths_of("io.weldr.fstab"), ["/etc/fstab"]);
-    assert_eq!(
-        paths_of("io.weldr.kernel-cmdline"),
-        ["/etc/kernel", "/etc/kernel/cmdline"]
-    );
+    assert_eq!(paths_of("io.weldr.kernel-cmdline"), ["/etc/kernel/cmdline"]);
     assert_eq!(
         paths_of("io.weldr.sysctld"),
         ["/usr/lib/sysctl.d/50-test.conf"]

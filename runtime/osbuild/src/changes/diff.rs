@@ -30,13 +30,26 @@ pub enum Layout<'a> {
     Full { since: Mark },
 }
 
+/// What bounds a comparison: what the stage left is untrusted, and a
+/// sparse exabyte file must cost it an error, not the build an eternity.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// The most file content hashed, in bytes, both sides together.
+    pub max_bytes: u64,
+    /// Checked between entries: stop (the build was interrupted).
+    pub interrupted: fn() -> bool,
+}
+
 /// What changed from `before` (`None`: an empty tree) to `after`.
 pub fn diff(
     after: &Path,
     before: Option<&Path>,
     layout: Layout<'_>,
+    bounds: Bounds,
 ) -> anyhow::Result<Vec<Change>> {
     let walker = Walker {
+        bounds,
+        hashed: std::cell::Cell::new(0),
         after: Root::open(after).with_context(|| format!("opening {}", after.display()))?,
         before: before
             .map(|b| Root::open(b).with_context(|| format!("opening {}", b.display())))
@@ -63,6 +76,8 @@ pub fn diff(
 }
 
 struct Walker<'a> {
+    bounds: Bounds,
+    hashed: std::cell::Cell<u64>,
     after: Root,
     before: Option<Root>,
     layout: Layout<'a>,
@@ -193,6 +208,9 @@ impl Walker<'_> {
             BTreeSet::new()
         };
         for name in names {
+            if (self.bounds.interrupted)() {
+                anyhow::bail!("interrupted");
+            }
             gone.remove(&name);
             let child = path.join(&name);
             let a = self.after.metadata(&child, false)?;
@@ -256,7 +274,7 @@ impl Walker<'_> {
             EntryKind::File => {
                 e.size = Some(m.size);
                 if full {
-                    e.sha256 = Some(digest(root, path)?);
+                    e.sha256 = Some(self.digest(root, path)?);
                 }
             }
             EntryKind::Symlink => {
@@ -316,7 +334,7 @@ impl Walker<'_> {
                 EntryKind::File => {
                     let same = a.size == b.size
                         && now.sha256.as_deref()
-                            == Some(digest(self.before.as_ref().unwrap(), path)?.as_str());
+                            == Some(self.digest(self.before.as_ref().unwrap(), path)?.as_str());
                     if !same {
                         f.push(Field::Content);
                     }
@@ -327,6 +345,12 @@ impl Walker<'_> {
                 }
                 _ => {}
             }
+        }
+        // A new name for a file (a hard link) changes it: what is written
+        // through one name is written through all. A name fewer is not
+        // recorded: overlayfs does not show it below, the whole tree does.
+        if a.kind != EntryKind::Directory && a.nlink > b.nlink {
+            f.push(Field::Links);
         }
         if a.mode & 0o7777 != b.mode & 0o7777 && a.kind != EntryKind::Symlink {
             f.push(Field::Mode);
@@ -344,14 +368,27 @@ impl Walker<'_> {
     }
 }
 
-/// sha256 (hex) of the regular file at `path`.
-fn digest(root: &Root, path: &Path) -> anyhow::Result<String> {
-    let mut file = root
-        .open_file(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut h = Sha256::new();
-    io::copy(&mut file, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(h.finalize()))
+impl Walker<'_> {
+    /// sha256 (hex) of the regular file at `path`, within the budget.
+    fn digest(&self, root: &Root, path: &Path) -> anyhow::Result<String> {
+        use io::Read as _;
+        let file = root
+            .open_file(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let left = self.bounds.max_bytes.saturating_sub(self.hashed.get());
+        let mut h = Sha256::new();
+        let n = io::copy(&mut file.take(left + 1), &mut h)
+            .with_context(|| format!("reading {}", path.display()))?;
+        self.hashed.set(self.hashed.get() + n);
+        if n > left {
+            anyhow::bail!(
+                "{}: the stage left more file content to compare than --max-tree-size ({} bytes) allows",
+                path.display(),
+                self.bounds.max_bytes
+            );
+        }
+        Ok(hex::encode(h.finalize()))
+    }
 }
 
 #[cfg(test)]
@@ -365,6 +402,10 @@ mod tests {
             before,
             Layout::Full {
                 since: Mark::BEGINNING,
+            },
+            Bounds {
+                max_bytes: 1 << 30,
+                interrupted: || false,
             },
         )
         .unwrap()

@@ -45,6 +45,8 @@ pub enum Op {
 pub enum Field {
     Kind,
     Content,
+    /// More names now lead to the same file (a hard link was made to it).
+    Links,
     Target,
     Device,
     Mode,
@@ -58,6 +60,7 @@ impl Field {
         match self {
             Field::Kind => "kind",
             Field::Content => "content",
+            Field::Links => "links",
             Field::Target => "target",
             Field::Device => "device",
             Field::Mode => "mode",

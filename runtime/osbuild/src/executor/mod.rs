@@ -475,7 +475,13 @@ impl Run<'_> {
             stage: p.stage.name().to_string(),
             index: p.index,
             changes: ws
-                .finish_stage(self.resolved.epoch)
+                .finish_stage(
+                    self.resolved.epoch,
+                    changes::diff::Bounds {
+                        max_bytes: self.config.max_tree_size,
+                        interrupted: signals::interrupted,
+                    },
+                )
                 .context("telling what the stage changed")?,
         };
         crate::reach::writes::check(p.stage.meta.capabilities.tree.writes(), &record)

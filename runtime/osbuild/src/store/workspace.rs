@@ -308,6 +308,10 @@ impl Workspace {
                 &ws.tree,
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )?;
+            // What the first stage is given: an empty root like this one.
+            let empty = dir.join("empty");
+            std::fs::create_dir(&empty)?;
+            copy_dir_attributes(&ws.tree, &empty)?;
         }
         bind_inert(&ws.tree, &ws.tree, false)?;
         ws.mounted = true;
@@ -316,7 +320,11 @@ impl Workspace {
             ws.advance()?;
         } else {
             ws.since = mtime::mark();
-            ws.given = ws.pinned.first().map(Object::tree);
+            ws.given = Some(
+                ws.pinned
+                    .first()
+                    .map_or_else(|| dir.join("empty"), Object::tree),
+            );
         }
         Ok(ws)
     }
@@ -453,7 +461,11 @@ impl Workspace {
     /// [`Workspace::advance`] keeps it for the next stage; dropping the
     /// workspace throws it away. With the overlay handoff, the tree stays
     /// unmounted until then.
-    pub fn finish_stage(&mut self, epoch: i64) -> anyhow::Result<Vec<Change>> {
+    pub fn finish_stage(
+        &mut self,
+        epoch: i64,
+        bounds: diff::Bounds,
+    ) -> anyhow::Result<Vec<Change>> {
         self.clamp(epoch)?;
         match self.handoff {
             Handoff::Overlay => {
@@ -462,10 +474,11 @@ impl Workspace {
                 let given = self.given_view()?;
                 let changes = diff::diff(
                     &self.upper,
-                    given.as_ref().map(|g| g.path.as_path()),
+                    Some(given.path.as_path()),
                     diff::Layout::Overlay {
                         xattr_prefix: crate::rootless::overlay_xattr_prefix(),
                     },
+                    bounds,
                 );
                 drop(given);
                 changes
@@ -474,15 +487,20 @@ impl Workspace {
                 &self.tree,
                 self.given.as_deref(),
                 diff::Layout::Full { since: self.since },
+                bounds,
             ),
         }
     }
 
     /// The lower layers as one read-only view: the tree the stage was
-    /// given (`None`: an empty one).
-    fn given_view(&self) -> anyhow::Result<Option<GivenView>> {
+    /// given.
+    fn given_view(&self) -> anyhow::Result<GivenView> {
         if self.lowers == [self.dir.join("empty")] {
-            return Ok(None);
+            // The empty base layer (the upper root took its attributes).
+            return Ok(GivenView {
+                path: self.lowers[0].clone(),
+                mounted: false,
+            });
         }
         let path = self.dir.join("given");
         let bottom = self.dir.join("given-bottom");
@@ -496,7 +514,10 @@ impl Workspace {
         // overlayfs wants two lower layers at least.
         lowers.push(bottom);
         mount_lowers(&path, &lowers)?;
-        Ok(Some(GivenView { path }))
+        Ok(GivenView {
+            path,
+            mounted: true,
+        })
     }
 
     /// Where the stages see the tree.
@@ -610,11 +631,14 @@ impl Workspace {
 /// The tree a stage was given, mounted read-only while it is compared.
 struct GivenView {
     path: PathBuf,
+    mounted: bool,
 }
 
 impl Drop for GivenView {
     fn drop(&mut self) {
-        let _ = unmount(&self.path);
+        if self.mounted {
+            let _ = unmount(&self.path);
+        }
     }
 }
 
