@@ -552,3 +552,53 @@ fn audit_shows_write_sets_and_after_a_build_what_each_stage_changed() {
         json!({"created": 1, "modified": 0, "removed": 0})
     );
 }
+
+/// Every stage is a layer: a pipeline longer than `mount(2)`'s page of
+/// options holds (some 35 store paths) still mounts, wasm and native
+/// stages alike, cold and cached.
+#[test]
+#[ignore = "needs root: native stages run under systemd-nspawn (tools/run-tests runs it)"]
+fn a_pipeline_of_sixty_stages_stacks_sixty_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = base(dir.path());
+    let store = dir.path().join("store");
+    let mut stages: Vec<Value> = (0..59)
+        .map(|i| json!({"name": "test.motd", "options": {"text": format!("{i}\n")}}))
+        .collect();
+    stages.push(json!({"name": "test.native-motd", "options": {"text": "last\n"}}));
+    let p = write_pipeline(dir.path(), "long.json", json!({"pipeline": stages}));
+    let saved = dir.path().join("saved.tar");
+    let build = || {
+        osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "--libdir",
+            test_stages(),
+            "--from",
+            from.to_str().unwrap(),
+            "--save",
+            saved.to_str().unwrap(),
+            "--json",
+            p.to_str().unwrap(),
+        ])
+    };
+    let cold: Value = serde_json::from_str(&build().ok().stdout).unwrap();
+    assert_eq!(cold["stages"].as_array().unwrap().len(), 60);
+    assert_eq!(objects(&store).len(), 60, "a layer per stage");
+    let out = dir.path().join("out");
+    extract(&saved, &out);
+    assert_eq!(std::fs::read(out.join("etc/motd")).unwrap(), b"last\n");
+    assert_eq!(
+        std::fs::read(out.join("etc/passwd")).unwrap(),
+        PASSWD.as_bytes()
+    );
+    let warm: Value = serde_json::from_str(&build().ok().stdout).unwrap();
+    assert!(
+        warm["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["cached"] == true)
+    );
+    assert_eq!(warm["saved"]["sha256"], cold["saved"]["sha256"]);
+}

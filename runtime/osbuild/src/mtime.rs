@@ -31,6 +31,18 @@ impl Mark {
         coarse_now()
     }
 
+    /// The start of the mark's second: a file system that keeps ctimes in
+    /// whole seconds (ext4 with small inodes) stamps a change made just
+    /// after the mark with a time before it; from the second's start, such
+    /// a change is still seen (and one made just before it is compared
+    /// again, which costs time, not correctness).
+    pub fn whole_second(self) -> Mark {
+        Mark {
+            sec: self.sec,
+            nsec: 0,
+        }
+    }
+
     /// Whether an entry with this ctime was changed at or after the mark.
     pub fn saw_change(self, ctime_sec: i64, ctime_nsec: u32) -> bool {
         Mark {

@@ -414,6 +414,33 @@ mod tests {
         .collect()
     }
 
+    /// Review finding: a hard link made to a file outside the write set
+    /// let later writes through the new name change it, unrecorded.
+    #[test]
+    fn a_new_hard_link_is_a_change_to_the_file_it_links() {
+        let before = tempfile::tempdir().unwrap();
+        let after = tempfile::tempdir().unwrap();
+        for d in [before.path(), after.path()] {
+            std::fs::create_dir(d.join("etc")).unwrap();
+            std::fs::write(d.join("etc/shadow"), "s").unwrap();
+        }
+        std::fs::hard_link(
+            after.path().join("etc/shadow"),
+            after.path().join("etc/conf"),
+        )
+        .unwrap();
+        let got = full(after.path(), Some(before.path()));
+        assert!(
+            got.iter()
+                .any(|l| l.starts_with("~ /etc/shadow  file") && l.contains("(links")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|l| l.starts_with("+ /etc/conf  file")),
+            "{got:#?}"
+        );
+    }
+
     /// Review finding: a directory replaced by a symlink hid the removal
     /// of everything below it.
     #[test]

@@ -117,6 +117,11 @@ fn native(caps: &Capabilities, host_paths: &[PathBuf]) -> Vec<String> {
             format!("{} bound in (no capability with it)", d.nodes())
         });
     }
+    if !userns && matches!(caps.tree.writes(), Writes::Only(_)) {
+        v.push(
+            "its write set is checked from its layer after it ran, but as the host's root (OSBUILD_NATIVE_USERNS=0) it could change the store's layers below the tree directly: no boundary here".into(),
+        );
+    }
     if caps.tree.writable() {
         v.push(
             "may set any file capability (security.capability) or SELinux label in the tree".into(),

@@ -138,6 +138,13 @@ mod tests {
             ),
             "{e}"
         );
+        // A directory on the way that leads to no write is a write of its own.
+        let stray = Record {
+            changes: vec![change("/etc/systemd", Op::Created, Kind::Dir, &[])],
+            ..ok.clone()
+        };
+        let e = check(Writes::Only(&set), &stray).unwrap_err();
+        assert!(e.contains("/etc/systemd (created dir)"), "{e}");
         let e = check(Writes::Nothing, &ok).unwrap_err();
         assert!(
             e.contains("it declares read-only access to the tree"),

@@ -54,13 +54,39 @@ fn layer_options() -> &'static str {
     }
 }
 
+/// The most bytes of options `mount(2)` takes (a page, less room).
+const MOUNT_DATA_MAX: usize = 4000;
+
 fn mount_overlay(
     merged: &Path,
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
 ) -> anyhow::Result<()> {
-    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
+    overlay(merged, lowers, Some((upper, work)))
+}
+
+/// Mounts `lowers` (two or more, top first) read-only, as one merged view.
+fn mount_lowers(view: &Path, lowers: &[PathBuf]) -> anyhow::Result<()> {
+    overlay(view, lowers, None)
+}
+
+/// Mounts an overlay at `at`: `lowers` (top first), and with `upper` a
+/// writable layer over them, else read-only. Always `nodev,nosuid`: a
+/// device node or setuid file in the tree is inert for the host, whoever
+/// made it (the kernel enforces it; binds inherit it).
+///
+/// Every stage is a layer, so a long pipeline stacks many: `mount(2)`
+/// takes a page of options (some 35 store paths), so a longer stack is
+/// mounted through the mount API, a layer at a time (`lowerdir+`, Linux
+/// 6.8; overlayfs stacks up to 500).
+fn overlay(at: &Path, lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> anyhow::Result<()> {
+    let extra: Vec<&Path> = upper.map(|(u, w)| vec![u, w]).unwrap_or_default();
+    for p in lowers
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(extra.iter().copied())
+    {
         let s = p.to_string_lossy();
         if s.contains([':', ',', '\\']) {
             anyhow::bail!("{s}: overlayfs cannot take a path with ':', ',' or '\\\\'");
@@ -71,55 +97,81 @@ fn mount_overlay(
         .map(|p| p.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(":");
-    let data = format!(
-        "lowerdir={lower},upperdir={},workdir={},{}",
-        upper.display(),
-        work.display(),
-        layer_options()
-    );
-    if data.len() >= 4000 {
-        anyhow::bail!(
-            "too many layers to mount ({}); run with --no-cache or clear the store",
-            lowers.len()
-        );
+    let mut data = format!("lowerdir={lower},{}", layer_options());
+    if let Some((u, w)) = upper {
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
     }
-    // nodev, nosuid: a device node or setuid file in the tree is inert for
-    // the host, whoever made it (the kernel enforces it; binds inherit it).
-    rustix::mount::mount(
-        "overlay",
-        merged,
-        "overlay",
-        MountFlags::NODEV | MountFlags::NOSUID,
-        CString::new(data)?.as_c_str(),
-    )
-    .map_err(std::io::Error::from)
-    .context("mounting the tree (overlayfs)")?;
-    Ok(())
+    let what = if upper.is_some() {
+        "mounting the tree (overlayfs)"
+    } else {
+        "mounting the layers below the tree, read-only (overlayfs)"
+    };
+    if data.len() < MOUNT_DATA_MAX {
+        let mut flags = MountFlags::NODEV | MountFlags::NOSUID;
+        if upper.is_none() {
+            flags |= MountFlags::RDONLY;
+        }
+        return rustix::mount::mount(
+            "overlay",
+            at,
+            "overlay",
+            flags,
+            CString::new(data)?.as_c_str(),
+        )
+        .map_err(std::io::Error::from)
+        .context(what);
+    }
+    overlay_by_layers(at, lowers, upper).with_context(|| {
+        format!(
+            "{what}: {} layers, more than mount(2) takes at once, through the mount API (Linux 6.8 or later)",
+            lowers.len()
+        )
+    })
 }
 
-/// Mounts `lowers` (two or more, top first) read-only, as one merged view.
-fn mount_lowers(view: &Path, lowers: &[PathBuf]) -> anyhow::Result<()> {
-    let lower = lowers
-        .iter()
-        .map(|p| {
-            let s = p.to_string_lossy().into_owned();
-            if s.contains([':', ',', '\\']) {
-                anyhow::bail!("{s}: overlayfs cannot take a path with ':', ',' or '\\\\'");
-            }
-            Ok(s)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?
-        .join(":");
-    let data = CString::new(format!("lowerdir={lower},{}", layer_options()))?;
-    rustix::mount::mount(
-        "overlay",
-        view,
-        "overlay",
-        MountFlags::NODEV | MountFlags::NOSUID | MountFlags::RDONLY,
-        data.as_c_str(),
-    )
-    .map_err(std::io::Error::from)
-    .context("mounting the stored layers to copy them (overlayfs); use --handoff overlay")
+/// [`overlay`] through `fsopen`/`fsconfig`/`fsmount`: no limit but
+/// overlayfs's own.
+fn overlay_by_layers(
+    at: &Path,
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+) -> std::io::Result<()> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for l in lowers {
+        fsconfig_set_string(&fs, "lowerdir+", l.as_path())?;
+    }
+    if let Some((u, w)) = upper {
+        fsconfig_set_string(&fs, "upperdir", u)?;
+        fsconfig_set_string(&fs, "workdir", w)?;
+    }
+    for option in layer_options().split(',') {
+        match option.split_once('=') {
+            Some((key, value)) => fsconfig_set_string(&fs, key, value)?,
+            None => fsconfig_set_flag(&fs, option)?,
+        }
+    }
+    fsconfig_create(&fs)?;
+    let mut attrs = MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID;
+    if upper.is_none() {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        at,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
 }
 
 /// Binds `dir` onto `at` with `nodev,nosuid` (and read-only if asked): the
@@ -486,7 +538,9 @@ impl Workspace {
             Handoff::Copy => diff::diff(
                 &self.tree,
                 self.given.as_deref(),
-                diff::Layout::Full { since: self.since },
+                diff::Layout::Full {
+                    since: self.since.whole_second(),
+                },
                 bounds,
             ),
         }
