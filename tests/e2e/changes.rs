@@ -12,12 +12,14 @@ use crate::common::*;
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
 
-/// A tree with `/etc/passwd`, `/usr/bin/sudo` and an empty `/srv`, packed.
+/// A tree with `/etc/passwd`, `/usr/bin/sudo` (and `/bin` linking to
+/// `usr/bin`) and an empty `/srv`, packed.
 fn base(dir: &Path) -> PathBuf {
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("etc")).unwrap();
     std::fs::create_dir_all(src.join("usr/bin")).unwrap();
     std::fs::create_dir_all(src.join("srv")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", src.join("bin")).unwrap();
     std::fs::write(src.join("etc/passwd"), PASSWD).unwrap();
     std::fs::write(src.join("usr/bin/sudo"), "binary").unwrap();
     let archive = dir.join("base.tar");
@@ -150,6 +152,7 @@ fn held_to_its_write_set(stage: &str, ways: &[&str], extra: &[&str]) {
         names,
         [
             "/",
+            "/bin",
             "/etc",
             "/etc/motd",
             "/etc/passwd",
@@ -408,33 +411,70 @@ fn a_policy_over_paths_refuses_a_stage_that_may_write_there_before_anything_runs
         "p.json",
         json!({"pipeline": [
             {"name": "test.motd", "options": {}},
-            {"name": "io.weldr.files", "options": {"write": [{"path": "/etc/issue", "content": "x\n"}]}}
+            {"name": "test.world-0.1", "options": {}},
+            {"name": "io.weldr.files", "options": {"write": [{"path": "/etc/issue", "content": "x\n"}, {"path": "/usr/bin/evil", "content": "x\n"}]}}
         ]}),
     );
     let saved = dir.path().join("saved.tar");
-    let r = osbuild(&[
+    let build = |p: &Path| {
+        osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "--libdir",
+            test_stages(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--from",
+            from.to_str().unwrap(),
+            "--save",
+            saved.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ])
+    };
+    let r = build(&p);
+    r.fails_with(2, "pipeline[1].name: stage test.world-0.1 refused: policy: may write /** (its tree capability is read-write), which policy.writes[\"*\"][0] (\"!/usr/bin/**\") forbids");
+    for also in [
+        "pipeline[1].name: stage test.world-0.1 refused: policy: may write /** (its tree capability is read-write), which policy.writes[\"*\"][1] (\"!/root/**\") forbids",
+        "pipeline[2].name: stage io.weldr.files refused: policy: may write /usr/bin/evil (options.write[1].path), which policy.writes[\"*\"][0] (\"!/usr/bin/**\") forbids",
+    ] {
+        assert!(
+            r.stderr.contains(also),
+            "every violation is listed: {also}\n{}",
+            r.stderr
+        );
+    }
+    assert!(!r.stderr.contains("test.motd refused"), "{}", r.stderr);
+    assert!(!r.stderr.contains("/etc/issue"), "{}", r.stderr);
+    assert!(!saved.exists());
+    assert!(objects(&store).is_empty(), "nothing ran, nothing is stored");
+    // An option's path that reaches an excluded place through a symlink in
+    // the tree is caught where it lands, after the stage, before anything
+    // of it is kept.
+    let through = write_pipeline(
+        dir.path(),
+        "through.json",
+        json!({"pipeline": [
+            {"name": "io.weldr.files", "options": {"write": [{"path": "/bin/evil", "content": "x\n"}]}}
+        ]}),
+    );
+    build(&through).fails_with(1, "stage 1 (io.weldr.files, pipeline[0]) failed: changed the tree where the policy does not let it write: /usr/bin/evil (created file); the policy's writes for it are [\"!/usr/bin/**\", \"!/root/**\", \"/**\"]. Nothing the stage did was kept");
+    assert!(!saved.exists());
+    assert!(objects(&store).is_empty());
+    // Without the policy, the same stage writes there: its own write set
+    // holds the path its option names, as it resolves in the tree.
+    osbuild(&[
         "--store",
         store.to_str().unwrap(),
-        "--libdir",
-        test_stages(),
-        "--policy",
-        policy.to_str().unwrap(),
         "--from",
         from.to_str().unwrap(),
         "--save",
         saved.to_str().unwrap(),
-        p.to_str().unwrap(),
-    ]);
-    r.fails_with(2, "pipeline[1].name: stage io.weldr.files refused: policy: may write /** (its tree capability is read-write), which policy.writes[\"*\"][0] (\"!/usr/bin/**\") forbids");
-    assert!(
-        r.stderr
-            .contains("which policy.writes[\"*\"][1] (\"!/root/**\") forbids"),
-        "every violation is listed:\n{}",
-        r.stderr
-    );
-    assert!(!r.stderr.contains("test.motd refused"), "{}", r.stderr);
-    assert!(!saved.exists());
-    assert!(objects(&store).is_empty(), "nothing ran, nothing is stored");
+        through.to_str().unwrap(),
+    ])
+    .ok();
+    let out = dir.path().join("out");
+    extract(&saved, &out);
+    assert_eq!(std::fs::read(out.join("usr/bin/evil")).unwrap(), b"x\n");
     // A stage declaring more than its policy entry allows is refused too.
     std::fs::write(
         &policy,
@@ -469,6 +509,7 @@ fn audit_shows_write_sets_and_after_a_build_what_each_stage_changed() {
         "p.json",
         json!({"pipeline": [
             {"name": "test.motd", "options": {}},
+            {"name": "test.world-0.1", "options": {}},
             {"name": "io.weldr.files", "options": {"write": [{"path": "/etc/issue", "content": "x\n"}]}}
         ]}),
     );
@@ -486,6 +527,11 @@ fn audit_shows_write_sets_and_after_a_build_what_each_stage_changed() {
     };
     let plain = audit(&[]);
     plain.ok();
+    assert!(
+        plain.stdout.contains("     writes:   /etc/issue\n"),
+        "the path its option names: {}",
+        plain.stdout
+    );
     assert!(
         plain.stdout.contains("     writes:   /etc/motd\n"),
         "{}",
@@ -529,7 +575,7 @@ fn audit_shows_write_sets_and_after_a_build_what_each_stage_changed() {
     let after = audit(&["--changes", "--from", from.to_str().unwrap()]);
     after.ok();
     assert!(
-        after.stdout.contains("note:     declares read-write but changed only 1 path in its last build; it would run with \"tree\": {\"write\": [\"/etc/issue\"]}"),
+        after.stdout.contains("note:     declares read-write but changed only 1 path in its last build; it would run with \"tree\": {\"write\": [\"/etc/world\"]}"),
         "{}",
         after.stdout
     );
@@ -546,7 +592,8 @@ fn audit_shows_write_sets_and_after_a_build_what_each_stage_changed() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(json[1]["changed"]["suggested_write"], json!(["/etc/issue"]));
+    assert_eq!(json[1]["changed"]["suggested_write"], json!(["/etc/world"]));
+    assert_eq!(json[2]["tree"]["write"], json!(["/etc/issue"]));
     assert_eq!(
         json[1]["changed"]["counts"],
         json!({"created": 1, "modified": 0, "removed": 0})

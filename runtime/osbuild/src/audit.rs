@@ -93,16 +93,27 @@ pub struct TreeReach {
 }
 
 impl TreeReach {
-    pub fn of(tree: &TreeAccess) -> TreeReach {
+    /// With `options`, the paths its `write-options` name there count too
+    /// (as the pipeline gives them; a build adds what they resolve to).
+    pub fn of(
+        tree: &TreeAccess,
+        options: &serde_json::Map<String, serde_json::Value>,
+    ) -> TreeReach {
         let texts = |s: &PathSet| s.patterns().iter().map(|p| p.to_string()).collect();
         let all = || vec!["/**".to_string()];
+        let mut write: Vec<String> = match tree.writes() {
+            Writes::Nothing => Vec::new(),
+            Writes::Everything => all(),
+            Writes::Only(s) => texts(s),
+        };
+        write.extend(
+            crate::reach::writes::from_options(tree, options)
+                .into_iter()
+                .map(|(_, p)| p.to_string()),
+        );
         TreeReach {
             read: tree.reads().map_or_else(all, texts),
-            write: match tree.writes() {
-                Writes::Nothing => Vec::new(),
-                Writes::Everything => all(),
-                Writes::Only(s) => texts(s),
-            },
+            write,
         }
     }
 }
@@ -168,7 +179,7 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                 origin: stage.origin.to_string(),
                 summary: stage.meta.summary.clone(),
                 capabilities: stage.meta.capabilities.clone(),
-                tree: TreeReach::of(&stage.meta.capabilities.tree),
+                tree: TreeReach::of(&stage.meta.capabilities.tree, &p.options_value),
                 imports: reach.imports,
                 sandbox: reach.grants,
                 refused: reach.refusals,

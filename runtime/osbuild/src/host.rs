@@ -97,6 +97,10 @@ pub struct Invocation<'a> {
     pub ids: Option<&'a IdMap>,
     /// Checked while the stage runs: a `true` stops it (Ctrl-C).
     pub interrupted: fn() -> bool,
+    /// A path-scoped stage's write set for this run (declared patterns and
+    /// its options' paths): a wasm stage's `tree` call outside it is
+    /// refused where it is made.
+    pub writes: Option<&'a crate::stage::PathSet>,
 }
 
 /// What a stage left for the executor besides the tree and its outputs.

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::InputError;
 use crate::stage::{Kind, Stage};
@@ -83,6 +84,14 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Where the policy lets the stage `name` write, as one set (`None`:
+    /// anywhere): checked against every stage's change record too, so a
+    /// path that reaches an excluded place through a symlink in the tree
+    /// is caught where it lands.
+    pub fn writes_for(&self, name: &str) -> Option<PathSet> {
+        self.write_rules().ok()?.set_for(name)
+    }
+
     fn write_rules(&self) -> Result<WriteRules, String> {
         match &self.writes {
             Some(w) => WriteRules::parse(w),
@@ -90,8 +99,8 @@ impl Policy {
         }
     }
 
-    /// Every way running `stage` breaks the policy.
-    pub fn check(&self, stage: &Stage) -> Vec<Violation> {
+    /// Every way running `stage` with `options` breaks the policy.
+    pub fn check(&self, stage: &Stage, options: &Map<String, Value>) -> Vec<Violation> {
         let mut v = Vec::new();
         let name = stage.name();
         let caps = &stage.meta.capabilities;
@@ -141,7 +150,12 @@ impl Policy {
             });
         }
         match self.write_rules() {
-            Ok(rules) => v.extend(rules.check(stage).into_iter().map(Violation::Writes)),
+            Ok(rules) => v.extend(
+                rules
+                    .check(stage, options)
+                    .into_iter()
+                    .map(Violation::Writes),
+            ),
             Err(e) => v.push(Violation::BadWrites(e)),
         }
         v
@@ -249,14 +263,51 @@ impl WriteRules {
                 .is_some_and(|prefix| name.starts_with(prefix))
     }
 
-    /// Every way `stage`'s declared write set exceeds the rules.
-    pub fn check(&self, stage: &Stage) -> Vec<WriteViolation> {
-        let everything = PathSet::everything();
-        let (declared, source) = match stage.meta.capabilities.tree.writes() {
+    /// The rules that apply to the stage `name`, as one set of paths
+    /// (`None`: none apply).
+    pub fn set_for(&self, name: &str) -> Option<PathSet> {
+        let mut set = PathSet::default();
+        let mut any = false;
+        let mut allows = false;
+        for (key, patterns) in &self.rules {
+            if Self::applies(key, name) {
+                for p in patterns {
+                    any = true;
+                    allows |= !p.is_exclusion();
+                    set.push(p.clone());
+                }
+            }
+        }
+        if !allows {
+            set.push(Pattern::parse("/**").expect("a valid pattern"));
+        }
+        any.then_some(set)
+    }
+
+    /// Every way `stage`'s declared write set, with what its
+    /// `write-options` name in `options`, exceeds the rules.
+    pub fn check(&self, stage: &Stage, options: &Map<String, Value>) -> Vec<WriteViolation> {
+        let tree = &stage.meta.capabilities.tree;
+        let mut declared = match tree.writes() {
             Writes::Nothing => return Vec::new(),
-            Writes::Everything => (&everything, "its tree capability is read-write"),
-            Writes::Only(set) => (set, "capabilities.tree.write"),
+            Writes::Everything => PathSet::everything(),
+            Writes::Only(set) => set.clone(),
         };
+        let mut sources: Vec<String> = declared
+            .patterns()
+            .iter()
+            .map(|_| {
+                if *tree == crate::stage::TreeAccess::ReadWrite {
+                    "its tree capability is read-write".to_string()
+                } else {
+                    "capabilities.tree.write".to_string()
+                }
+            })
+            .collect();
+        for (at, pattern) in crate::reach::writes::from_options(tree, options) {
+            declared.push(pattern);
+            sources.push(at);
+        }
         let name = stage.name();
         let applicable: Vec<&(String, Vec<Pattern>)> = self
             .rules
@@ -264,7 +315,10 @@ impl WriteRules {
             .filter(|(k, _)| Self::applies(k, name))
             .collect();
         let mut v = Vec::new();
-        for wanted in declared.inclusions() {
+        for (wanted, source) in declared.patterns().iter().zip(&sources) {
+            if wanted.is_exclusion() {
+                continue;
+            }
             for (key, patterns) in &applicable {
                 for (index, rule) in patterns.iter().enumerate() {
                     let excluded_by_stage = declared.exclusions().any(|x| x.covers(rule));

@@ -27,6 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::progress::{Outcome, Reporter, StageInfo};
 use crate::reach::host_paths::HostPathRules;
+use crate::reach::writes;
 use crate::signals;
 use crate::stage::{Kind, Registry};
 use crate::store::workspace::{Handoff, Workspace};
@@ -469,7 +470,17 @@ impl Run<'_> {
         };
         let outputs = self.build_dir.join(format!("output-{}", p.index));
         std::fs::create_dir(&outputs).context("creating the stage's output directory")?;
-        run_stage(&self.hosts, p, ws, &outputs)?;
+        // Where it may write in this run: what it declares, and the paths
+        // its options name as they resolve in the tree it is given.
+        let allowed = {
+            let root = osbuild_tree_fs::Root::open(ws.path()).context("opening the tree")?;
+            writes::allowed(&p.stage, &p.options_value, Some(&root))
+        };
+        let scoped = match &allowed {
+            writes::Allowed::Only(set) => Some(set),
+            _ => None,
+        };
+        run_stage(&self.hosts, p, ws, &outputs, scoped)?;
         outputs::take(&outputs).map_err(failed)?;
         let record = changes::Record {
             stage: p.stage.name().to_string(),
@@ -484,8 +495,15 @@ impl Run<'_> {
                 )
                 .context("telling what the stage changed")?,
         };
-        crate::reach::writes::check(p.stage.meta.capabilities.tree.writes(), &record)
-            .map_err(failed)?;
+        writes::check(allowed.as_writes(), &record).map_err(failed)?;
+        if let Some(policy) = self
+            .config
+            .policy
+            .as_ref()
+            .and_then(|policy| policy.writes_for(p.stage.name()))
+        {
+            writes::check_policy(&policy, &record).map_err(failed)?;
+        }
         let counts = record.counts();
         if self.config.cache {
             let has_outputs = std::fs::read_dir(&outputs)

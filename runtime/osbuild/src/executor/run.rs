@@ -48,6 +48,7 @@ pub fn run_stage(
     p: &PlannedStage,
     ws: &mut Workspace,
     outputs: &Path,
+    writes: Option<&crate::stage::PathSet>,
 ) -> Result<(), BuildError> {
     let name = p.stage.name().to_string();
     let output = StageOutput::start(Arc::clone(&hosts.reporter), p.index, &name)?;
@@ -76,6 +77,7 @@ pub fn run_stage(
         host_paths: &p.host_paths,
         ids: ids.as_ref(),
         interrupted: signals::interrupted,
+        writes,
     };
     let result = if native {
         hosts.native.run(inv)

@@ -125,6 +125,7 @@ pub fn assess(
             None
         }
     };
+    let options_map = options;
     let options = Value::Object(options.clone());
     for weak in &stage.meta.insecure_options {
         for at in weak.found_in(&options) {
@@ -135,7 +136,12 @@ pub fn assess(
         }
     }
     if let Some(policy) = policy {
-        refusals.extend(policy.check(stage).into_iter().map(Refusal::Policy));
+        refusals.extend(
+            policy
+                .check(stage, options_map)
+                .into_iter()
+                .map(Refusal::Policy),
+        );
     }
     Reach {
         imports,

@@ -3,8 +3,129 @@
 //! kept. (The policy's `writes` bound the declarations before anything
 //! runs: [`crate::policy`].)
 
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
 use crate::changes::{Op, Record};
-use crate::stage::Writes;
+use crate::stage::metadata::{option_matches, option_values};
+use crate::stage::{PathSet, Pattern, Stage, TreeAccess, Writes};
+
+/// The paths a path-scoped stage's `write-options` name in `options`:
+/// `(json path, pattern)`, each pattern the literal path (and with `/**`
+/// everything below it).
+pub fn from_options(tree: &TreeAccess, options: &Map<String, Value>) -> Vec<(String, Pattern)> {
+    let TreeAccess::Scoped(scope) = tree else {
+        return Vec::new();
+    };
+    let options = Value::Object(options.clone());
+    let mut out = Vec::new();
+    for o in &scope.write_options {
+        let (body, below) = match o.strip_suffix("/**") {
+            Some(b) => (b, true),
+            None => (o.as_str(), false),
+        };
+        let found: Vec<(String, String)> = match body.strip_suffix(".*") {
+            // An object's keys.
+            Some(object) => option_matches(&options, object)
+                .into_iter()
+                .filter_map(|(at, v)| v.as_object().map(|m| (at, m)))
+                .flat_map(|(at, m)| {
+                    m.keys()
+                        .map(|k| (format!("{at}[{k:?}]"), k.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            None => option_values(&options, body)
+                .into_iter()
+                .map(|(at, v)| (at, v.to_string()))
+                .collect(),
+        };
+        for (at, path) in found {
+            // Only absolute paths name a place in the tree (the stage's
+            // schema refuses others; this is not the place to trust it).
+            if path.starts_with('/') {
+                out.push((format!("options.{at}"), Pattern::literal(&path, below)));
+            }
+        }
+    }
+    out
+}
+
+/// Where a stage may write in one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    Nothing,
+    Everything,
+    Only(PathSet),
+}
+
+impl Allowed {
+    pub fn as_writes(&self) -> Writes<'_> {
+        match self {
+            Allowed::Nothing => Writes::Nothing,
+            Allowed::Everything => Writes::Everything,
+            Allowed::Only(set) => Writes::Only(set),
+        }
+    }
+}
+
+/// The write set of `stage` run with `options` on the tree `tree`: its
+/// declared patterns and the paths its `write-options` name, each also as
+/// it resolves in the tree (a stage writing `/lib/x` where `/lib` links
+/// to `usr/lib` changes `/usr/lib/x`, and its record says so).
+pub fn allowed(
+    stage: &Stage,
+    options: &Map<String, Value>,
+    tree: Option<&osbuild_tree_fs::Root>,
+) -> Allowed {
+    let tree_access = &stage.meta.capabilities.tree;
+    let mut set = match tree_access.writes() {
+        Writes::Nothing => return Allowed::Nothing,
+        Writes::Everything => return Allowed::Everything,
+        Writes::Only(set) => set.clone(),
+    };
+    for (_, pattern) in from_options(tree_access, options) {
+        let below = pattern.as_str().ends_with("/**");
+        let path = pattern
+            .as_str()
+            .strip_suffix("/**")
+            .unwrap_or(pattern.as_str())
+            .to_string();
+        set.push(pattern);
+        if let Some(root) = tree {
+            for follow in [false, true] {
+                if let Some(real) = resolve_leniently(root, Path::new(&path), follow) {
+                    let real = real.to_string_lossy();
+                    if real != path {
+                        set.push(Pattern::literal(&real, below));
+                    }
+                }
+            }
+        }
+    }
+    if set.is_empty() {
+        Allowed::Nothing
+    } else {
+        Allowed::Only(set)
+    }
+}
+
+/// `path` resolved in the tree as far as it exists, the rest appended.
+fn resolve_leniently(
+    root: &osbuild_tree_fs::Root,
+    path: &Path,
+    follow: bool,
+) -> Option<std::path::PathBuf> {
+    match root.resolve(path, follow) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            let parent = path.parent()?;
+            let name = path.file_name()?;
+            Some(resolve_leniently(root, parent, true)?.join(name))
+        }
+    }
+}
 
 /// The most violations a message lists by path.
 const LISTED: usize = 20;
@@ -14,15 +135,48 @@ const LISTED: usize = 20;
 ///
 /// A change is allowed when its path is in the write set, or it created a
 /// directory on the way to the write set (`/etc/systemd` for
-/// `/etc/systemd/system/**`), or it is a directory's mtime moved by an
-/// entry created or removed in it.
+/// `/etc/systemd/system/**`) that led to a write in it, or it is a
+/// directory's mtime moved by an entry created, removed or replaced in it.
 pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
     let set = match writes {
         Writes::Everything => return Ok(()),
         Writes::Nothing => None,
         Writes::Only(set) => Some(set),
     };
-    let outside: Vec<String> = record
+    let outside = outside(set, record);
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let declared = match set {
+        None => "it declares read-only access to the tree".to_string(),
+        Some(set) => format!("it declares it writes only {}", set.describe()),
+    };
+    Err(format!(
+        "changed the tree outside its write set: {}; {declared}. Nothing the stage did was kept; if it should write there, add the paths to its \"tree\": {{\"write\": [...]}} capability",
+        list(&outside)
+    ))
+}
+
+/// The changes in `record` outside `policy` (the policy's `writes` for the
+/// stage), as the message that fails the stage. Planning checked what the
+/// stage declares; this checks where its changes landed (an option's path
+/// through a symlink in the tree lands elsewhere).
+pub fn check_policy(policy: &PathSet, record: &Record) -> Result<(), String> {
+    let outside = outside(Some(policy), record);
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "changed the tree where the policy does not let it write: {}; the policy's writes for it are {}. Nothing the stage did was kept",
+        list(&outside),
+        policy.describe()
+    ))
+}
+
+/// The changes outside `set` (`None`: every change), each as
+/// `path (what)`.
+fn outside(set: Option<&PathSet>, record: &Record) -> Vec<String> {
+    record
         .changes
         .iter()
         .filter(|c| match set {
@@ -47,21 +201,15 @@ pub fn check(writes: Writes<'_>, record: &Record) -> Result<(), String> {
             };
             format!("{} ({what})", crate::changes::printable(&c.path))
         })
-        .collect();
-    if outside.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+fn list(outside: &[String]) -> String {
     let mut listed = outside[..outside.len().min(LISTED)].join(", ");
     if outside.len() > LISTED {
         listed.push_str(&format!(", and {} more", outside.len() - LISTED));
     }
-    let declared = match set {
-        None => "it declares read-only access to the tree".to_string(),
-        Some(set) => format!("it declares it writes only {}", set.describe()),
-    };
-    Err(format!(
-        "changed the tree outside its write set: {listed}; {declared}. Nothing the stage did was kept; if it should write there, add the paths to its \"tree\": {{\"write\": [...]}} capability"
-    ))
+    listed
 }
 
 /// Whether the record holds a change in the set below `dir`: a directory
@@ -99,6 +247,64 @@ mod tests {
                 device: None,
                 xattrs: BTreeMap::new(),
             },
+        }
+    }
+
+    /// The paths a stage's options name count as they resolve in the tree.
+    #[test]
+    fn option_paths_join_the_set_as_given_and_as_they_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", dir.path().join("bin")).unwrap();
+        let meta = serde_json::json!({
+            "name": "x.files", "kind": "wasm", "summary": "s",
+            "capabilities": {"tree": {"write": ["/etc/motd"], "write-options": ["write[].path", "remove[]/**", "chown.*/**"]}}
+        });
+        let stage = Stage {
+            meta: serde_json::from_value(meta).unwrap(),
+            code: crate::stage::Code::Wasm(std::borrow::Cow::Borrowed(b"")),
+            origin: crate::stage::Origin::Builtin,
+            digest: String::new(),
+            shadows_builtin: false,
+        };
+        let options = serde_json::json!({
+            "write": [{"path": "/bin/new"}, {"path": "relative"}],
+            "remove": ["/srv/a*"],
+            "chown": {"/home/x": {}}
+        });
+        let options = options.as_object().unwrap();
+        let named: Vec<(String, String)> = from_options(&stage.meta.capabilities.tree, options)
+            .into_iter()
+            .map(|(at, p)| (at, p.to_string()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("options.write[0].path".to_string(), "/bin/new".to_string()),
+                ("options.remove[0]".to_string(), "/srv/a*/**".to_string()),
+                (
+                    "options.chown[\"/home/x\"]".to_string(),
+                    "/home/x/**".to_string()
+                ),
+            ]
+        );
+        let root = osbuild_tree_fs::Root::open(dir.path()).unwrap();
+        let Allowed::Only(set) = allowed(&stage, options, Some(&root)) else {
+            panic!("a scoped stage");
+        };
+        for yes in [
+            "/etc/motd",
+            "/bin/new",
+            "/usr/bin/new",
+            "/srv/a*",
+            "/srv/a*/b",
+            "/home/x/.ssh",
+        ] {
+            assert!(set.contains(yes), "{yes}");
+        }
+        // A name with a * is that name, not a wildcard.
+        for no in ["/srv/ab", "/usr/bin/other", "/home/y", "/relative"] {
+            assert!(!set.contains(no), "{no}");
         }
     }
 

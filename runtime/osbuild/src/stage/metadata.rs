@@ -102,6 +102,40 @@ pub struct TreeScope {
     /// xattrs, mtime, link); missing: nothing.
     #[serde(default)]
     pub write: PathSet,
+    /// Options whose values are paths it may change too, for a stage that
+    /// writes where its options say (`write[].path`; `chown.*` for an
+    /// object's keys; a final `/**` for everything below the path too).
+    #[serde(
+        default,
+        rename = "write-options",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "write_options"
+    )]
+    pub write_options: Vec<String>,
+}
+
+/// `write-options`: option patterns, checked for their shape.
+fn write_options<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    let v = Vec::<String>::deserialize(d)?;
+    for o in &v {
+        let body = o.strip_suffix("/**").unwrap_or(o);
+        let ok = !body.is_empty()
+            && body.split('.').all(|part| {
+                let name = part.strip_suffix("[]").unwrap_or(part);
+                name == "*"
+                    || (!name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            });
+        if !ok {
+            return Err(D::Error::custom(format!(
+                "tree.write-options: {o:?} is not an option pattern (`a.b`, `a[].b`, `a.*` for an object's keys, optionally ending in `/**`)"
+            )));
+        }
+    }
+    Ok(v)
 }
 
 /// Where a stage may write.
@@ -118,7 +152,7 @@ impl TreeAccess {
         match self {
             TreeAccess::Read => false,
             TreeAccess::ReadWrite => true,
-            TreeAccess::Scoped(s) => !s.write.is_empty(),
+            TreeAccess::Scoped(s) => !s.write.is_empty() || !s.write_options.is_empty(),
         }
     }
 
@@ -126,7 +160,9 @@ impl TreeAccess {
         match self {
             TreeAccess::Read => Writes::Nothing,
             TreeAccess::ReadWrite => Writes::Everything,
-            TreeAccess::Scoped(s) if s.write.is_empty() => Writes::Nothing,
+            TreeAccess::Scoped(s) if s.write.is_empty() && s.write_options.is_empty() => {
+                Writes::Nothing
+            }
             TreeAccess::Scoped(s) => Writes::Only(&s.write),
         }
     }

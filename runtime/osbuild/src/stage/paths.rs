@@ -29,11 +29,35 @@ enum Part {
     Any,
     /// A component, with `*` and `?` as wildcards.
     Glob(String),
+    /// A component taken as it is (from an option's value: a `*` in a
+    /// file name is a `*`).
+    Literal(String),
 }
 
 impl Part {
     fn is_literal(&self) -> bool {
-        matches!(self, Part::Glob(g) if !g.contains(['*', '?']))
+        match self {
+            Part::Glob(g) => !g.contains(['*', '?']),
+            Part::Literal(_) => true,
+            Part::Any => false,
+        }
+    }
+
+    /// The text a component matches: the glob, or the literal name.
+    fn text(&self) -> &str {
+        match self {
+            Part::Glob(g) | Part::Literal(g) => g,
+            Part::Any => "**",
+        }
+    }
+
+    /// Whether the single component `name` matches.
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Part::Any => true,
+            Part::Glob(g) => glob_matches(g.as_bytes(), name.as_bytes()),
+            Part::Literal(l) => l == name,
+        }
     }
 }
 
@@ -101,6 +125,28 @@ impl Pattern {
         })
     }
 
+    /// The pattern that is exactly the path `path` (absolute; `.` and empty
+    /// components dropped), and with `below` everything under it too;
+    /// wildcard characters in it are themselves.
+    pub fn literal(path: &str, below: bool) -> Pattern {
+        let names: Vec<&str> = components(path).into_iter().filter(|c| *c != ".").collect();
+        let mut parts: Vec<Part> = names.iter().map(|c| Part::Literal(c.to_string())).collect();
+        let mut text = format!("/{}", names.join("/"));
+        if below {
+            parts.push(Part::Any);
+            text = if text == "/" {
+                "/**".to_string()
+            } else {
+                format!("{text}/**")
+            };
+        }
+        Pattern {
+            text,
+            exclude: false,
+            parts,
+        }
+    }
+
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -165,10 +211,8 @@ fn match_parts(parts: &[Part], comps: &[&str]) -> bool {
             match_parts(&parts[1..], comps)
                 || (!comps.is_empty() && match_parts(parts, &comps[1..]))
         }
-        (Some(Part::Glob(_)), None) => false,
-        (Some(Part::Glob(g)), Some(c)) => {
-            glob_matches(g.as_bytes(), c.as_bytes()) && match_parts(&parts[1..], &comps[1..])
-        }
+        (Some(_), None) => false,
+        (Some(p), Some(c)) => p.matches(c) && match_parts(&parts[1..], &comps[1..]),
     }
 }
 
@@ -179,9 +223,7 @@ fn below(parts: &[Part], comps: &[&str]) -> bool {
         (None, _) => false,
         (Some(_), None) => true,
         (Some(Part::Any), Some(_)) => below(&parts[1..], comps) || below(parts, &comps[1..]),
-        (Some(Part::Glob(g)), Some(c)) => {
-            glob_matches(g.as_bytes(), c.as_bytes()) && below(&parts[1..], &comps[1..])
-        }
+        (Some(p), Some(c)) => p.matches(c) && below(&parts[1..], &comps[1..]),
     }
 }
 
@@ -192,11 +234,18 @@ fn covers(big: &[Part], small: &[Part]) -> bool {
         (Some(Part::Any), _) => {
             covers(&big[1..], small) || (!small.is_empty() && covers(big, &small[1..]))
         }
-        (Some(Part::Glob(_)), None) | (Some(Part::Glob(_)), Some(Part::Any)) => false,
-        (Some(Part::Glob(b)), Some(s @ Part::Glob(sg))) => {
-            let component = b == sg
-                || b == "*"
-                || (s.is_literal() && glob_matches(b.as_bytes(), sg.as_bytes()));
+        (Some(_), None) | (Some(_), Some(Part::Any)) => false,
+        (Some(b), Some(s)) => {
+            let component = match b {
+                Part::Literal(l) => s.is_literal() && s.text() == l,
+                // A glob covers its own text, `*` any single component,
+                // and any literal name it matches.
+                _ => {
+                    (matches!(s, Part::Glob(_)) && b.text() == s.text())
+                        || b.text() == "*"
+                        || (s.is_literal() && b.matches(s.text()))
+                }
+            };
             component && covers(&big[1..], &small[1..])
         }
     }
@@ -209,10 +258,10 @@ fn overlaps(a: &[Part], b: &[Part]) -> bool {
         (Some(_), None) => a.iter().all(|p| *p == Part::Any),
         (Some(Part::Any), _) => overlaps(&a[1..], b) || overlaps(a, &b[1..]),
         (_, Some(Part::Any)) => overlaps(a, &b[1..]) || overlaps(&a[1..], b),
-        (Some(x @ Part::Glob(xg)), Some(y @ Part::Glob(yg))) => {
+        (Some(x), Some(y)) => {
             let component = match (x.is_literal(), y.is_literal()) {
-                (true, _) => glob_matches(yg.as_bytes(), xg.as_bytes()),
-                (_, true) => glob_matches(xg.as_bytes(), yg.as_bytes()),
+                (true, _) => y.matches(x.text()),
+                (_, true) => x.matches(y.text()),
                 // Two wildcards: assume they can meet (the safe answer
                 // where overlap means refusal).
                 (false, false) => true,
@@ -236,6 +285,11 @@ impl PathSet {
                 .map(|p| Pattern::parse(p.as_ref()))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Adds a pattern (an option's path: see [`Pattern::literal`]).
+    pub fn push(&mut self, pattern: Pattern) {
+        self.patterns.push(pattern);
     }
 
     /// Every path (`/**`).
@@ -396,6 +450,25 @@ mod tests {
         assert!(!p("/etc/*").covers(&p("/etc/**")));
         assert!(!p("/etc/**").covers(&p("/**")));
         assert!(!p("/etc/a.conf").covers(&p("/etc/*.conf")));
+    }
+
+    #[test]
+    fn a_literal_takes_wildcards_as_names() {
+        let p = Pattern::literal("/srv/./a*b", false);
+        assert_eq!(p.as_str(), "/srv/a*b");
+        assert!(p.matches("/srv/a*b"));
+        assert!(!p.matches("/srv/axb"));
+        let below = Pattern::literal("/srv/www", true);
+        assert_eq!(below.as_str(), "/srv/www/**");
+        assert!(below.matches("/srv/www") && below.matches("/srv/www/x/y"));
+        assert!(Pattern::parse("/srv/**").unwrap().covers(&p));
+        assert!(!Pattern::parse("/srv/a").unwrap().covers(&p));
+        assert!(!p.covers(&Pattern::parse("/srv/a?b").unwrap()));
+        assert!(
+            Pattern::parse("/srv/a?b")
+                .unwrap()
+                .overlaps(&Pattern::literal("/srv/axb", false))
+        );
     }
 
     #[test]

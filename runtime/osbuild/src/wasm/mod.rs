@@ -449,10 +449,7 @@ impl StageHost for WasmHost {
             tree: tree::TreeHost::new(
                 root,
                 writable,
-                match caps.tree.writes() {
-                    crate::stage::Writes::Only(set) => Some(set.clone()),
-                    _ => None,
-                },
+                inv.writes.cloned(),
                 caps.device_nodes,
                 memory_bytes,
             ),
