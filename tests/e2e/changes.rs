@@ -612,7 +612,7 @@ fn a_pipeline_of_sixty_stages_stacks_sixty_layers() {
     let mut stages: Vec<Value> = (0..59)
         .map(|i| json!({"name": "test.motd", "options": {"text": format!("{i}\n")}}))
         .collect();
-    stages.push(json!({"name": "test.native-motd", "options": {"text": "last\n"}}));
+    stages.push(json!({"name": "test.native-motd", "options": {"text": "last"}}));
     let p = write_pipeline(dir.path(), "long.json", json!({"pipeline": stages}));
     let saved = dir.path().join("saved.tar");
     let build = || {
@@ -634,7 +634,7 @@ fn a_pipeline_of_sixty_stages_stacks_sixty_layers() {
     assert_eq!(objects(&store).len(), 60, "a layer per stage");
     let out = dir.path().join("out");
     extract(&saved, &out);
-    assert_eq!(std::fs::read(out.join("etc/motd")).unwrap(), b"last\n");
+    assert_eq!(std::fs::read(out.join("etc/motd")).unwrap(), b"last");
     assert_eq!(
         std::fs::read(out.join("etc/passwd")).unwrap(),
         PASSWD.as_bytes()

@@ -379,6 +379,18 @@ impl Root {
         Ok(Metadata::from_stat(&st))
     }
 
+    /// `lstat` of `path` inside the root, as the kernel says it (no
+    /// stand-in read as a device).
+    pub fn stat_raw(&self, path: &Path) -> io::Result<rustix::fs::Stat> {
+        match split(path)? {
+            None => rustix::fs::fstat(&self.fd).map_err(errno),
+            Some(_) => {
+                let e = self.entry(path)?;
+                rustix::fs::statat(&e.parent, &e.name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+            }
+        }
+    }
+
     /// Whether an entry exists at `path` (a dangling symlink exists).
     pub fn exists(&self, path: &Path) -> io::Result<bool> {
         match self.metadata(path, false) {

@@ -107,7 +107,7 @@ impl TreeReach {
             Writes::Only(s) => texts(s),
         };
         write.extend(
-            crate::reach::writes::from_options(tree, options)
+            tree.write_paths(options)
                 .into_iter()
                 .map(|(_, p)| p.to_string()),
         );

@@ -144,10 +144,15 @@ pub fn clamp_overlay(
     epoch: i64,
 ) -> anyhow::Result<usize> {
     let mut changed = 0;
+    let lowers = lowers
+        .iter()
+        .map(osbuild_tree_fs::Root::open)
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("opening the layers below the tree")?;
     clamp_upper_entry(
         merged,
         upper,
-        lowers,
+        &lowers,
         Path::new(""),
         false,
         epoch,
@@ -162,12 +167,14 @@ fn is_whiteout(st: &rustix::fs::Stat) -> bool {
 }
 
 /// The entry at `rel` in the layers below, if any (a whiteout hides it).
-fn lower_entry(lowers: &[std::path::PathBuf], rel: &Path) -> Option<rustix::fs::Stat> {
+/// Looked up inside each layer (`RESOLVE_IN_ROOT`): a symlink a stage left
+/// in a layer never leads the lookup out of it.
+fn lower_entry(lowers: &[osbuild_tree_fs::Root], rel: &Path) -> Option<rustix::fs::Stat> {
     for l in lowers {
-        match rustix::fs::statat(CWD, l.join(rel), AtFlags::SYMLINK_NOFOLLOW) {
+        match l.stat_raw(rel) {
             Ok(st) if is_whiteout(&st) => return None,
             Ok(st) => return Some(st),
-            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(_) => return None,
         }
     }
@@ -177,7 +184,7 @@ fn lower_entry(lowers: &[std::path::PathBuf], rel: &Path) -> Option<rustix::fs::
 fn clamp_upper_entry(
     merged: &Path,
     upper: &Path,
-    lowers: &[std::path::PathBuf],
+    lowers: &[osbuild_tree_fs::Root],
     rel: &Path,
     parent_new: bool,
     epoch: i64,

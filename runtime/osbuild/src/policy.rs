@@ -304,7 +304,7 @@ impl WriteRules {
                 }
             })
             .collect();
-        for (at, pattern) in crate::reach::writes::from_options(tree, options) {
+        for (at, pattern) in tree.write_paths(options) {
             declared.push(pattern);
             sources.push(at);
         }

@@ -8,49 +8,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::changes::{Op, Record};
-use crate::stage::metadata::{option_matches, option_values};
-use crate::stage::{PathSet, Pattern, Stage, TreeAccess, Writes};
-
-/// The paths a path-scoped stage's `write-options` name in `options`:
-/// `(json path, pattern)`, each pattern the literal path (and with `/**`
-/// everything below it).
-pub fn from_options(tree: &TreeAccess, options: &Map<String, Value>) -> Vec<(String, Pattern)> {
-    let TreeAccess::Scoped(scope) = tree else {
-        return Vec::new();
-    };
-    let options = Value::Object(options.clone());
-    let mut out = Vec::new();
-    for o in &scope.write_options {
-        let (body, below) = match o.strip_suffix("/**") {
-            Some(b) => (b, true),
-            None => (o.as_str(), false),
-        };
-        let found: Vec<(String, String)> = match body.strip_suffix(".*") {
-            // An object's keys.
-            Some(object) => option_matches(&options, object)
-                .into_iter()
-                .filter_map(|(at, v)| v.as_object().map(|m| (at, m)))
-                .flat_map(|(at, m)| {
-                    m.keys()
-                        .map(|k| (format!("{at}[{k:?}]"), k.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
-            None => option_values(&options, body)
-                .into_iter()
-                .map(|(at, v)| (at, v.to_string()))
-                .collect(),
-        };
-        for (at, path) in found {
-            // Only absolute paths name a place in the tree (the stage's
-            // schema refuses others; this is not the place to trust it).
-            if path.starts_with('/') {
-                out.push((format!("options.{at}"), Pattern::literal(&path, below)));
-            }
-        }
-    }
-    out
-}
+use crate::stage::{PathSet, Pattern, Stage, Writes};
 
 /// Where a stage may write in one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +43,7 @@ pub fn allowed(
         Writes::Everything => return Allowed::Everything,
         Writes::Only(set) => set.clone(),
     };
-    for (_, pattern) in from_options(tree_access, options) {
+    for (_, pattern) in tree_access.write_paths(options) {
         let below = pattern.as_str().ends_with("/**");
         let path = pattern
             .as_str()
@@ -273,7 +231,11 @@ mod tests {
             "chown": {"/home/x": {}}
         });
         let options = options.as_object().unwrap();
-        let named: Vec<(String, String)> = from_options(&stage.meta.capabilities.tree, options)
+        let named: Vec<(String, String)> = stage
+            .meta
+            .capabilities
+            .tree
+            .write_paths(options)
             .into_iter()
             .map(|(at, p)| (at, p.to_string()))
             .collect();

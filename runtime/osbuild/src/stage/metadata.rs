@@ -167,6 +167,53 @@ impl TreeAccess {
         }
     }
 
+    /// The paths a path-scoped stage's `write-options` name in `options`:
+    /// `(json path, pattern)`, each pattern the literal path (and with `/**`
+    /// everything below it).
+    pub fn write_paths(
+        &self,
+        options: &serde_json::Map<String, Value>,
+    ) -> Vec<(String, super::paths::Pattern)> {
+        let TreeAccess::Scoped(scope) = self else {
+            return Vec::new();
+        };
+        let options = Value::Object(options.clone());
+        let mut out = Vec::new();
+        for o in &scope.write_options {
+            let (body, below) = match o.strip_suffix("/**") {
+                Some(b) => (b, true),
+                None => (o.as_str(), false),
+            };
+            let found: Vec<(String, String)> = match body.strip_suffix(".*") {
+                // An object's keys.
+                Some(object) => option_matches(&options, object)
+                    .into_iter()
+                    .filter_map(|(at, v)| v.as_object().map(|m| (at, m)))
+                    .flat_map(|(at, m)| {
+                        m.keys()
+                            .map(|k| (format!("{at}[{k:?}]"), k.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                None => option_values(&options, body)
+                    .into_iter()
+                    .map(|(at, v)| (at, v.to_string()))
+                    .collect(),
+            };
+            for (at, path) in found {
+                // Only absolute paths name a place in the tree (the stage's
+                // schema refuses others; this is not the place to trust it).
+                if path.starts_with('/') {
+                    out.push((
+                        format!("options.{at}"),
+                        super::paths::Pattern::literal(&path, below),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// What it may read; `None`: the whole tree.
     pub fn reads(&self) -> Option<&PathSet> {
         match self {

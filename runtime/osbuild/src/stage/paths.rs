@@ -190,41 +190,78 @@ fn components(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
 }
 
-/// `*` and `?` within one component.
+/// `*` and `?` within one component. Iterative, backing up to the last
+/// `*` only: time bounded by the product of the lengths, whatever the
+/// pattern (a stage's metadata and a policy are parsed from untrusted and
+/// trusted text alike).
 fn glob_matches(glob: &[u8], name: &[u8]) -> bool {
-    match (glob.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob_matches(&glob[1..], name) || (!name.is_empty() && glob_matches(glob, &name[1..]))
+    let (mut g, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match glob.get(g) {
+            Some(b'*') => {
+                star = Some((g, n));
+                g += 1;
+            }
+            Some(c) if *c == b'?' || *c == name[n] => {
+                g += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sg, sn)) => {
+                    g = sg + 1;
+                    n = sn + 1;
+                    star = Some((sg, sn + 1));
+                }
+                None => return false,
+            },
         }
-        (Some(b'?'), Some(_)) => glob_matches(&glob[1..], &name[1..]),
-        (Some(g), Some(n)) if g == n => glob_matches(&glob[1..], &name[1..]),
-        _ => false,
     }
+    glob[g..].iter().all(|c| *c == b'*')
+}
+
+/// Which positions in `parts` can be reached having matched all of
+/// `comps` (`**` may stay on a component or step past it): a set of
+/// states walked once per component, so matching costs the product of
+/// the two lengths at most.
+fn reachable(parts: &[Part], comps: &[&str]) -> Vec<bool> {
+    let close = |states: &mut Vec<bool>| {
+        for i in 0..parts.len() {
+            if states[i] && parts[i] == Part::Any {
+                states[i + 1] = true;
+            }
+        }
+    };
+    let mut states = vec![false; parts.len() + 1];
+    states[0] = true;
+    close(&mut states);
+    for c in comps {
+        let mut next = vec![false; parts.len() + 1];
+        for i in 0..parts.len() {
+            if !states[i] {
+                continue;
+            }
+            match &parts[i] {
+                Part::Any => next[i] = true,
+                p if p.matches(c) => next[i + 1] = true,
+                _ => {}
+            }
+        }
+        close(&mut next);
+        states = next;
+    }
+    states
 }
 
 fn match_parts(parts: &[Part], comps: &[&str]) -> bool {
-    match (parts.first(), comps.first()) {
-        (None, None) => true,
-        (None, Some(_)) => false,
-        (Some(Part::Any), _) => {
-            match_parts(&parts[1..], comps)
-                || (!comps.is_empty() && match_parts(parts, &comps[1..]))
-        }
-        (Some(_), None) => false,
-        (Some(p), Some(c)) => p.matches(c) && match_parts(&parts[1..], &comps[1..]),
-    }
+    reachable(parts, comps)[parts.len()]
 }
 
 /// Whether `comps` can be matched by a prefix of `parts` that leaves
 /// something to match a further component.
 fn below(parts: &[Part], comps: &[&str]) -> bool {
-    match (parts.first(), comps.first()) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(Part::Any), Some(_)) => below(&parts[1..], comps) || below(parts, &comps[1..]),
-        (Some(p), Some(c)) => p.matches(c) && below(&parts[1..], &comps[1..]),
-    }
+    let states = reachable(parts, comps);
+    states[..parts.len()].iter().any(|s| *s)
 }
 
 fn covers(big: &[Part], small: &[Part]) -> bool {
@@ -450,6 +487,30 @@ mod tests {
         assert!(!p("/etc/*").covers(&p("/etc/**")));
         assert!(!p("/etc/**").covers(&p("/**")));
         assert!(!p("/etc/a.conf").covers(&p("/etc/*.conf")));
+    }
+
+    /// Review finding: matching backtracked without bound on wildcards.
+    #[test]
+    fn matching_costs_the_product_of_the_lengths_not_more() {
+        let mut star_pattern = String::from("/");
+        for _ in 0..15 {
+            star_pattern.push_str("*a");
+        }
+        star_pattern.push('b');
+        let p = Pattern::parse(&star_pattern).unwrap();
+        // Backtracking without bound would not finish these (16 stars on
+        // a 250-byte name; 8 `**` over 2000 components).
+        let name = format!("/{}", "a".repeat(250));
+        assert!(!p.matches(&name));
+        let deep = Pattern::parse("/**/**/**/**/**/**/**/x/**/y").unwrap();
+        let path = "/a".repeat(2000);
+        assert!(!deep.matches(&path));
+        assert!(deep.matches_below(&path));
+        assert!(deep.matches(&format!("{path}/x/y")));
+        assert!(!Pattern::parse("/b/**").unwrap().matches_below("/a"));
+        assert!(Pattern::parse("/*a*b").unwrap().matches("/xxaxxb"));
+        assert!(Pattern::parse("/a*").unwrap().matches("/a"));
+        assert!(!Pattern::parse("/a*c").unwrap().matches("/abcd"));
     }
 
     #[test]
