@@ -38,6 +38,22 @@ fn motd(also: Option<&str>, stage: &str) -> Value {
     }
 }
 
+/// Runs osbuild on `pipeline` with `store`, the test stages, `--from
+/// from` and `extra`.
+fn build_in(store: &Path, from: &Path, extra: &[&str], pipeline: &Path) -> Run {
+    let mut args = vec![
+        "--store",
+        store.to_str().unwrap(),
+        "--libdir",
+        test_stages(),
+        "--from",
+        from.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    args.push(pipeline.to_str().unwrap());
+    osbuild(&args)
+}
+
 /// The store's objects made by stages (not unpacked `--from` archives).
 fn objects(store: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(store.join("objects"))
@@ -66,27 +82,10 @@ fn held_to_its_write_set(stage: &str, ways: &[&str], extra: &[&str]) {
     let from = base(dir.path());
     let store = dir.path().join("store");
     let saved = dir.path().join("saved.tar");
-    let args = |pipeline: &Path| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--store",
-            store.to_str().unwrap(),
-            "--libdir",
-            test_stages(),
-            "--from",
-            from.to_str().unwrap(),
-            "--save",
-            saved.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a.push(pipeline.to_str().unwrap().to_string());
-        a
-    };
     let run = |pipeline: &Path| {
-        let a = args(pipeline);
-        osbuild(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        let mut args = vec!["--save", saved.to_str().unwrap()];
+        args.extend(extra);
+        build_in(&store, &from, &args, pipeline)
     };
     assert!(objects(&store).is_empty());
     for way in ways {
@@ -236,8 +235,9 @@ fn a_native_stage_is_held_to_its_write_set_by_its_change_set() {
     );
 }
 
-/// The lines of `osbuild changes` for the pipeline `p`.
+/// `osbuild changes` for the pipeline `p`.
 fn changes(store: &Path, from: &Path, p: &Path, extra: &[&str]) -> Run {
+    // The subcommand first: its own --from.
     let mut args = vec![
         "changes",
         "--store",
@@ -267,18 +267,7 @@ fn changes_prints_every_stages_record_from_the_store_the_same_when_cached() {
             {"name": "io.weldr.files", "options": {"remove": ["/usr/bin/sudo"], "mkdir": [{"path": "/srv/www", "mode": "0750"}]}}
         ]}),
     );
-    let build = || {
-        osbuild(&[
-            "--store",
-            store.to_str().unwrap(),
-            "--libdir",
-            test_stages(),
-            "--from",
-            from.to_str().unwrap(),
-            "--json",
-            p.to_str().unwrap(),
-        ])
-    };
+    let build = || build_in(&store, &from, &["--json"], &p);
     // Before a build there is nothing to show, and it says so.
     changes(&store, &from, &p, &[]).fails_with(
         2,
@@ -362,17 +351,7 @@ fn changes_prints_every_stages_record_from_the_store_the_same_when_cached() {
     }
     assert_eq!(changes(&store, &from, &p, &[]).ok().stdout, text);
     // --monitor json: each stage-finished event carries them too.
-    let monitor = osbuild(&[
-        "--store",
-        store.to_str().unwrap(),
-        "--libdir",
-        test_stages(),
-        "--from",
-        from.to_str().unwrap(),
-        "--monitor",
-        "json",
-        p.to_str().unwrap(),
-    ]);
+    let monitor = build_in(&store, &from, &["--monitor", "json"], &p);
     monitor.ok();
     let finished: Vec<Value> = monitor
         .stdout
@@ -417,19 +396,13 @@ fn a_policy_over_paths_refuses_a_stage_that_may_write_there_before_anything_runs
     );
     let saved = dir.path().join("saved.tar");
     let build = |p: &Path| {
-        osbuild(&[
-            "--store",
-            store.to_str().unwrap(),
-            "--libdir",
-            test_stages(),
+        let extra = [
             "--policy",
             policy.to_str().unwrap(),
-            "--from",
-            from.to_str().unwrap(),
             "--save",
             saved.to_str().unwrap(),
-            p.to_str().unwrap(),
-        ])
+        ];
+        build_in(&store, &from, &extra, p)
     };
     let r = build(&p);
     r.fails_with(2, "pipeline[1].name: stage test.world-0.1 refused: policy: may write /** (its tree capability is read-write), which policy.writes[\"*\"][0] (\"!/usr/bin/**\") forbids");
@@ -462,15 +435,12 @@ fn a_policy_over_paths_refuses_a_stage_that_may_write_there_before_anything_runs
     assert!(objects(&store).is_empty());
     // Without the policy, the same stage writes there: its own write set
     // holds the path its option names, as it resolves in the tree.
-    osbuild(&[
-        "--store",
-        store.to_str().unwrap(),
-        "--from",
-        from.to_str().unwrap(),
-        "--save",
-        saved.to_str().unwrap(),
-        through.to_str().unwrap(),
-    ])
+    build_in(
+        &store,
+        &from,
+        &["--save", saved.to_str().unwrap()],
+        &through,
+    )
     .ok();
     let out = dir.path().join("out");
     extract(&saved, &out);
@@ -562,16 +532,7 @@ fn audit_shows_write_sets_and_after_a_build_what_each_stage_changed() {
         "{}",
         before.stdout
     );
-    osbuild(&[
-        "--store",
-        store.to_str().unwrap(),
-        "--libdir",
-        test_stages(),
-        "--from",
-        from.to_str().unwrap(),
-        p.to_str().unwrap(),
-    ])
-    .ok();
+    build_in(&store, &from, &[], &p).ok();
     let after = audit(&["--changes", "--from", from.to_str().unwrap()]);
     after.ok();
     assert!(
@@ -616,18 +577,12 @@ fn a_pipeline_of_sixty_stages_stacks_sixty_layers() {
     let p = write_pipeline(dir.path(), "long.json", json!({"pipeline": stages}));
     let saved = dir.path().join("saved.tar");
     let build = || {
-        osbuild(&[
-            "--store",
-            store.to_str().unwrap(),
-            "--libdir",
-            test_stages(),
-            "--from",
-            from.to_str().unwrap(),
-            "--save",
-            saved.to_str().unwrap(),
-            "--json",
-            p.to_str().unwrap(),
-        ])
+        build_in(
+            &store,
+            &from,
+            &["--save", saved.to_str().unwrap(), "--json"],
+            &p,
+        )
     };
     let cold: Value = serde_json::from_str(&build().ok().stdout).unwrap();
     assert_eq!(cold["stages"].as_array().unwrap().len(), 60);

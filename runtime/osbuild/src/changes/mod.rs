@@ -297,12 +297,14 @@ impl Change {
     }
 }
 
+/// A change to an entry owned by root, mode 0644, mtime 0: for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(kind: Kind) -> Entry {
-        Entry {
+pub(crate) fn sample(path: &str, op: Op, kind: Kind, fields: &[Field]) -> Change {
+    Change {
+        path: path.into(),
+        op,
+        fields: fields.to_vec(),
+        entry: Entry {
             kind,
             mode: "0644".into(),
             uid: 0,
@@ -313,7 +315,16 @@ mod tests {
             target: None,
             device: None,
             xattrs: BTreeMap::new(),
-        }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind) -> Entry {
+        sample("/", Op::Created, kind, &[]).entry
     }
 
     #[test]
@@ -363,12 +374,7 @@ mod tests {
 
     #[test]
     fn the_suggestion_folds_new_directories() {
-        let mk = |path: &str, op: Op, kind: Kind, fields: &[Field]| Change {
-            path: path.into(),
-            op,
-            fields: fields.to_vec(),
-            entry: entry(kind),
-        };
+        let mk = sample;
         let r = Record {
             stage: "s".into(),
             index: 0,

@@ -184,29 +184,9 @@ fn leads_to_a_write(record: &Record, set: &crate::stage::PathSet, dir: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changes::{Change, Entry, Field, Kind};
+    use crate::changes::sample as change;
+    use crate::changes::{Field, Kind};
     use crate::stage::PathSet;
-    use std::collections::BTreeMap;
-
-    fn change(path: &str, op: Op, kind: Kind, fields: &[Field]) -> Change {
-        Change {
-            path: path.into(),
-            op,
-            fields: fields.to_vec(),
-            entry: Entry {
-                kind,
-                mode: "0644".into(),
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-                size: None,
-                sha256: None,
-                target: None,
-                device: None,
-                xattrs: BTreeMap::new(),
-            },
-        }
-    }
 
     /// The paths a stage's options name count as they resolve in the tree.
     #[test]
