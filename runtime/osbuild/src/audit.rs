@@ -50,6 +50,14 @@ pub struct Changed {
     pub suggested_write: Vec<String>,
 }
 
+fn printable_list(paths: &[String]) -> String {
+    let p: Vec<String> = paths
+        .iter()
+        .map(|p| crate::changes::printable(p).into_owned())
+        .collect();
+    p.join(" ")
+}
+
 /// A stage declaring `read-write` whose record fits in this many patterns
 /// is flagged, with the narrower declaration.
 const FEW_PATHS: usize = 16;
@@ -109,7 +117,7 @@ impl TreeReach {
         write.extend(
             tree.write_paths(options)
                 .into_iter()
-                .map(|(_, p)| p.to_string()),
+                .map(|o| crate::changes::printable(o.pattern().as_str()).into_owned()),
         );
         TreeReach {
             read: tree.reads().map_or_else(all, texts),
@@ -245,10 +253,10 @@ pub fn render(audits: &[StageAudit]) -> String {
                     c.counts.removed,
                     match c.suggested_write.len() {
                         0 => "nothing".to_string(),
-                        n if n <= FEW_PATHS => c.suggested_write.join(" "),
+                        n if n <= FEW_PATHS => printable_list(&c.suggested_write),
                         n => format!(
                             "{} and {} more",
-                            c.suggested_write[..FEW_PATHS].join(" "),
+                            printable_list(&c.suggested_write[..FEW_PATHS]),
                             n - FEW_PATHS
                         ),
                     },

@@ -89,7 +89,12 @@ impl Policy {
     /// path that reaches an excluded place through a symlink in the tree
     /// is caught where it lands.
     pub fn writes_for(&self, name: &str) -> Option<PathSet> {
-        self.write_rules().ok()?.set_for(name)
+        match self.write_rules() {
+            Ok(rules) => rules.set_for(name),
+            // Refused when the policy is loaded; if it got here anyway,
+            // nothing is allowed rather than everything.
+            Err(_) => Some(PathSet::default()),
+        }
     }
 
     fn write_rules(&self) -> Result<WriteRules, String> {
@@ -304,9 +309,9 @@ impl WriteRules {
                 }
             })
             .collect();
-        for (at, pattern) in tree.write_paths(options) {
-            declared.push(pattern);
-            sources.push(at);
+        for o in tree.write_paths(options) {
+            declared.push(o.pattern());
+            sources.push(o.at);
         }
         let name = stage.name();
         let applicable: Vec<&(String, Vec<Pattern>)> = self
@@ -324,7 +329,7 @@ impl WriteRules {
                     let excluded_by_stage = declared.exclusions().any(|x| x.covers(rule));
                     if rule.is_exclusion() && wanted.overlaps(rule) && !excluded_by_stage {
                         v.push(WriteViolation::Forbidden {
-                            declared: wanted.to_string(),
+                            declared: crate::changes::printable(wanted.as_str()).into_owned(),
                             declared_in: source.to_string(),
                             key: key.clone(),
                             index,
@@ -348,7 +353,7 @@ impl WriteRules {
                     .map(|(k, i, p)| format!("{p} at policy.writes[{k:?}][{i}]"))
                     .collect();
                 v.push(WriteViolation::NotAllowed {
-                    declared: wanted.to_string(),
+                    declared: crate::changes::printable(wanted.as_str()).into_owned(),
                     declared_in: source.to_string(),
                     allowed: allowed.join(", "),
                 });

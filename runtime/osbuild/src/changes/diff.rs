@@ -18,6 +18,23 @@ use sha2::{Digest, Sha256};
 use super::{Change, Entry, Field, Kind, Op};
 use crate::mtime::Mark;
 
+/// The attributes overlayfs keeps on an upper layer's entries for itself
+/// (after its prefix); anything else under the prefix (an escaped
+/// `overlay.*` a stage set) is the stage's and recorded.
+const OVERLAY_OWN: [&str; 11] = [
+    "opaque",
+    "redirect",
+    "origin",
+    "impure",
+    "nlink",
+    "upper",
+    "metacopy",
+    "protattr",
+    "uuid",
+    "whiteout",
+    "whiteouts",
+];
+
 /// How the side the stage left relates to the side it was given.
 #[derive(Debug, Clone, Copy)]
 pub enum Layout<'a> {
@@ -125,10 +142,12 @@ impl Walker<'_> {
         parent_changed: bool,
         out: &mut Vec<Change>,
     ) -> anyhow::Result<()> {
-        // A whole tree: an entry whose ctime is before the mark, in a
-        // directory whose own ctime is too (nothing was created, removed or
-        // renamed in it, so the name still holds the inode it held), is as
-        // it was. Anything moved in carries a new ctime on its directory.
+        // A whole tree: an entry whose ctime is before the mark, under
+        // directories none of whose ctimes moved (nothing was created,
+        // removed, renamed or exchanged in any of them, so every name on
+        // the way still holds the inode it held), is as it was. Below a
+        // directory whose ctime moved, everything is compared: a directory
+        // moved in keeps its old entries' ctimes, however deep.
         let changed_since_mark = match self.layout {
             Layout::Full { since } => since.saw_change(a.ctime_sec, a.ctime_nsec),
             Layout::Overlay { .. } => true,
@@ -159,7 +178,7 @@ impl Walker<'_> {
         }
         let was_dir = b.is_some_and(|b| b.kind == EntryKind::Directory);
         if a.kind == EntryKind::Directory {
-            self.directory(path, was_dir, changed_since_mark, out)?;
+            self.directory(path, was_dir, changed_since_mark || parent_changed, out)?;
         } else if was_dir {
             // A directory replaced by a file or symlink: all below it is gone.
             let before = self.before.as_ref().unwrap();
@@ -306,7 +325,9 @@ impl Walker<'_> {
             // overlayfs's own bookkeeping in an upper layer (under the
             // prefix the mount uses), not the stage's.
             if let Layout::Overlay { xattr_prefix } = self.layout
-                && name.starts_with(xattr_prefix)
+                && name
+                    .strip_prefix(xattr_prefix)
+                    .is_some_and(|own| OVERLAY_OWN.contains(&own))
             {
                 continue;
             }
@@ -349,7 +370,13 @@ impl Walker<'_> {
         // A new name for a file (a hard link) changes it: what is written
         // through one name is written through all. A name fewer is not
         // recorded: overlayfs does not show it below, the whole tree does.
-        if a.kind != EntryKind::Directory && a.nlink > b.nlink {
+        let linked = match self.layout {
+            Layout::Full { .. } => a.nlink > b.nlink,
+            // A copy-up is a new inode with one name (index=off): more
+            // names than one are links the stage made.
+            Layout::Overlay { .. } => a.nlink > 1,
+        };
+        if a.kind != EntryKind::Directory && linked {
             f.push(Field::Links);
         }
         if a.mode & 0o7777 != b.mode & 0o7777 && a.kind != EntryKind::Symlink {
@@ -377,7 +404,7 @@ impl Walker<'_> {
             .with_context(|| format!("reading {}", path.display()))?;
         let left = self.bounds.max_bytes.saturating_sub(self.hashed.get());
         let mut h = Sha256::new();
-        let n = io::copy(&mut file.take(left + 1), &mut h)
+        let n = io::copy(&mut file.take(left.saturating_add(1)), &mut h)
             .with_context(|| format!("reading {}", path.display()))?;
         self.hashed.set(self.hashed.get() + n);
         if n > left {
@@ -412,6 +439,51 @@ mod tests {
         .iter()
         .map(|c| c.render())
         .collect()
+    }
+
+    /// Review finding: with the copy handoff, a directory exchanged for a
+    /// copy holding one changed file two levels down hid the change (the
+    /// file's ctime and its directory's were older than the mark).
+    #[test]
+    fn a_directory_swapped_in_is_compared_all_the_way_down() {
+        let before = tempfile::tempdir().unwrap();
+        let after = tempfile::tempdir().unwrap();
+        for d in [before.path(), after.path()] {
+            std::fs::create_dir_all(d.join("usr/lib/security")).unwrap();
+            std::fs::write(d.join("usr/lib/security/pam_unix.so"), "good").unwrap();
+            std::fs::create_dir_all(d.join("srv/lib/security")).unwrap();
+            std::fs::write(d.join("srv/lib/security/pam_unix.so"), "evil").unwrap();
+        }
+        let since = crate::mtime::mark();
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            after.path().join("usr/lib"),
+            rustix::fs::CWD,
+            after.path().join("srv/lib"),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .unwrap();
+        let got: Vec<String> = diff(
+            after.path(),
+            Some(before.path()),
+            Layout::Full { since },
+            Bounds {
+                max_bytes: 1 << 30,
+                interrupted: || false,
+            },
+        )
+        .unwrap()
+        .iter()
+        .filter(|c| c.fields.contains(&Field::Content))
+        .map(|c| c.path.clone())
+        .collect();
+        assert_eq!(
+            got,
+            [
+                "/srv/lib/security/pam_unix.so",
+                "/usr/lib/security/pam_unix.so"
+            ]
+        );
     }
 
     /// Review finding: a hard link made to a file outside the write set

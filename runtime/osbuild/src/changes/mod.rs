@@ -175,10 +175,29 @@ impl Record {
         change.op == Op::Modified
             && change.entry.kind == Kind::Dir
             && change.fields == [Field::Mtime]
-            && self
-                .changes
-                .iter()
-                .any(|c| parent(&c.path) == Some(change.path.as_str()))
+            && self.has_below(&change.path, |c| {
+                parent(&c.path) == Some(change.path.as_str())
+            })
+    }
+
+    /// Whether a change strictly below the directory `dir` satisfies
+    /// `test`. The changes are sorted by path, so those below `dir` are
+    /// one run (`dir/` sorts before any other name that starts with
+    /// `dir`'s characters and a byte above `/`): found by binary search,
+    /// not a scan of the record per directory.
+    pub fn has_below(&self, dir: &str, test: impl Fn(&Change) -> bool) -> bool {
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        let start = self
+            .changes
+            .partition_point(|c| c.path.as_str() < prefix.as_str());
+        self.changes[start..]
+            .iter()
+            .take_while(|c| c.path.starts_with(&prefix))
+            .any(|c| c.path != "/" && test(c))
     }
 
     /// The narrowest write set that allows this record: each changed
@@ -227,10 +246,16 @@ impl Record {
 /// or an escape sequence in a file name, which the tree's content chose)
 /// escaped, so a name cannot forge or hide lines.
 pub fn printable(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.chars().any(char::is_control) {
+    // Control characters, and the invisible ones that reorder or hide
+    // text on a terminal (bidirectional overrides, zero widths).
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if path.chars().any(hidden) {
         path.chars()
             .map(|c| {
-                if c.is_control() {
+                if hidden(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -279,13 +304,14 @@ impl Change {
                 line.push_str(&format!(" sha256:{sha}"));
             }
             if let Some(t) = &e.target {
-                line.push_str(&format!(" -> {t}"));
+                line.push_str(&format!(" -> {}", printable(t)));
             }
             if let Some(d) = &e.device {
                 line.push_str(&format!(" {d}"));
             }
             if !e.xattrs.is_empty() {
-                let names: Vec<&str> = e.xattrs.keys().map(String::as_str).collect();
+                let names: Vec<String> =
+                    e.xattrs.keys().map(|n| printable(n).into_owned()).collect();
                 line.push_str(&format!(" xattrs:{}", names.join(",")));
             }
         }

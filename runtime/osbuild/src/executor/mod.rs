@@ -342,7 +342,12 @@ fn resolve(pipeline: &Pipeline, config: &BuildConfig) -> Result<Resolved, BuildE
     )?;
     let from = config.from.as_deref().map(FromArchive::open).transpose()?;
     let from_identity = from.as_ref().map(|f| f.identity(config));
-    let ids = ids(&planned, from_identity.as_deref(), epoch)?;
+    let ids = ids(
+        &planned,
+        from_identity.as_deref(),
+        epoch,
+        config.policy.as_ref(),
+    )?;
     Ok(Resolved {
         planned,
         from,

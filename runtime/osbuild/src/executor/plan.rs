@@ -213,6 +213,7 @@ pub fn ids(
     planned: &[PlannedStage],
     from_digest: Option<&str>,
     epoch: i64,
+    policy: Option<&crate::policy::Policy>,
 ) -> Result<Ids, BuildError> {
     let from = from_digest.map(store::ids::from_archive);
     let mut previous = from.clone();
@@ -229,6 +230,13 @@ pub fn ids(
                 )
             })?;
             format!("{}+host-paths:{held}", p.stage.digest)
+        };
+        // The policy's writes for the stage hold its change record to them
+        // when it runs: a result made under other rules (none, or laxer)
+        // is another result, not one to reuse.
+        let code = match policy.and_then(|policy| policy.writes_for(p.stage.name())) {
+            Some(rules) => format!("{code}+writes:{}", rules.describe()),
+            None => code,
         };
         let id = store::ids::stage(
             previous.as_deref(),

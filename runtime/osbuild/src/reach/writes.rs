@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 use crate::changes::{Op, Record};
 use crate::stage::{PathSet, Pattern, Stage, Writes};
 
+/// The most violations a message lists by path.
+const LISTED: usize = 20;
+
 /// Where a stage may write in one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowed {
@@ -43,19 +46,18 @@ pub fn allowed(
         Writes::Everything => return Allowed::Everything,
         Writes::Only(set) => set.clone(),
     };
-    for (_, pattern) in tree_access.write_paths(options) {
-        let below = pattern.as_str().ends_with("/**");
-        let path = pattern
-            .as_str()
-            .strip_suffix("/**")
-            .unwrap_or(pattern.as_str())
-            .to_string();
-        set.push(pattern);
+    for o in tree_access.write_paths(options) {
+        set.push(o.pattern());
         if let Some(root) = tree {
-            for follow in [false, true] {
-                if let Some(real) = resolve_leniently(root, Path::new(&path), follow) {
+            // As the stage reaches it: the parents' symlinks followed, the
+            // final one kept (what removing or renaming it changes), with
+            // what is below it; and the final one followed too (what a
+            // write or chown through it changes), that path alone: a link
+            // to `/` must not make the whole tree writable.
+            for (follow, below) in [(false, o.below), (true, false)] {
+                if let Some(real) = resolve_leniently(root, Path::new(&o.path), follow) {
                     let real = real.to_string_lossy();
-                    if real != path {
+                    if real != o.path {
                         set.push(Pattern::literal(&real, below));
                     }
                 }
@@ -75,18 +77,24 @@ fn resolve_leniently(
     path: &Path,
     follow: bool,
 ) -> Option<std::path::PathBuf> {
-    match root.resolve(path, follow) {
-        Ok(p) => Some(p),
-        Err(_) => {
-            let parent = path.parent()?;
-            let name = path.file_name()?;
-            Some(resolve_leniently(root, parent, true)?.join(name))
+    // From the path itself up to the first ancestor that resolves; a loop,
+    // not a recursion: an option's path may be long.
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    let mut at = path;
+    let mut follow_here = follow;
+    loop {
+        if let Ok(p) = root.resolve(at, follow_here) {
+            let mut p = p;
+            for name in rest.iter().rev() {
+                p.push(name);
+            }
+            return Some(p);
         }
+        rest.push(at.file_name()?);
+        at = at.parent()?;
+        follow_here = true;
     }
 }
-
-/// The most violations a message lists by path.
-const LISTED: usize = 20;
 
 /// The changes in `record` that `writes` does not allow, as the message
 /// that fails the stage; `Ok` if there are none.
@@ -173,12 +181,7 @@ fn list(outside: &[String]) -> String {
 /// Whether the record holds a change in the set below `dir`: a directory
 /// made on the way to the set is exempt only when it led somewhere.
 fn leads_to_a_write(record: &Record, set: &crate::stage::PathSet, dir: &str) -> bool {
-    record.changes.iter().any(|c| {
-        c.path.len() > dir.len()
-            && c.path.starts_with(dir)
-            && (dir == "/" || c.path.as_bytes()[dir.len()] == b'/')
-            && set.contains(&c.path)
-    })
+    record.has_below(dir, |c| set.contains(&c.path))
 }
 
 #[cfg(test)]
@@ -217,7 +220,7 @@ mod tests {
             .tree
             .write_paths(options)
             .into_iter()
-            .map(|(at, p)| (at, p.to_string()))
+            .map(|o| (o.at.clone(), o.pattern().to_string()))
             .collect();
         assert_eq!(
             named,

@@ -138,6 +138,27 @@ fn write_options<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     Ok(v)
 }
 
+/// The longest option path, and the most option paths, a write set takes.
+pub const MAX_OPTION_PATH: usize = 4096;
+pub const MAX_OPTION_PATHS: usize = 4096;
+
+/// A path a stage's options name as one it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionPath {
+    /// Where in the options (`options.write[0].path`).
+    pub at: String,
+    /// As the option gives it (absolute).
+    pub path: String,
+    /// Everything below it too.
+    pub below: bool,
+}
+
+impl OptionPath {
+    pub fn pattern(&self) -> super::paths::Pattern {
+        super::paths::Pattern::literal(&self.path, self.below)
+    }
+}
+
 /// Where a stage may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writes<'a> {
@@ -167,13 +188,13 @@ impl TreeAccess {
         }
     }
 
-    /// The paths a path-scoped stage's `write-options` name in `options`:
-    /// `(json path, pattern)`, each pattern the literal path (and with `/**`
-    /// everything below it).
-    pub fn write_paths(
-        &self,
-        options: &serde_json::Map<String, Value>,
-    ) -> Vec<(String, super::paths::Pattern)> {
+    /// The paths a path-scoped stage's `write-options` name in `options`,
+    /// each with its JSON path and whether everything below it counts too.
+    /// Only absolute paths of at most [`MAX_OPTION_PATH`] bytes with no
+    /// `..` count (the others name no place the stage may claim; a stage
+    /// whose schema lets them through is then held to its declared
+    /// patterns), and at most [`MAX_OPTION_PATHS`] of them.
+    pub fn write_paths(&self, options: &serde_json::Map<String, Value>) -> Vec<OptionPath> {
         let TreeAccess::Scoped(scope) = self else {
             return Vec::new();
         };
@@ -201,13 +222,15 @@ impl TreeAccess {
                     .collect(),
             };
             for (at, path) in found {
-                // Only absolute paths name a place in the tree (the stage's
-                // schema refuses others; this is not the place to trust it).
-                if path.starts_with('/') {
-                    out.push((
-                        format!("options.{at}"),
-                        super::paths::Pattern::literal(&path, below),
-                    ));
+                let usable = path.starts_with('/')
+                    && path.len() <= MAX_OPTION_PATH
+                    && !path.split('/').any(|c| c == "..");
+                if usable && out.len() < MAX_OPTION_PATHS {
+                    out.push(OptionPath {
+                        at: format!("options.{at}"),
+                        path,
+                        below,
+                    });
                 }
             }
         }
