@@ -227,6 +227,26 @@ pub enum StageCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Sign a stage with an ed25519 key (`ssh-keygen -t ed25519`): a .wasm
+    /// component in place (a `signature` section, the WebAssembly
+    /// signatures convention), a native stage in NAME.sig beside it (an
+    /// SSH signature of the executable and NAME.json).
+    Sign {
+        /// The stage file (NAME.wasm, or a native executable).
+        file: PathBuf,
+        /// The private key (OpenSSH format, no passphrase).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
+    /// Check a stage's signature against a public key (a .pub file);
+    /// exits 1 if that key did not sign it.
+    Verify {
+        /// The stage file (NAME.wasm, or a native executable).
+        file: PathBuf,
+        /// The public key (`ssh-ed25519 AAAA… comment`, as in a .pub file).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+    },
     /// Build a stage project and run its tests: `cargo test` for Rust, then
     /// each case of tests.json, run by osbuild on the tree it describes.
     Test {
@@ -494,6 +514,36 @@ fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()
         StageCommand::Build { dir } => {
             let wasm = project::build(&dir)?;
             precompile(common, &wasm);
+            Ok(())
+        }
+        StageCommand::Sign { file, key } => {
+            let key = osbuild::signing::SigningKey::load(&key)?;
+            let written = osbuild::signing::stage::sign_file(&file, &key)?;
+            eprintln!(
+                "osbuild: signed {} with {}: {}",
+                file.display(),
+                key.public().describe(),
+                written.display()
+            );
+            Ok(())
+        }
+        StageCommand::Verify { file, key } => {
+            let key = osbuild::signing::VerifyingKey::load(&key)?;
+            let stage = Stage::load_file(&file).map_err(anyhow::Error::msg)?;
+            osbuild::signing::stage::verify(&stage, &key).map_err(|why| {
+                anyhow::anyhow!(
+                    "{}: not signed by {}: {why}",
+                    file.display(),
+                    key.describe()
+                )
+            })?;
+            println!(
+                "{}: a good signature by {} (stage {}, sha256:{})",
+                file.display(),
+                key.describe(),
+                stage.name(),
+                stage.digest
+            );
             Ok(())
         }
         StageCommand::Test { dir } => project::test(

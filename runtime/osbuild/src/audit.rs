@@ -21,6 +21,9 @@ pub struct StageAudit {
     /// `sha256:HEX` of the stage's code.
     pub digest: String,
     pub origin: String,
+    /// Who vouches for its code: `builtin`, a key that signed it, or
+    /// `unsigned`.
+    pub signer: String,
     pub summary: String,
     /// What the stage's metadata declares.
     pub capabilities: Capabilities,
@@ -185,6 +188,7 @@ pub fn audit(planned: &[PlannedStage], policy: Option<&Policy>) -> Vec<StageAudi
                 kind: stage.kind(),
                 digest: format!("sha256:{}", stage.digest),
                 origin: stage.origin.to_string(),
+                signer: reach.signer,
                 summary: stage.meta.summary.clone(),
                 capabilities: stage.meta.capabilities.clone(),
                 tree: TreeReach::of(&stage.meta.capabilities.tree, &p.options_value),
@@ -225,6 +229,7 @@ pub fn render(audits: &[StageAudit]) -> String {
             &a.digest[..19.min(a.digest.len())]
         ));
         let pad = " ".repeat(5);
+        out.push_str(&format!("{pad}signer:   {}\n", a.signer));
         out.push_str(&format!(
             "{pad}declares: {}\n",
             describe(&a.capabilities).join(", ")

@@ -45,6 +45,7 @@ pub mod progress;
 pub mod reach;
 pub mod rootless;
 pub mod signals;
+pub mod signing;
 pub mod stage;
 pub mod store;
 pub mod userns;

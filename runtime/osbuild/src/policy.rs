@@ -8,7 +8,8 @@
 //!   "devices": [],
 //!   "device-nodes": [],
 //!   "digests": { "io.weldr.hostname": ["sha256:…"] },
-//!   "writes": { "*": ["!/usr/bin/**", "!/root/**"], "com.example.motd": ["/etc/motd"] }
+//!   "writes": { "*": ["!/usr/bin/**", "!/root/**"], "com.example.motd": ["/etc/motd"] },
+//!   "signers": { "*": ["ssh-ed25519 AAAA… build-team"], "io.weldr.*": ["builtin"] }
 //! }
 //! ```
 //!
@@ -19,7 +20,10 @@
 //! `network`, `privileged` and `devices` name the stages that may have that
 //! capability; `digests` pins stages to exact code (any stage named there
 //! must have one of the digests listed); `writes` bounds where stages
-//! may declare they write (see [`crate::reach::writes`]).
+//! may declare they write (see [`crate::reach::writes`]); `signers` names
+//! the keys whose signature a stage needs (`builtin`: osbuild's own
+//! stages), the most specific name applying (`io.weldr.hostname`, then
+//! the longest `io.weldr.*`, then `*`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::InputError;
+use crate::signing::stage::Allowed;
 use crate::stage::{Kind, Stage};
 use crate::stage::{PathSet, Pattern, Writes};
 
@@ -70,6 +75,10 @@ pub struct Policy {
     /// set must stay within (`/etc/motd`), and patterns it must not reach
     /// (`!/usr/bin/**`). A stage declaring `read-write` declares `/**`.
     pub writes: Option<BTreeMap<String, Vec<String>>>,
+    /// Whose signature a stage needs, per stage name (`*`, a prefix
+    /// `io.weldr.*`, or a name; the most specific applies): OpenSSH
+    /// ed25519 public key lines, or `builtin` for osbuild's own stages.
+    pub signers: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Policy {
@@ -81,7 +90,43 @@ impl Policy {
         policy
             .write_rules()
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
+        policy
+            .signer_rules()
+            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
         Ok(policy)
+    }
+
+    /// Every `signers` entry, parsed.
+    fn signer_rules(&self) -> Result<Vec<(String, Vec<Allowed>)>, String> {
+        let mut rules = Vec::new();
+        for (key, entries) in self.signers.iter().flatten() {
+            let mut allowed = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                allowed
+                    .push(Allowed::parse(e).map_err(|e| format!("signers[{key:?}][{i}]: {e:#}"))?);
+            }
+            rules.push((key.clone(), allowed));
+        }
+        Ok(rules)
+    }
+
+    /// The `signers` entry that applies to the stage `name` (its key and
+    /// what it takes), if any: the most specific.
+    pub fn signers_for(&self, name: &str) -> Option<(String, Vec<Allowed>)> {
+        let rules = match self.signer_rules() {
+            Ok(r) => r,
+            // Refused when the policy is loaded; if it got here anyway,
+            // no signer is taken rather than any.
+            Err(_) => return Some(("signers".to_string(), Vec::new())),
+        };
+        rules
+            .into_iter()
+            .filter(|(key, _)| WriteRules::applies(key, name))
+            .max_by_key(|(key, _)| match key.strip_suffix('*') {
+                _ if key == name => usize::MAX,
+                Some(prefix) => prefix.len(),
+                None => 0,
+            })
     }
 
     /// Where the policy lets the stage `name` write, as one set (`None`:
@@ -154,6 +199,15 @@ impl Policy {
                 allowed: pins.clone(),
             });
         }
+        if let Some((key, allowed)) = self.signers_for(name)
+            && let Err(why) = crate::signing::stage::vouch(stage, &allowed)
+        {
+            v.push(Violation::Signer {
+                key,
+                allowed: allowed.iter().map(ToString::to_string).collect(),
+                why,
+            });
+        }
         match self.write_rules() {
             Ok(rules) => v.extend(
                 rules
@@ -188,6 +242,15 @@ pub enum Violation {
         name: String,
         origin: String,
         digest: String,
+    },
+    #[error(
+        "is not signed as policy.signers[{key:?}] requires ({}): {why}; sign it with `osbuild stage sign FILE --key KEY` using one of those keys",
+        if .allowed.is_empty() { "no signer".to_string() } else { .allowed.join(", ") }
+    )]
+    Signer {
+        key: String,
+        allowed: Vec<String>,
+        why: String,
     },
     #[error("{0}")]
     Writes(WriteViolation),

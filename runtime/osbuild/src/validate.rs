@@ -80,6 +80,8 @@ mod tests {
             code: Code::Wasm(Vec::new().into()),
             origin: Origin::Builtin,
             shadows_builtin: false,
+            native_metadata: None,
+            detached_signature: None,
             digest: String::new(),
         }
     }

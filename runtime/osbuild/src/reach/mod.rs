@@ -79,6 +79,8 @@ pub struct Reach {
     pub imports: Option<Vec<String>>,
     /// What the host grants it when it runs, in a few words each.
     pub grants: Vec<String>,
+    /// Who vouches for its code ([`signer`]).
+    pub signer: String,
     /// Why a build refuses it; empty when it may run.
     pub refusals: Vec<Refusal>,
     /// Mismatches that are no refusal (a capability declared but unused,
@@ -146,7 +148,26 @@ pub fn assess(
     Reach {
         imports,
         grants: grants::of(stage.kind(), caps, host_paths),
+        signer: signer(stage, policy),
         refusals,
         notes,
+    }
+}
+
+/// Who vouches for the stage: the policy's signer that does (checked),
+/// else what its signature claims (unchecked: no key to check it with).
+pub fn signer(stage: &Stage, policy: Option<&Policy>) -> String {
+    use crate::signing::stage::{claim, vouch};
+    match policy.and_then(|p| p.signers_for(stage.name())) {
+        Some((_, allowed)) => match vouch(stage, &allowed) {
+            Ok(signer) => signer.to_string(),
+            Err(_) => format!("{} (not a signer the policy takes)", claim(stage)),
+        },
+        None => match claim(stage) {
+            c @ crate::signing::stage::Claim::Signed(_) => {
+                format!("{c} (unchecked: the policy names no signers for it)")
+            }
+            c => c.to_string(),
+        },
     }
 }

@@ -207,6 +207,8 @@ mod tests {
             origin: crate::stage::Origin::Builtin,
             digest: String::new(),
             shadows_builtin: false,
+            native_metadata: None,
+            detached_signature: None,
         };
         let options = serde_json::json!({
             "write": [{"path": "/bin/new"}, {"path": "relative"}],

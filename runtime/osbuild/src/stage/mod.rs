@@ -52,6 +52,10 @@ pub struct Stage {
     /// A `--libdir` stage with a built-in stage's name: a policy's
     /// allowances for that name are the built-in's, not this code's.
     pub shadows_builtin: bool,
+    /// A native stage's metadata file as read (its signature covers it).
+    pub native_metadata: Option<Cow<'static, str>>,
+    /// A native stage's detached signature (`NAME.sig`), as read.
+    pub detached_signature: Option<Vec<u8>>,
 }
 
 /// The most osbuild reads of a `--libdir` stage's code and metadata: a
@@ -110,7 +114,8 @@ impl Stage {
         self.meta.kind
     }
 
-    fn wasm(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Stage, String> {
+    /// A wasm stage from its component's bytes.
+    pub fn from_wasm_bytes(bytes: Cow<'static, [u8]>, origin: Origin) -> Result<Stage, String> {
         let section = metadata::wasm_metadata(&bytes)
             .map_err(|e| format!("{origin}: not a wasm component: {e}"))?
             .ok_or_else(|| {
@@ -136,17 +141,19 @@ impl Stage {
             origin,
             digest,
             shadows_builtin: false,
+            native_metadata: None,
+            detached_signature: None,
         })
     }
 
     fn native(
         exe: Cow<'static, [u8]>,
         path: Option<PathBuf>,
-        meta_text: &str,
+        meta_text: Cow<'static, str>,
         origin: Origin,
     ) -> Result<Stage, String> {
         let meta =
-            StageMeta::parse(meta_text).map_err(|e| format!("{origin}: invalid metadata: {e}"))?;
+            StageMeta::parse(&meta_text).map_err(|e| format!("{origin}: invalid metadata: {e}"))?;
         if meta.kind != Kind::Native {
             return Err(format!(
                 "{origin}: a native stage whose metadata says kind {}",
@@ -163,6 +170,8 @@ impl Stage {
             origin,
             digest: hex::encode(h.finalize()),
             shadows_builtin: false,
+            native_metadata: Some(meta_text),
+            detached_signature: None,
         })
     }
 
@@ -172,7 +181,7 @@ impl Stage {
         let origin = Origin::File(path.to_path_buf());
         let bytes = read_capped(path, MAX_STAGE_BYTES)?;
         if path.extension().is_some_and(|e| e == "wasm") {
-            return Stage::wasm(Cow::Owned(bytes), origin);
+            return Stage::from_wasm_bytes(Cow::Owned(bytes), origin);
         }
         let meta_path = path.with_file_name(format!(
             "{}.json",
@@ -183,13 +192,32 @@ impl Stage {
                 String::from_utf8(b).map_err(|_| format!("{}: not UTF-8", meta_path.display()))
             })
             .map_err(|e| format!("{e} (a native stage needs its metadata beside it)"))?;
-        Stage::native(Cow::Owned(bytes), Some(path.to_path_buf()), &meta, origin)
+        let sig_path = crate::signing::stage::detached_path(path);
+        let detached_signature =
+            match read_regular_file(&sig_path, crate::signing::stage::MAX_SIGNATURE_BYTES, true) {
+                Ok(sig) => Some(sig),
+                Err(_) if !sig_path.exists() && sig_path.symlink_metadata().is_err() => None,
+                Err(e) => return Err(format!("its signature: {e}")),
+            };
+        let mut stage = Stage::native(
+            Cow::Owned(bytes),
+            Some(path.to_path_buf()),
+            Cow::Owned(meta),
+            origin,
+        )?;
+        stage.detached_signature = detached_signature;
+        Ok(stage)
     }
 
     fn builtin(b: &'static Builtin) -> Result<Stage, String> {
         match b.kind {
-            Kind::Wasm => Stage::wasm(Cow::Borrowed(b.code), Origin::Builtin),
-            Kind::Native => Stage::native(Cow::Borrowed(b.code), None, b.metadata, Origin::Builtin),
+            Kind::Wasm => Stage::from_wasm_bytes(Cow::Borrowed(b.code), Origin::Builtin),
+            Kind::Native => Stage::native(
+                Cow::Borrowed(b.code),
+                None,
+                Cow::Borrowed(b.metadata),
+                Origin::Builtin,
+            ),
         }
     }
 }

@@ -1,0 +1,293 @@
+//! Signatures on stages. A wasm stage carries its signature inside the
+//! component, as the WebAssembly signatures convention has it (a
+//! `signature` custom section first, over every byte after it; what
+//! `wasmsign2` writes and checks), so the file stays one portable stage.
+//! A native stage has it beside the executable, `NAME.sig`: an SSH
+//! signature (namespace `osbuild-stage`) of the executable, a zero byte
+//! and `NAME.json`, the bytes its digest is taken over, so the metadata
+//! that grants its capabilities is signed too. `ssh-keygen -Y` reads and
+//! writes the same files.
+
+use std::borrow::Cow;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use ssh_key::{HashAlg, LineEnding, SshSig};
+
+use super::keys::{SigningKey, VerifyingKey};
+use crate::stage::{Code, Origin, Stage};
+
+/// The SSH signature namespace of a native stage's signature: a signature
+/// made for anything else (a git commit, a file) is never taken for one.
+pub const NAMESPACE: &str = "osbuild-stage";
+
+/// The most osbuild reads of a detached signature file.
+pub const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+
+/// The detached signature file of a native stage's executable.
+pub fn detached_path(exe: &Path) -> PathBuf {
+    let mut name = exe.file_name().unwrap_or_default().to_os_string();
+    name.push(".sig");
+    exe.with_file_name(name)
+}
+
+/// What vouches for a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// A built-in stage: trusted by where it comes from, the osbuild
+    /// binary itself.
+    Builtin,
+    /// A valid signature by this key.
+    Key(VerifyingKey),
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Signer::Builtin => f.write_str("builtin"),
+            Signer::Key(k) => f.write_str(&k.describe()),
+        }
+    }
+}
+
+/// Who the signature a stage carries says signed it, before any key has
+/// checked it: what an audit without the policy's keys can show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Builtin,
+    Unsigned,
+    /// Signed, by the keys with these fingerprints (`SHA256:…`; empty
+    /// when the signature names none).
+    Signed(Vec<String>),
+    /// A signature is there but cannot be read.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::Builtin => f.write_str("builtin"),
+            Claim::Unsigned => f.write_str("unsigned"),
+            Claim::Signed(keys) if keys.is_empty() => f.write_str("signed (by an unnamed key)"),
+            Claim::Signed(keys) => write!(f, "signed by {}", keys.join(", ")),
+            Claim::Unreadable(e) => write!(f, "an unreadable signature ({e})"),
+        }
+    }
+}
+
+/// The bytes a native stage's signature covers: its executable, a zero
+/// byte, and its metadata file (what its digest is taken over).
+pub fn native_message(exe: &[u8], metadata: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(exe.len() + 1 + metadata.len());
+    m.extend_from_slice(exe);
+    m.push(0);
+    m.extend_from_slice(metadata.as_bytes());
+    m
+}
+
+/// The signature `stage` carries, unchecked.
+pub fn claim(stage: &Stage) -> Claim {
+    if stage.origin == Origin::Builtin {
+        return Claim::Builtin;
+    }
+    match &stage.code {
+        Code::Wasm(bytes) => {
+            match wasmsign2::signature_info_from_reader(&mut Cursor::new(&bytes[..]), None) {
+                Ok(info) if info.is_signed() => Claim::Signed(
+                    info.key_ids()
+                        .iter()
+                        .map(|id| fingerprint_of_id(id))
+                        .collect(),
+                ),
+                Ok(_) | Err(wasmsign2::WSError::NoSignatures) => Claim::Unsigned,
+                Err(e) => Claim::Unreadable(e.to_string()),
+            }
+        }
+        Code::Native(..) => match &stage.detached_signature {
+            None => Claim::Unsigned,
+            Some(bytes) => match SshSig::from_pem(bytes) {
+                Ok(sig) => Claim::Signed(vec![
+                    ssh_key::PublicKey::from(sig.public_key().clone())
+                        .fingerprint(HashAlg::Sha256)
+                        .to_string(),
+                ]),
+                Err(e) => Claim::Unreadable(e.to_string()),
+            },
+        },
+    }
+}
+
+/// A key id as osbuild writes it (the key's SHA256 fingerprint) shown as
+/// `ssh-keygen -l` would; another signer's id as hex.
+fn fingerprint_of_id(id: &[u8]) -> String {
+    use base64ct::Encoding as _;
+    if id.len() == 32 {
+        format!("SHA256:{}", base64ct::Base64Unpadded::encode_string(id))
+    } else {
+        format!("key id {}", hex::encode(id))
+    }
+}
+
+/// Whether `key` signed `stage`; the error says why not.
+pub fn verify(stage: &Stage, key: &VerifyingKey) -> Result<(), String> {
+    match &stage.code {
+        Code::Wasm(bytes) => key
+            .wasmsign()
+            .verify(&mut Cursor::new(&bytes[..]), None)
+            .map_err(|e| match e {
+                wasmsign2::WSError::NoSignatures => "it has no signature".to_string(),
+                wasmsign2::WSError::VerificationFailed => {
+                    format!("its signature is not {}'s", key.describe())
+                }
+                e => format!("its signature cannot be checked: {e}"),
+            }),
+        Code::Native(exe, _) => {
+            let Some(bytes) = &stage.detached_signature else {
+                return Err(match &stage.origin {
+                    Origin::File(p) => format!(
+                        "it has no signature ({} is missing)",
+                        detached_path(p).display()
+                    ),
+                    Origin::Builtin => "it has no signature".to_string(),
+                });
+            };
+            let sig = SshSig::from_pem(bytes)
+                .map_err(|e| format!("its signature file is not an SSH signature: {e}"))?;
+            let metadata = stage.native_metadata.as_deref().unwrap_or_default();
+            key.ssh()
+                .verify(NAMESPACE, &native_message(exe, metadata), &sig)
+                .map_err(|e| match e {
+                    ssh_key::Error::PublicKey => {
+                        format!("its signature is not {}'s", key.describe())
+                    }
+                    ssh_key::Error::Namespace => format!(
+                        "its signature is for {:?}, not {NAMESPACE:?}",
+                        sig.namespace()
+                    ),
+                    _ => format!(
+                        "its signature by {} does not match its code and metadata",
+                        key.describe()
+                    ),
+                })
+        }
+    }
+}
+
+/// Who of `allowed` vouches for `stage`, or why none does.
+pub fn vouch(stage: &Stage, allowed: &[Allowed]) -> Result<Signer, String> {
+    let mut why = Vec::new();
+    for a in allowed {
+        match a {
+            Allowed::Builtin if stage.origin == Origin::Builtin => return Ok(Signer::Builtin),
+            Allowed::Builtin => {}
+            Allowed::Key(key) => match verify(stage, key) {
+                Ok(()) => return Ok(Signer::Key(key.clone())),
+                Err(e) => why.push(e),
+            },
+        }
+    }
+    why.dedup();
+    Err(match claim(stage) {
+        Claim::Unsigned | Claim::Builtin => why
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "it is not a built-in stage".to_string()),
+        claim => format!("it is {claim}"),
+    })
+}
+
+/// What a policy accepts as a stage's signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// `builtin`: the stages built into osbuild.
+    Builtin,
+    Key(VerifyingKey),
+}
+
+impl Allowed {
+    pub fn parse(s: &str) -> anyhow::Result<Allowed> {
+        if s == "builtin" {
+            Ok(Allowed::Builtin)
+        } else {
+            VerifyingKey::parse(s).map(Allowed::Key)
+        }
+    }
+}
+
+impl std::fmt::Display for Allowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allowed::Builtin => f.write_str("builtin"),
+            Allowed::Key(k) => f.write_str(&k.describe()),
+        }
+    }
+}
+
+/// Signs the stage file at `path` (a `.wasm` component in place; a native
+/// executable with `NAME.sig` beside it); returns the file written.
+pub fn sign_file(path: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
+    let stage = Stage::load_file(path).map_err(anyhow::Error::msg)?;
+    match &stage.code {
+        Code::Wasm(bytes) => {
+            let module = wasmsign2::Module::deserialize(&mut Cursor::new(&bytes[..]))
+                .with_context(|| format!("{}: reading its sections", path.display()))?;
+            let signed = key
+                .wasmsign()
+                .sign(module, Some(&key.public().fingerprint_bytes()))
+                .with_context(|| format!("signing {}", path.display()))?;
+            let mut out = Vec::with_capacity(bytes.len() + 256);
+            signed
+                .serialize(&mut out)
+                .with_context(|| format!("signing {}", path.display()))?;
+            // The signed component must still be the same stage.
+            let check = Stage::from_wasm_bytes(Cow::Owned(out.clone()), stage.origin.clone())
+                .map_err(|e| anyhow::anyhow!("the signed component does not load: {e}"))?;
+            if let Err(e) = verify(&check, key.public()) {
+                bail!("the signed component does not verify: {e}");
+            }
+            replace(path, &out)?;
+            Ok(path.to_path_buf())
+        }
+        Code::Native(exe, _) => {
+            let metadata = stage.native_metadata.as_deref().unwrap_or_default();
+            let sig = key
+                .ssh()
+                .sign(NAMESPACE, HashAlg::Sha512, &native_message(exe, metadata))
+                .with_context(|| format!("signing {}", path.display()))?;
+            let pem = sig
+                .to_pem(LineEnding::LF)
+                .context("encoding the signature")?;
+            let out = detached_path(path);
+            replace(&out, pem.as_bytes())?;
+            Ok(out)
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a file beside it renamed over it,
+/// keeping the mode of the file it replaces.
+fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mode = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
