@@ -80,6 +80,21 @@ pub struct BuildArgs {
     /// Print each stage's id and whether it is cached; run nothing.
     #[arg(long)]
     pub inspect: bool,
+    /// Write an SPDX 2.3 SBOM (JSON) of the final tree: its Debian
+    /// packages, with versions, licenses and purls, and the stages that
+    /// built it. The same tree gives the same bytes.
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
+    /// Write the build's provenance: an in-toto Statement with an SLSA
+    /// Provenance v1 predicate (outputs and --save archive as subjects;
+    /// the pipeline, --from archive, stages and host tools as what went in).
+    #[arg(long, value_name = "FILE")]
+    pub provenance: Option<PathBuf>,
+    /// Sign the provenance with this ed25519 key (OpenSSH format): it is
+    /// then written as a DSSE envelope, which `osbuild verify-provenance`
+    /// checks.
+    #[arg(long, value_name = "KEY", requires = "provenance")]
+    pub provenance_key: Option<PathBuf>,
     /// Print only stage output and errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -622,6 +637,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         registry: osbuild_builtins::registry(args.common.libdirs),
         allowed_host_paths: args.common.allowed_host_paths,
         max_tree_size: args.max_tree_size,
+        sbom: args.sbom.clone(),
     };
     if args.inspect {
         for s in executor::inspect(&pipeline, &config)? {
@@ -818,6 +834,7 @@ fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildCon
         registry: osbuild_builtins::registry(common.libdirs.clone()),
         allowed_host_paths: common.allowed_host_paths.clone(),
         max_tree_size: parse_size(DEFAULT_MAX_TREE_SIZE).expect("a valid default"),
+        sbom: None,
     })
 }
 

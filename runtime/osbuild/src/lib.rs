@@ -44,6 +44,7 @@ pub mod policy;
 pub mod progress;
 pub mod reach;
 pub mod rootless;
+pub mod sbom;
 pub mod signals;
 pub mod signing;
 pub mod stage;

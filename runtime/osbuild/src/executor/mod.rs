@@ -59,6 +59,8 @@ pub struct BuildConfig {
     pub allowed_host_paths: Vec<PathBuf>,
     /// The most file content `--from` may unpack, in bytes.
     pub max_tree_size: u64,
+    /// Write an SPDX SBOM of the final tree here (`--sbom`).
+    pub sbom: Option<PathBuf>,
 }
 
 impl BuildConfig {
@@ -76,6 +78,11 @@ pub struct BuildReport {
     /// Files written to the output directory (by stages that ran or from the store).
     pub outputs: Vec<PathBuf>,
     pub saved: Option<PathBuf>,
+    /// The SBOM written (`--sbom`).
+    pub sbom: Option<PathBuf>,
+    /// sha256 (hex) of the `--from` archive.
+    pub from_digest: Option<String>,
+    pub source_epoch: i64,
 }
 
 /// What happened to one stage of a finished build.
@@ -89,6 +96,9 @@ pub struct StageReport {
     /// What it changed, and where the record is (`None` for a cached
     /// result stored by an osbuild that kept no records).
     pub changes: Option<changes::Summary>,
+    /// The stage that ran (or whose result was reused): its code, digest
+    /// and metadata.
+    pub stage: Arc<crate::stage::Stage>,
 }
 
 /// The source epoch: `SOURCE_DATE_EPOCH`, else the pipeline's own, else 0.
@@ -454,6 +464,7 @@ impl Run<'_> {
             duration,
             cached,
             changes,
+            stage: Arc::clone(&p.stage),
         }
     }
 
@@ -575,6 +586,37 @@ fn unpack(
     Ok(ws)
 }
 
+/// The SPDX SBOM of the final tree, with the stages that built it.
+fn write_sbom(
+    ws: &Workspace,
+    path: &Path,
+    pipeline: &Pipeline,
+    planned: &[PlannedStage],
+    policy: Option<&Policy>,
+    epoch: i64,
+) -> Result<(), BuildError> {
+    let about = crate::sbom::About {
+        name: pipeline
+            .name
+            .clone()
+            .unwrap_or_else(|| "osbuild tree".to_string()),
+        source_epoch: epoch,
+        stages: planned
+            .iter()
+            .map(|p| crate::sbom::BuildTool {
+                name: p.stage.name().to_string(),
+                kind: p.stage.kind().to_string(),
+                digest: p.stage.digest.clone(),
+                signer: crate::reach::signer(&p.stage, policy),
+            })
+            .collect(),
+    };
+    let bytes = crate::sbom::of_tree(ws.path(), &about).context("making the SBOM (--sbom)")?;
+    std::fs::write(path, bytes)
+        .with_context(|| format!("writing the SBOM to {} (--sbom)", path.display()))?;
+    Ok(())
+}
+
 /// Save: the final tree as an archive.
 fn save(ws: &Workspace, save: &Path) -> Result<(), BuildError> {
     archive::save(ws.path(), save, &signals::interrupted)
@@ -669,6 +711,9 @@ pub fn build(
         stages: Vec::new(),
         outputs: Vec::new(),
         saved: None,
+        sbom: None,
+        from_digest: resolved.from.as_ref().map(|f| f.digest.clone()),
+        source_epoch: resolved.epoch,
     };
     for (p, summary) in planned[..first].iter().zip(cached) {
         reporter.stage_started(run.info(p));
@@ -708,6 +753,18 @@ pub fn build(
             .push(run.stage_report(p, elapsed, false, Some(summary)));
     }
     trace.at("stages done");
+    if let Some(path) = &config.sbom {
+        write_sbom(
+            &ws,
+            path,
+            pipeline,
+            &resolved.planned,
+            config.policy.as_ref(),
+            resolved.epoch,
+        )?;
+        report.sbom = Some(path.clone());
+        trace.at("sbom written");
+    }
     if let Some(path) = &config.save {
         save(&ws, path)?;
         report.saved = Some(path.clone());

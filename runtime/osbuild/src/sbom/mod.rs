@@ -1,0 +1,464 @@
+//! `--sbom`: an SPDX 2.3 JSON document of the final tree. One package per
+//! installed Debian package (dpkg's status file) with its version,
+//! architecture, maintainer as supplier, licenses from its
+//! machine-readable copyright file, and a purl; the stages that built the
+//! tree as its build tools.
+//!
+//! The same tree built by the same pipeline gives the same bytes: the
+//! creation time is the source epoch, the namespace is derived from the
+//! content, and everything is sorted.
+//!
+//! The tree is untrusted: every file is read through [`Root`] (inside the
+//! tree, never a device or FIFO), capped, and what it says is data only.
+
+pub mod dpkg;
+pub mod licenses;
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use osbuild_tree_fs::Root;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+/// The most osbuild reads of dpkg's status file.
+const MAX_STATUS_BYTES: u64 = 64 << 20;
+/// The most it reads of one copyright file, and of all of them.
+const MAX_COPYRIGHT_BYTES: u64 = 1 << 20;
+const MAX_ALL_COPYRIGHT_BYTES: u64 = 256 << 20;
+
+/// A stage that built the tree, as the SBOM names it.
+#[derive(Debug, Clone)]
+pub struct BuildTool {
+    pub name: String,
+    pub kind: String,
+    /// sha256 (hex) of its code.
+    pub digest: String,
+    /// Who vouches for it (`builtin`, a key, `unsigned`).
+    pub signer: String,
+}
+
+/// What the document says besides the tree's packages.
+#[derive(Debug, Clone)]
+pub struct About {
+    /// The pipeline's name (the image's, in the document).
+    pub name: String,
+    pub source_epoch: i64,
+    pub stages: Vec<BuildTool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    spdx_version: &'static str,
+    data_license: &'static str,
+    #[serde(rename = "SPDXID")]
+    spdx_id: &'static str,
+    name: String,
+    document_namespace: String,
+    creation_info: CreationInfo,
+    packages: Vec<Package>,
+    relationships: Vec<Relationship>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    has_extracted_licensing_infos: Vec<ExtractedLicense>,
+}
+
+#[derive(Serialize)]
+struct CreationInfo {
+    created: String,
+    creators: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Package {
+    name: String,
+    #[serde(rename = "SPDXID")]
+    spdx_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_info: Option<String>,
+    supplier: String,
+    download_location: &'static str,
+    files_analyzed: bool,
+    license_concluded: &'static str,
+    license_declared: String,
+    copyright_text: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homepage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_info: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checksums: Vec<Checksum>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    external_refs: Vec<ExternalRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary_package_purpose: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Checksum {
+    algorithm: &'static str,
+    checksum_value: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalRef {
+    reference_category: &'static str,
+    reference_type: &'static str,
+    reference_locator: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Relationship {
+    spdx_element_id: String,
+    relationship_type: &'static str,
+    related_spdx_element: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtractedLicense {
+    license_id: String,
+    extracted_text: String,
+    name: String,
+    comment: &'static str,
+}
+
+/// The SPDX document of the tree at `tree`, as JSON bytes.
+pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
+    let root = Root::open(tree).with_context(|| format!("opening the tree {}", tree.display()))?;
+    let debs = match read_capped(&root, "var/lib/dpkg/status", MAX_STATUS_BYTES)? {
+        Some(text) => dpkg::parse_status(&String::from_utf8_lossy(&text)),
+        None => Vec::new(),
+    };
+    let distro = os_release(&root);
+    let mut budget = MAX_ALL_COPYRIGHT_BYTES;
+    let mut extracted: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut ids = Ids::default();
+    let image_id = "SPDXRef-image".to_string();
+    let mut packages = vec![Package {
+        name: about.name.clone(),
+        spdx_id: image_id.clone(),
+        version_info: None,
+        supplier: "NOASSERTION".into(),
+        download_location: "NOASSERTION",
+        files_analyzed: false,
+        license_concluded: "NOASSERTION",
+        license_declared: "NOASSERTION".into(),
+        copyright_text: "NOASSERTION",
+        summary: Some("The operating system tree osbuild built".into()),
+        homepage: None,
+        source_info: None,
+        checksums: Vec::new(),
+        external_refs: Vec::new(),
+        primary_package_purpose: Some("OPERATING-SYSTEM"),
+        comment: None,
+    }];
+    let mut relationships = vec![Relationship {
+        spdx_element_id: "SPDXRef-DOCUMENT".into(),
+        relationship_type: "DESCRIBES",
+        related_spdx_element: image_id.clone(),
+    }];
+    for p in &debs {
+        let license = licenses_of(&root, &p.name, &mut budget);
+        let declared = match license {
+            Some((expr, others)) => {
+                for (name, text) in others {
+                    let entry = extracted
+                        .entry(licenses::Term::reference(&name))
+                        .or_insert((name, None));
+                    if entry.1.is_none() {
+                        entry.1 = text;
+                    }
+                }
+                expr
+            }
+            None => "NOASSERTION".to_string(),
+        };
+        let id = ids.unique(&format!("SPDXRef-deb-{}-{}", p.name, p.architecture));
+        relationships.push(Relationship {
+            spdx_element_id: image_id.clone(),
+            relationship_type: "CONTAINS",
+            related_spdx_element: id.clone(),
+        });
+        packages.push(Package {
+            name: p.name.clone(),
+            spdx_id: id,
+            version_info: Some(p.version.clone()),
+            supplier: p.maintainer.as_deref().map_or("NOASSERTION".into(), actor),
+            download_location: "NOASSERTION",
+            files_analyzed: false,
+            license_concluded: "NOASSERTION",
+            license_declared: declared,
+            copyright_text: "NOASSERTION",
+            summary: p.summary.clone(),
+            homepage: p
+                .homepage
+                .clone()
+                .filter(|h| h.starts_with("https://") || h.starts_with("http://"))
+                .filter(|h| !h.contains(char::is_whitespace)),
+            source_info: p
+                .source
+                .as_ref()
+                .map(|s| format!("built from the Debian source package {s}")),
+            checksums: Vec::new(),
+            external_refs: vec![ExternalRef {
+                reference_category: "PACKAGE-MANAGER",
+                reference_type: "purl",
+                reference_locator: purl(&distro, p),
+            }],
+            primary_package_purpose: None,
+            comment: None,
+        });
+    }
+    for (i, s) in about.stages.iter().enumerate() {
+        let id = ids.unique(&format!("SPDXRef-stage-{}-{}", i + 1, s.name));
+        relationships.push(Relationship {
+            spdx_element_id: id.clone(),
+            relationship_type: "BUILD_TOOL_OF",
+            related_spdx_element: image_id.clone(),
+        });
+        packages.push(Package {
+            name: s.name.clone(),
+            spdx_id: id,
+            version_info: Some(format!("sha256:{}", s.digest)),
+            supplier: "NOASSERTION".into(),
+            download_location: "NOASSERTION",
+            files_analyzed: false,
+            license_concluded: "NOASSERTION",
+            license_declared: "NOASSERTION".into(),
+            copyright_text: "NOASSERTION",
+            summary: None,
+            homepage: None,
+            source_info: None,
+            checksums: vec![Checksum {
+                algorithm: "SHA256",
+                checksum_value: s.digest.clone(),
+            }],
+            external_refs: Vec::new(),
+            primary_package_purpose: Some("APPLICATION"),
+            comment: Some(format!(
+                "osbuild stage {} of the pipeline ({}; signer: {})",
+                i + 1,
+                s.kind,
+                s.signer
+            )),
+        });
+    }
+    let has_extracted_licensing_infos = extracted
+        .into_iter()
+        .map(|(id, (name, text))| ExtractedLicense {
+            extracted_text: text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| {
+                format!("The license Debian's copyright files call {name:?}; the packages' copyright files (/usr/share/doc/PACKAGE/copyright) have its terms.")
+            }),
+            license_id: id,
+            name,
+            comment: "a license name of Debian's copyright files that SPDX does not list",
+        })
+        .collect();
+    let mut doc = Document {
+        spdx_version: "SPDX-2.3",
+        data_license: "CC0-1.0",
+        spdx_id: "SPDXRef-DOCUMENT",
+        name: about.name.clone(),
+        document_namespace: String::new(),
+        creation_info: CreationInfo {
+            created: crate::mtime::rfc3339(about.source_epoch),
+            creators: vec![format!("Tool: osbuild-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        packages,
+        relationships,
+        has_extracted_licensing_infos,
+    };
+    // The namespace names this content: the document without it, hashed.
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(&doc)?));
+    doc.document_namespace = format!(
+        "https://osbuild.org/spdxdocs/{}-{digest}",
+        slug(&about.name)
+    );
+    let mut bytes = serde_json::to_vec_pretty(&doc)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// SPDX ids are `SPDXRef-` and letters, digits, `.` and `-`; names are
+/// made to fit, and made unique.
+#[derive(Default)]
+struct Ids(std::collections::BTreeSet<String>);
+
+impl Ids {
+    fn unique(&mut self, want: &str) -> String {
+        let base: String = want
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let mut id = base.clone();
+        let mut n = 1;
+        while !self.0.insert(id.clone()) {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+        id
+    }
+}
+
+fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('-');
+    let s: String = s.chars().take(64).collect();
+    if s.is_empty() { "tree".into() } else { s }
+}
+
+/// `Name <address>` as an SPDX actor: a team as an organization.
+fn actor(maintainer: &str) -> String {
+    let (name, mail) = match maintainer.split_once('<') {
+        Some((n, m)) => (n.trim(), m.trim_end_matches('>').trim()),
+        None => (maintainer.trim(), ""),
+    };
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '(' | ')' | '\n' | '\r'))
+            .collect()
+    };
+    let lower = name.to_ascii_lowercase();
+    let kind = if [
+        "team",
+        "maintainers",
+        "group",
+        "developers",
+        "project",
+        "packagers",
+        "debian",
+        "list",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
+        "Organization"
+    } else {
+        "Person"
+    };
+    if mail.is_empty() {
+        format!("{kind}: {}", clean(name))
+    } else {
+        format!("{kind}: {} ({})", clean(name), clean(mail))
+    }
+}
+
+/// The tree's distribution, from os-release: (`ID`, `ID-VERSION_ID`).
+fn os_release(root: &Root) -> (String, Option<String>) {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| read_capped(root, p, 64 << 10).ok().flatten())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let field = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+                })
+        })
+    };
+    let id = field("ID")
+        .unwrap_or_else(|| "debian".into())
+        .to_ascii_lowercase();
+    let distro = field("VERSION_ID").map(|v| format!("{id}-{v}"));
+    (id, distro)
+}
+
+/// `pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-12`.
+fn purl(distro: &(String, Option<String>), p: &dpkg::Package) -> String {
+    let mut s = format!(
+        "pkg:deb/{}/{}@{}?arch={}",
+        pct(&distro.0),
+        pct(&p.name),
+        pct(&p.version),
+        pct(&p.architecture)
+    );
+    if let Some(d) = &distro.1 {
+        s.push_str("&distro=");
+        s.push_str(&pct(d));
+    }
+    s
+}
+
+/// Percent-encoding as purl wants it: all but letters, digits and `.-_~`.
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The licenses of a package's copyright file, within the budget of
+/// bytes. Best effort: a file missing, unreadable or too large leaves the
+/// package's license NOASSERTION, as SPDX has it for "not known".
+fn licenses_of(
+    root: &Root,
+    package: &str,
+    budget: &mut u64,
+) -> Option<(String, BTreeMap<String, Option<String>>)> {
+    // dpkg's names are letters, digits and `+-.`; the file is read inside
+    // the tree whatever the name, but a name with a `/` is no package's.
+    if *budget == 0 || package.contains('/') || package.starts_with('.') {
+        return None;
+    }
+    let path = format!("usr/share/doc/{package}/copyright");
+    let bytes = read_capped(root, &path, MAX_COPYRIGHT_BYTES.min(*budget)).ok()??;
+    *budget = budget.saturating_sub(bytes.len() as u64);
+    dpkg::copyright_licenses(&String::from_utf8_lossy(&bytes))
+}
+
+/// A file of the tree, at most `max` bytes (more is an error naming it);
+/// `None` if there is no regular file there.
+fn read_capped(root: &Root, path: &str, max: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    let file = match root.open_file(Path::new(path)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A directory, device node or FIFO where the file should be: not
+        // a file to read, and never opened.
+        Err(_) => return Ok(None),
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading /{path} in the tree"))?;
+    if bytes.len() as u64 > max {
+        anyhow::bail!("/{path} in the tree is larger than the {max} bytes osbuild reads of it");
+    }
+    Ok(Some(bytes))
+}
