@@ -184,6 +184,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a provenance written with --provenance-key: its signature by
+    /// KEY, that it is an SLSA v1 provenance, and that each --subject file
+    /// is one of its subjects (exit 1 if not).
+    VerifyProvenance {
+        /// The provenance (a DSSE envelope).
+        file: PathBuf,
+        /// The public key (a .pub file).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// A file that must be a subject (by sha256); repeatable.
+        #[arg(long, value_name = "FILE")]
+        subject: Vec<PathBuf>,
+    },
     /// Look into the store of cached results.
     Store {
         #[command(subcommand)]
@@ -378,7 +391,12 @@ fn enter_namespaces(cli: &Cli) {
     } else {
         if matches!(
             cli.command,
-            Some(Command::Boot { .. } | Command::Stages { .. } | Command::Stage { .. })
+            Some(
+                Command::Boot { .. }
+                    | Command::Stages { .. }
+                    | Command::Stage { .. }
+                    | Command::VerifyProvenance { .. }
+            )
         ) {
             return;
         }
@@ -453,6 +471,9 @@ pub fn main() -> i32 {
             stage,
             json,
         }) => changes(&cli.build.common, &pipeline, from, stage.as_deref(), json),
+        Some(Command::VerifyProvenance { file, key, subject }) => {
+            verify_provenance(&file, &key, &subject).map_err(BuildError::from)
+        }
         Some(Command::Store { action }) => {
             store_command(&cli.build.common, action).map_err(BuildError::from)
         }
@@ -572,6 +593,13 @@ fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()
 }
 
 fn load_pipeline(path: Option<&std::path::Path>) -> Result<pipeline::Pipeline, BuildError> {
+    read_pipeline(path).map(|(p, _)| p)
+}
+
+/// The pipeline, parsed, and its text as read (provenance records it).
+fn read_pipeline(
+    path: Option<&std::path::Path>,
+) -> Result<(pipeline::Pipeline, String), BuildError> {
     let Some(path) = path else {
         return Err(BuildError::input(
             "PIPELINE",
@@ -584,7 +612,7 @@ fn load_pipeline(path: Option<&std::path::Path>) -> Result<pipeline::Pipeline, B
             format!("cannot read the pipeline: {e}"),
         )
     })?;
-    pipeline::parse(&text).map_err(|errors| {
+    let parsed = pipeline::parse(&text).map_err(|errors| {
         BuildError::Input(
             errors
                 .into_iter()
@@ -594,7 +622,8 @@ fn load_pipeline(path: Option<&std::path::Path>) -> Result<pipeline::Pipeline, B
                 })
                 .collect(),
         )
-    })
+    })?;
+    Ok((parsed, text))
 }
 
 fn build(args: BuildArgs) -> Result<(), BuildError> {
@@ -607,7 +636,8 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         Arc::new(PlainReporter { quiet: args.quiet })
     };
     let want_result = (args.json || args.monitor == Monitor::Json) && !args.inspect;
-    let pipeline = match load_pipeline(args.pipeline.as_deref()) {
+    let started_at = unix_now();
+    let (pipeline, pipeline_text) = match read_pipeline(args.pipeline.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             if want_result {
@@ -624,6 +654,12 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
     };
     let policy = args.common.policy()?;
+    let provenance_key = args
+        .provenance_key
+        .as_deref()
+        .map(osbuild::signing::SigningKey::load)
+        .transpose()
+        .map_err(|e| BuildError::input("--provenance-key", format!("{e:#}")))?;
     let config = BuildConfig {
         limits: limits(args.memory, args.timeout, policy.as_ref()),
         policy,
@@ -651,8 +687,45 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
         return Ok(());
     }
+    if args.provenance.is_some() && config.save.is_none() {
+        let outputs = pipeline.stages.iter().any(|call| {
+            config
+                .registry
+                .find(&call.name)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.meta.capabilities.output)
+        });
+        if !outputs {
+            return Err(BuildError::input(
+                "--provenance",
+                "no stage of the pipeline writes an output file and there is no --save archive: a provenance needs a subject; add --save ARCHIVE",
+            ));
+        }
+    }
     let outcome = require_private_mounts()
-        .and_then(|()| executor::build(&pipeline, &config, Arc::clone(&reporter)));
+        .and_then(|()| executor::build(&pipeline, &config, Arc::clone(&reporter)))
+        .and_then(|report| {
+            if let Some(path) = &args.provenance {
+                write_provenance(
+                    path,
+                    &report,
+                    &osbuild::provenance::Invocation {
+                        pipeline_path: args.pipeline.as_deref().unwrap_or(std::path::Path::new("")),
+                        pipeline_bytes: pipeline_text.as_bytes(),
+                        from: config.from.as_deref(),
+                        policy: config.policy.as_ref(),
+                        output_dir: &std::fs::canonicalize(&config.output_dir)
+                            .unwrap_or_else(|_| config.output_dir.clone()),
+                        started: started_at,
+                        finished: unix_now(),
+                        cache: config.cache,
+                    },
+                    provenance_key.as_ref(),
+                )?;
+            }
+            Ok(report)
+        });
     if want_result {
         let result = result_json(
             pipeline.name.as_deref(),
@@ -668,6 +741,57 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
     }
     outcome.map(|_| ())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `--provenance`: the statement, signed if a key was given.
+fn write_provenance(
+    path: &std::path::Path,
+    report: &executor::BuildReport,
+    invocation: &osbuild::provenance::Invocation,
+    key: Option<&osbuild::signing::SigningKey>,
+) -> Result<(), BuildError> {
+    let statement = osbuild::provenance::statement(report, invocation)
+        .context("making the provenance (--provenance)")?;
+    let bytes = osbuild::provenance::encode(&statement, key)
+        .context("encoding the provenance (--provenance)")?;
+    std::fs::write(path, bytes)
+        .with_context(|| format!("writing the provenance to {} (--provenance)", path.display()))?;
+    Ok(())
+}
+
+/// `osbuild verify-provenance`.
+fn verify_provenance(
+    file: &std::path::Path,
+    key: &std::path::Path,
+    subjects: &[PathBuf],
+) -> anyhow::Result<()> {
+    let key = osbuild::signing::VerifyingKey::load(key)?;
+    let bytes = osbuild::stage::read_regular_file(file, 256 << 20, true)
+        .map_err(|e| anyhow::anyhow!("reading the provenance: {e}"))?;
+    let verified = osbuild::provenance::verify(&bytes, &key, subjects)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
+    println!(
+        "{}: a good signature by {}; an SLSA v1 provenance with {} subject{}",
+        file.display(),
+        key.describe(),
+        verified.statement.subject.len(),
+        if verified.statement.subject.len() == 1 { "" } else { "s" }
+    );
+    for (path, s) in subjects.iter().zip(&verified.subjects) {
+        println!(
+            "{}: the subject {:?} (sha256:{})",
+            path.display(),
+            s.name.as_deref().unwrap_or_default(),
+            s.digest.get("sha256").map(String::as_str).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// The result object of `--json` (and the `build-finished` event).
@@ -700,6 +824,7 @@ fn result_json(
             })).collect::<Vec<_>>(),
             "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
             "saved": r.saved.as_deref().map(file),
+            "sbom": r.sbom.as_deref().map(file),
         }),
         Err(e) => {
             let error = match e {

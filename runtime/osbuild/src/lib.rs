@@ -42,6 +42,7 @@ pub mod pipeline;
 pub mod place;
 pub mod policy;
 pub mod progress;
+pub mod provenance;
 pub mod reach;
 pub mod rootless;
 pub mod sbom;

@@ -79,14 +79,20 @@ pub struct Policy {
     /// `io.weldr.*`, or a name; the most specific applies): OpenSSH
     /// ed25519 public key lines, or `builtin` for osbuild's own stages.
     pub signers: Option<BTreeMap<String, Vec<String>>>,
+    /// sha256 (hex) of the policy file as read: provenance records it.
+    #[serde(skip)]
+    pub file_digest: Option<String>,
 }
 
 impl Policy {
     pub fn load(path: &Path) -> Result<Policy, InputError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
-        let policy: Policy = serde_json::from_str(&text)
+        let mut policy: Policy = serde_json::from_str(&text)
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
+        policy.file_digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            text.as_bytes(),
+        )));
         policy
             .write_rules()
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
