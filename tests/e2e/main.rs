@@ -18,5 +18,6 @@ mod library_accounts;
 mod library_config;
 mod monitor;
 mod native;
+mod provenance;
 mod rootless;
 mod store;

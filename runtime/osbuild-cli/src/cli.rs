@@ -760,8 +760,12 @@ fn write_provenance(
         .context("making the provenance (--provenance)")?;
     let bytes = osbuild::provenance::encode(&statement, key)
         .context("encoding the provenance (--provenance)")?;
-    std::fs::write(path, bytes)
-        .with_context(|| format!("writing the provenance to {} (--provenance)", path.display()))?;
+    std::fs::write(path, bytes).with_context(|| {
+        format!(
+            "writing the provenance to {} (--provenance)",
+            path.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -781,14 +785,21 @@ fn verify_provenance(
         file.display(),
         key.describe(),
         verified.statement.subject.len(),
-        if verified.statement.subject.len() == 1 { "" } else { "s" }
+        if verified.statement.subject.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
     );
     for (path, s) in subjects.iter().zip(&verified.subjects) {
         println!(
             "{}: the subject {:?} (sha256:{})",
             path.display(),
             s.name.as_deref().unwrap_or_default(),
-            s.digest.get("sha256").map(String::as_str).unwrap_or_default()
+            s.digest
+                .get("sha256")
+                .map(String::as_str)
+                .unwrap_or_default()
         );
     }
     Ok(())

@@ -295,13 +295,18 @@ pub fn verify(
     subjects: &[PathBuf],
 ) -> Result<Verified, String> {
     let env: dsse::Envelope = serde_json::from_slice(envelope).map_err(|e| {
-        format!("not a DSSE envelope ({e}); only a provenance written with --provenance-key is signed")
+        format!(
+            "not a DSSE envelope ({e}); only a provenance written with --provenance-key is signed"
+        )
     })?;
     let payload = dsse::open(&env, dsse::IN_TOTO, key)?;
     let statement: Statement = serde_json::from_slice(&payload)
         .map_err(|e| format!("the signed payload is not an in-toto Statement: {e}"))?;
     if statement.type_ != STATEMENT_TYPE {
-        return Err(format!("the statement's _type is {:?}, not {STATEMENT_TYPE:?}", statement.type_));
+        return Err(format!(
+            "the statement's _type is {:?}, not {STATEMENT_TYPE:?}",
+            statement.type_
+        ));
     }
     if statement.predicate_type != PREDICATE_TYPE {
         return Err(format!(

@@ -112,21 +112,21 @@ fn dpkg_owner(path: &Path) -> Option<(String, String)> {
         .next()?
         .trim()
         .to_string();
-    let version = run(
-        Command::new("dpkg-query")
-            .args(["-W", "-f", "${Version}"])
-            .arg(&package),
-    )?;
+    let version = run(Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}"])
+        .arg(&package))?;
     let version = version.trim().to_string();
     (!package.is_empty() && !version.is_empty()).then_some((package, version))
 }
 
 fn rpm_owner(path: &Path) -> Option<(String, String)> {
-    let out = run(
-        Command::new("rpm")
-            .args(["-qf", "--qf", "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\n"])
-            .arg(path),
-    )?;
+    let out = run(Command::new("rpm")
+        .args([
+            "-qf",
+            "--qf",
+            "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\n",
+        ])
+        .arg(path))?;
     let (name, version) = out.lines().next()?.split_once('\t')?;
     let version = version.strip_prefix("0:").unwrap_or(version);
     Some((name.to_string(), version.to_string()))
