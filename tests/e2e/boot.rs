@@ -247,19 +247,30 @@ fn clean(bytes: &[u8]) -> String {
     out
 }
 
-/// Builds the example with a fresh, empty store; returns the image and how
-/// long the build took.
-fn build(dir: &Path) -> (PathBuf, Duration) {
+/// Builds the example into `dir`'s store (a fresh, empty one the first
+/// time) with its SBOM and provenance (`TAG.spdx.json`, `TAG.intoto.json`)
+/// in `dir`, and `extra` arguments; returns the image and how long the build took.
+fn build(dir: &Path, tag: &str, extra: &[&str]) -> (PathBuf, Duration) {
     let store = dir.join("store");
     let out = dir.join("out");
     let started = Instant::now();
-    let run = osbuild(&[
-        "--store",
-        store.to_str().unwrap(),
-        "--output-directory",
-        out.to_str().unwrap(),
-        example().to_str().unwrap(),
-    ]);
+    let run = osbuild(
+        &[
+            &[
+                "--store",
+                store.to_str().unwrap(),
+                "--output-directory",
+                out.to_str().unwrap(),
+                "--sbom",
+                dir.join(format!("{tag}.spdx.json")).to_str().unwrap(),
+                "--provenance",
+                dir.join(format!("{tag}.intoto.json")).to_str().unwrap(),
+            ][..],
+            extra,
+            &[example().to_str().unwrap()],
+        ]
+        .concat(),
+    );
     let took = started.elapsed();
     run.ok();
     // Per-stage times, as osbuild printed them.
@@ -285,9 +296,9 @@ fn debian_example_is_reproducible_and_boots() {
 
     // Two builds from empty stores, one after the other (the mirror is the
     // same in between; sequential so that the timings mean something).
-    let (image_a, took_a) = build(a.path());
+    let (image_a, took_a) = build(a.path(), "build", &[]);
     eprintln!("build 1: {:.1}s", took_a.as_secs_f64());
-    let (image_b, took_b) = build(b.path());
+    let (image_b, took_b) = build(b.path(), "build", &[]);
     eprintln!("build 2: {:.1}s", took_b.as_secs_f64());
     let (sum_a, sum_b) = (sha256(&image_a), sha256(&image_b));
     eprintln!("sha256 {sum_a} ({})", image_a.display());
@@ -297,6 +308,25 @@ fn debian_example_is_reproducible_and_boots() {
         "two builds of examples/debian.json differ: {} vs {}",
         image_a.display(),
         image_b.display()
+    );
+    // Where the image came from: the same SBOM bytes from both builds,
+    // and again from a cached rebuild, whose provenance names the same
+    // image and the same inputs.
+    let tree = a.path().join("tree.tar");
+    let started = Instant::now();
+    build(a.path(), "cached", &["--save", tree.to_str().unwrap()]);
+    eprintln!(
+        "cached rebuild with --save: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    crate::provenance::check_example(
+        &[
+            a.path().join("build"),
+            b.path().join("build"),
+            a.path().join("cached"),
+        ],
+        &image_a,
+        &tree,
     );
     drop(b);
 

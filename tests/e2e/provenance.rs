@@ -730,3 +730,84 @@ fn sbom_and_provenance_check_out_with_the_validators_and_survive_the_cache() {
     ])
     .fails_with(2, "a provenance needs a subject");
 }
+
+/// The README's example (tests/e2e/boot.rs builds it): `builds` are the
+/// SBOM and provenance files (`X.spdx.json`, `X.intoto.json`) of two
+/// builds from empty stores and a cached rebuild, which also saved the
+/// tree to `tree`.
+pub fn check_example(builds: &[PathBuf], image: &Path, tree: &Path) {
+    let file = |b: &PathBuf, ext: &str| PathBuf::from(format!("{}.{ext}", b.display()));
+    let sbom_bytes: Vec<Vec<u8>> = builds
+        .iter()
+        .map(|b| std::fs::read(file(b, "spdx.json")).unwrap())
+        .collect();
+    assert!(
+        sbom_bytes.windows(2).all(|w| w[0] == w[1]),
+        "the example's SBOMs differ between builds: {builds:?}"
+    );
+    let sbom = check_sbom(&file(&builds[0], "spdx.json"));
+    let dir = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "tar -C {} -xf {} ./var/lib/dpkg",
+        dir.path().display(),
+        tree.display()
+    ));
+    let listed = dpkg_query(dir.path());
+    assert!(listed.len() > 100, "{listed:?}");
+    assert!(listed.iter().any(|(n, ..)| n == "linux-image-amd64"));
+    assert_eq!(sbom_debs(&sbom), listed, "the SBOM and dpkg-query disagree");
+    eprintln!(
+        "SBOM: {} packages, {} bytes",
+        listed.len(),
+        sbom_bytes[0].len()
+    );
+
+    let image_sha = sha256(image);
+    let name = image.file_name().unwrap().to_str().unwrap().to_string();
+    let statements: Vec<Value> = builds
+        .iter()
+        .map(|b| {
+            let subjects = check_provenance(&file(b, "intoto.json"));
+            assert!(
+                subjects.contains(&(image_sha.clone(), name.clone())),
+                "{subjects:?} lacks {name} {image_sha}"
+            );
+            statement(&file(b, "intoto.json"))
+        })
+        .collect();
+    let deps = |s: &Value| s["predicate"]["buildDefinition"]["resolvedDependencies"].clone();
+    assert!(
+        statements.windows(2).all(|w| deps(&w[0]) == deps(&w[1])),
+        "the example's provenance names other inputs in another build"
+    );
+    // The host tools the native stages ran, with the versions dpkg has.
+    for (tool, package) in [
+        ("mmdebstrap", "mmdebstrap"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("qemu-img", "qemu-utils"),
+        ("grub-mkimage", "grub-common"),
+    ] {
+        let dep = dependency(&statements[0], &format!("tool:{tool}"));
+        let version = sh(&format!("dpkg-query -W -f '${{Version}}' {package}"));
+        assert_eq!(dep["annotations"]["version"], version.as_str(), "{dep:#}");
+        assert!(
+            dep["annotations"]["package"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(package)),
+            "{dep:#}"
+        );
+        let path = dep["uri"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("file://")
+            .unwrap();
+        assert_eq!(dep["digest"]["sha256"], sha256(Path::new(path)), "{dep:#}");
+    }
+    eprintln!(
+        "provenance: {} bytes, {} dependencies",
+        std::fs::metadata(file(&builds[0], "intoto.json"))
+            .unwrap()
+            .len(),
+        deps(&statements[0]).as_array().unwrap().len()
+    );
+}

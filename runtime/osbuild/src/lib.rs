@@ -24,6 +24,11 @@
 //!   `--save`) as deterministic archives; [`mtime`] gives every entry a
 //!   stage touched the source epoch.
 //!
+//! What went into a build and what it made: [`signing`] signs and checks
+//! stages (a policy's `signers`) and provenance envelopes; [`sbom`] lists
+//! the final tree's packages (SPDX); [`provenance`] records the build
+//! (in-toto, SLSA). [`changes`] records what each stage changed.
+//!
 //! Around them: [`progress`] and [`output`] report, [`signals`] stops
 //! cleanly, [`rootless`] lets an ordinary user build wasm pipelines, and
 //! [`boot`] starts an image in QEMU.
