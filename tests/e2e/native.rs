@@ -143,16 +143,49 @@ fn dnf_installs_a_signed_local_rpm() {
         json!({"pipeline": [{"name": "io.weldr.dnf", "options": {"packages": ["osbuild-test-hello"], "repos": [{"id": "local", "baseurl": repo, "gpgkey": key}], "releasever": "40"}}]}),
     );
     let saved = dir.path().join("tree.tar");
+    let sbom = dir.path().join("sbom.json");
     osbuild(&[
         "--allow-host-path",
         allow,
         "--save",
         saved.to_str().unwrap(),
+        "--sbom",
+        sbom.to_str().unwrap(),
         p.to_str().unwrap(),
     ])
     .ok();
     let tree = dir.path().join("tree");
     extract(&saved, &tree);
+    // The SBOM lists what rpm says is installed, read from rpm's database.
+    let doc = crate::provenance::check_sbom(&sbom);
+    let listed: std::collections::BTreeSet<String> = sh(&format!(
+        "rpm --root {} --dbpath /var/lib/rpm -qa --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}} %{{ARCH}} %{{LICENSE}}\\n' | grep -v '^gpg-pubkey '",
+        tree.display()
+    ))
+    .lines()
+    .map(str::to_string)
+    .collect();
+    let in_sbom: std::collections::BTreeSet<String> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-rpm-"))
+        .map(|p| {
+            let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+            let arch = purl
+                .split(['?', '&'])
+                .find_map(|q| q.strip_prefix("arch="))
+                .unwrap();
+            format!(
+                "{} {} {arch} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap(),
+                p["licenseDeclared"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(!listed.is_empty());
+    assert_eq!(in_sbom, listed, "the SBOM and rpm -qa disagree");
     assert_eq!(
         sh(&format!(
             "rpm --root {} --dbpath /var/lib/rpm -q osbuild-test-hello",

@@ -162,7 +162,7 @@ mod tests {
     fn a_tool_of_this_machine_is_found_hashed_and_versioned() {
         // sh is on every machine this builds on, and dpkg or rpm owns it.
         let t = resolve("sh");
-        let path = t.path.expect("sh is found");
+        let path = t.path.clone().expect("sh is found");
         assert_eq!(t.sha256.as_deref().map(str::len), Some(64));
         assert!(path.starts_with("/usr"), "{path:?}");
         if Path::new("/var/lib/dpkg/status").exists() {

@@ -126,7 +126,9 @@ pub fn copyright_licenses(text: &str) -> Option<(String, BTreeMap<String, Option
             texts.insert(head.to_string(), body.to_string());
         }
         if stanza.contains_key("Files") || stanza.contains_key("Format") {
-            if let Some((e, names)) = super::licenses::expression(head) {
+            if let Some((e, names)) =
+                super::licenses::expression(head, super::licenses::Source::Debian)
+            {
                 if !exprs.contains(&e) {
                     exprs.push(e);
                 }

@@ -80,12 +80,17 @@ impl Term {
         let lower = name.to_ascii_lowercase();
         match KNOWN.binary_search_by(|(k, _)| k.cmp(&lower.as_str())) {
             Ok(i) => Term::Spdx(KNOWN[i].1),
-            Err(_) => Term::Other(name.to_string()),
+            // An SPDX identifier already (an RPM's License often is one).
+            Err(_) => match KNOWN.iter().find(|(_, id)| id.eq_ignore_ascii_case(name)) {
+                Some((_, id)) => Term::Spdx(id),
+                None => Term::Other(name.to_string()),
+            },
         }
     }
 
-    /// The `LicenseRef-` of a name SPDX does not list.
-    pub fn reference(name: &str) -> String {
+    /// The `LicenseRef-` of a name SPDX does not list, as `source`
+    /// (`Debian`, `RPM`) names it.
+    pub fn reference(source: Source, name: &str) -> String {
         let id: String = name
             .chars()
             .map(|c| {
@@ -96,20 +101,43 @@ impl Term {
                 }
             })
             .collect();
-        format!("LicenseRef-Debian-{id}")
+        format!("LicenseRef-{}-{id}", source.as_str())
     }
 
-    fn render(&self) -> String {
+    fn render(&self, source: Source) -> String {
         match self {
             Term::Spdx(id) => id.to_string(),
-            Term::Other(name) => Term::reference(name),
+            Term::Other(name) => Term::reference(source, name),
         }
     }
 }
 
-/// A `License:` field's first line as an SPDX expression, and the names
-/// in it SPDX does not list. `None` when it names nothing.
-pub fn expression(field: &str) -> Option<(String, Vec<String>)> {
+/// Whose license names these are: they become `LicenseRef-Debian-…` or
+/// `LicenseRef-RPM-…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Debian,
+    Rpm,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Debian => "Debian",
+            Source::Rpm => "RPM",
+        }
+    }
+}
+
+/// A license field (a DEP-5 `License:` line, an RPM's `License`) as an
+/// SPDX expression, and the names in it SPDX does not list. `None` when
+/// it names nothing. A field with parentheses is taken whole, as one name:
+/// its grouping is not guessed at.
+pub fn expression(field: &str, source: Source) -> Option<(String, Vec<String>)> {
+    if field.contains(['(', ')']) {
+        let name = field.split_whitespace().collect::<Vec<_>>().join(" ");
+        return (!name.is_empty()).then(|| (Term::reference(source, &name), vec![name]));
+    }
     let mut others = Vec::new();
     let mut groups = Vec::new();
     for group in field.split(',') {
@@ -126,7 +154,7 @@ pub fn expression(field: &str) -> Option<(String, Vec<String>)> {
             if let Term::Other(name) = &t {
                 others.push(name.clone());
             }
-            parts.push(t.render());
+            parts.push(t.render(source));
             term.clear();
         };
         let mut i = 0;
@@ -184,7 +212,7 @@ mod tests {
 
     #[test]
     fn debian_names_become_spdx_expressions() {
-        let e = |s: &str| expression(s).map(|(e, o)| (e, o));
+        let e = |s: &str| expression(s, Source::Debian);
         assert_eq!(e("GPL-2+"), Some(("GPL-2.0-or-later".into(), vec![])));
         assert_eq!(
             e("GPL-1+ or Artistic"),
@@ -206,5 +234,16 @@ mod tests {
         );
         assert_eq!(e("  BSD-3-Clause "), Some(("BSD-3-Clause".into(), vec![])));
         assert_eq!(e("  "), None);
+        assert_eq!(
+            expression("MIT AND Apache-2.0", Source::Rpm),
+            Some(("MIT AND Apache-2.0".into(), vec![]))
+        );
+        assert_eq!(
+            expression("(MIT OR Apache-2.0) AND BSD", Source::Rpm),
+            Some((
+                "LicenseRef-RPM--MIT-OR-Apache-2.0--AND-BSD".into(),
+                vec!["(MIT OR Apache-2.0) AND BSD".to_string()]
+            ))
+        );
     }
 }

@@ -13,6 +13,8 @@
 
 pub mod dpkg;
 pub mod licenses;
+pub mod rpm;
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -28,6 +30,8 @@ const MAX_STATUS_BYTES: u64 = 64 << 20;
 /// The most it reads of one copyright file, and of all of them.
 const MAX_COPYRIGHT_BYTES: u64 = 1 << 20;
 const MAX_ALL_COPYRIGHT_BYTES: u64 = 256 << 20;
+/// The most it reads of the RPM database.
+const MAX_RPMDB_BYTES: u64 = 1 << 30;
 
 /// A stage that built the tree, as the SBOM names it.
 #[derive(Debug, Clone)]
@@ -142,7 +146,8 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     };
     let distro = os_release(&root);
     let mut budget = MAX_ALL_COPYRIGHT_BYTES;
-    let mut extracted: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut extracted: BTreeMap<String, (String, licenses::Source, Option<String>)> =
+        BTreeMap::new();
     let mut ids = Ids::default();
     let image_id = "SPDXRef-image".to_string();
     let mut packages = vec![Package {
@@ -168,53 +173,94 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
         relationship_type: "DESCRIBES",
         related_spdx_element: image_id.clone(),
     }];
-    for p in &debs {
-        let license = licenses_of(&root, &p.name, &mut budget);
-        let declared = match license {
+    let mut found: Vec<Found> = debs
+        .iter()
+        .map(|p| Found {
+            id: format!("SPDXRef-deb-{}-{}", p.name, p.architecture),
+            name: p.name.clone(),
+            version: p.version.clone(),
+            supplier: p.maintainer.as_deref().map_or("NOASSERTION".into(), actor),
+            license: licenses_of(&root, &p.name, &mut budget),
+            summary: p.summary.clone(),
+            homepage: p.homepage.clone(),
+            source_info: p
+                .source
+                .as_ref()
+                .map(|s| format!("built from the Debian source package {s}")),
+            purl: purl(&distro, p),
+        })
+        .collect();
+    for p in rpm_packages(&root)? {
+        found.push(Found {
+            id: format!("SPDXRef-rpm-{}-{}", p.name, p.architecture),
+            supplier: match (&p.vendor, &p.packager) {
+                (Some(v), _) => format!("Organization: {}", clean_actor(v)),
+                (None, Some(packager)) => actor(packager),
+                (None, None) => "NOASSERTION".into(),
+            },
+            license: p
+                .license
+                .as_deref()
+                .and_then(|l| licenses::expression(l, licenses::Source::Rpm))
+                .map(|(e, others)| (e, others.into_iter().map(|o| (o, None)).collect())),
+            summary: p.summary.clone(),
+            homepage: p.url.clone(),
+            source_info: p
+                .source_rpm
+                .as_ref()
+                .map(|s| format!("built from the source RPM {s}")),
+            purl: rpm_purl(&distro, &p),
+            name: p.name,
+            version: p.version,
+        });
+    }
+    for f in found {
+        let declared = match f.license {
             Some((expr, others)) => {
+                let source = if f.id.starts_with("SPDXRef-rpm-") {
+                    licenses::Source::Rpm
+                } else {
+                    licenses::Source::Debian
+                };
                 for (name, text) in others {
                     let entry = extracted
-                        .entry(licenses::Term::reference(&name))
-                        .or_insert((name, None));
-                    if entry.1.is_none() {
-                        entry.1 = text;
+                        .entry(licenses::Term::reference(source, &name))
+                        .or_insert((name, source, None));
+                    if entry.2.is_none() {
+                        entry.2 = text;
                     }
                 }
                 expr
             }
             None => "NOASSERTION".to_string(),
         };
-        let id = ids.unique(&format!("SPDXRef-deb-{}-{}", p.name, p.architecture));
+        let id = ids.unique(&f.id);
         relationships.push(Relationship {
             spdx_element_id: image_id.clone(),
             relationship_type: "CONTAINS",
             related_spdx_element: id.clone(),
         });
         packages.push(Package {
-            name: p.name.clone(),
+            name: f.name,
             spdx_id: id,
-            version_info: Some(p.version.clone()),
-            supplier: p.maintainer.as_deref().map_or("NOASSERTION".into(), actor),
+            version_info: Some(f.version),
+            supplier: f.supplier,
             download_location: "NOASSERTION",
             files_analyzed: false,
             license_concluded: "NOASSERTION",
             license_declared: declared,
             copyright_text: "NOASSERTION",
-            summary: p.summary.clone(),
-            homepage: p
+            summary: f.summary,
+            homepage: f
                 .homepage
-                .clone()
                 .filter(|h| h.starts_with("https://") || h.starts_with("http://"))
                 .filter(|h| !h.contains(char::is_whitespace)),
-            source_info: p
-                .source
-                .as_ref()
-                .map(|s| format!("built from the Debian source package {s}")),
+            source_info: f.source_info,
             checksums: Vec::new(),
             external_refs: vec![ExternalRef {
                 reference_category: "PACKAGE-MANAGER",
                 reference_type: "purl",
-                reference_locator: purl(&distro, p),
+                reference_locator: f.purl,
             }],
             primary_package_purpose: None,
             comment: None,
@@ -256,13 +302,17 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     }
     let has_extracted_licensing_infos = extracted
         .into_iter()
-        .map(|(id, (name, text))| ExtractedLicense {
-            extracted_text: text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| {
-                format!("The license Debian's copyright files call {name:?}; the packages' copyright files (/usr/share/doc/PACKAGE/copyright) have its terms.")
+        .map(|(id, (name, source, text))| ExtractedLicense {
+            extracted_text: text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| match source {
+                licenses::Source::Debian => format!("The license Debian's copyright files call {name:?}; the packages' copyright files (/usr/share/doc/PACKAGE/copyright) have its terms."),
+                licenses::Source::Rpm => format!("The license an RPM package's header names as {name:?}."),
             }),
             license_id: id,
             name,
-            comment: "a license name of Debian's copyright files that SPDX does not list",
+            comment: match source {
+                licenses::Source::Debian => "a license name of Debian's copyright files that SPDX does not list",
+                licenses::Source::Rpm => "a license an RPM header names that SPDX does not list as such",
+            },
         })
         .collect();
     let mut doc = Document {
@@ -288,6 +338,63 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(&doc)?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// A package found in the tree, whichever database listed it.
+struct Found {
+    id: String,
+    name: String,
+    version: String,
+    supplier: String,
+    license: Option<(String, BTreeMap<String, Option<String>>)>,
+    summary: Option<String>,
+    homepage: Option<String>,
+    source_info: Option<String>,
+    purl: String,
+}
+
+/// Where rpm keeps its database (the second a link to the first on
+/// Fedora); the first file found is read.
+const RPMDBS: &[&str] = &[
+    "usr/lib/sysimage/rpm/rpmdb.sqlite",
+    "var/lib/rpm/rpmdb.sqlite",
+];
+
+/// The RPM packages in the tree's rpm database, if it has one.
+fn rpm_packages(root: &Root) -> anyhow::Result<Vec<rpm::Package>> {
+    for path in RPMDBS {
+        if let Some(bytes) = read_capped(root, path, MAX_RPMDB_BYTES)? {
+            return rpm::parse_rpmdb(&bytes).map_err(|e| {
+                anyhow::anyhow!("the RPM database /{path} in the tree cannot be read: {e}")
+            });
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// `pkg:rpm/fedora/NAME@VERSION-RELEASE?arch=ARCH&epoch=E&distro=fedora-40`.
+fn rpm_purl(distro: &(Option<String>, Option<String>), p: &rpm::Package) -> String {
+    let (epoch, version) = match p.version.split_once(':') {
+        Some((e, v)) => (Some(e), v),
+        None => (None, p.version.as_str()),
+    };
+    let vendor = distro.0.as_deref().map(|v| format!("{}/", pct(v)));
+    let mut s = format!(
+        "pkg:rpm/{}{}@{}?arch={}",
+        vendor.unwrap_or_default(),
+        pct(&p.name),
+        pct(version),
+        pct(&p.architecture)
+    );
+    if let Some(e) = epoch {
+        s.push_str("&epoch=");
+        s.push_str(&pct(e));
+    }
+    if let Some(d) = &distro.1 {
+        s.push_str("&distro=");
+        s.push_str(&pct(d));
+    }
+    s
 }
 
 /// SPDX ids are `SPDXRef-` and letters, digits, `.` and `-`; names are
@@ -333,17 +440,23 @@ fn slug(name: &str) -> String {
     if s.is_empty() { "tree".into() } else { s }
 }
 
+/// Text fit for an actor: no parentheses (they hold the address), no
+/// line breaks.
+fn clean_actor(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, '(' | ')' | '\n' | '\r'))
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 /// `Name <address>` as an SPDX actor: a team as an organization.
 fn actor(maintainer: &str) -> String {
     let (name, mail) = match maintainer.split_once('<') {
         Some((n, m)) => (n.trim(), m.trim_end_matches('>').trim()),
         None => (maintainer.trim(), ""),
     };
-    let clean = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !matches!(c, '(' | ')' | '\n' | '\r'))
-            .collect()
-    };
+    let clean = clean_actor;
     let lower = name.to_ascii_lowercase();
     let kind = if [
         "team",
@@ -370,7 +483,7 @@ fn actor(maintainer: &str) -> String {
 }
 
 /// The tree's distribution, from os-release: (`ID`, `ID-VERSION_ID`).
-fn os_release(root: &Root) -> (String, Option<String>) {
+fn os_release(root: &Root) -> (Option<String>, Option<String>) {
     let text = ["etc/os-release", "usr/lib/os-release"]
         .iter()
         .find_map(|p| read_capped(root, p, 64 << 10).ok().flatten())
@@ -388,18 +501,18 @@ fn os_release(root: &Root) -> (String, Option<String>) {
                 })
         })
     };
-    let id = field("ID")
-        .unwrap_or_else(|| "debian".into())
-        .to_ascii_lowercase();
-    let distro = field("VERSION_ID").map(|v| format!("{id}-{v}"));
+    let id = field("ID").map(|i| i.to_ascii_lowercase());
+    let distro = id
+        .as_ref()
+        .and_then(|id| field("VERSION_ID").map(|v| format!("{id}-{v}")));
     (id, distro)
 }
 
 /// `pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-12`.
-fn purl(distro: &(String, Option<String>), p: &dpkg::Package) -> String {
+fn purl(distro: &(Option<String>, Option<String>), p: &dpkg::Package) -> String {
     let mut s = format!(
         "pkg:deb/{}/{}@{}?arch={}",
-        pct(&distro.0),
+        pct(distro.0.as_deref().unwrap_or("debian")),
         pct(&p.name),
         pct(&p.version),
         pct(&p.architecture)
