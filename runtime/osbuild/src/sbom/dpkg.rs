@@ -125,16 +125,15 @@ pub fn copyright_licenses(text: &str) -> Option<(String, BTreeMap<String, Option
             // A stand-alone license stanza: the text of the name.
             texts.insert(head.to_string(), body.to_string());
         }
-        if stanza.contains_key("Files") || stanza.contains_key("Format") {
-            if let Some((e, names)) =
+        if (stanza.contains_key("Files") || stanza.contains_key("Format"))
+            && let Some((e, names)) =
                 super::licenses::expression(head, super::licenses::Source::Debian)
-            {
-                if !exprs.contains(&e) {
-                    exprs.push(e);
-                }
-                for n in names {
-                    others.insert(n, None);
-                }
+        {
+            if !exprs.contains(&e) {
+                exprs.push(e);
+            }
+            for n in names {
+                others.insert(n, None);
             }
         }
     }
