@@ -22,15 +22,7 @@ use crate::stage::{Code, Origin, Stage};
 /// made for anything else (a git commit, a file) is never taken for one.
 pub const NAMESPACE: &str = "osbuild-stage";
 
-/// The most osbuild reads of a detached signature file.
-pub const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
-
-/// The detached signature file of a native stage's executable.
-pub fn detached_path(exe: &Path) -> PathBuf {
-    let mut name = exe.file_name().unwrap_or_default().to_os_string();
-    name.push(".sig");
-    exe.with_file_name(name)
-}
+pub use crate::stage::detached_signature_path as detached_path;
 
 /// What vouches for a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -192,13 +192,12 @@ impl Stage {
                 String::from_utf8(b).map_err(|_| format!("{}: not UTF-8", meta_path.display()))
             })
             .map_err(|e| format!("{e} (a native stage needs its metadata beside it)"))?;
-        let sig_path = crate::signing::stage::detached_path(path);
-        let detached_signature =
-            match read_regular_file(&sig_path, crate::signing::stage::MAX_SIGNATURE_BYTES, true) {
-                Ok(sig) => Some(sig),
-                Err(_) if !sig_path.exists() && sig_path.symlink_metadata().is_err() => None,
-                Err(e) => return Err(format!("its signature: {e}")),
-            };
+        let sig_path = detached_signature_path(path);
+        let detached_signature = match read_regular_file(&sig_path, MAX_SIGNATURE_BYTES, true) {
+            Ok(sig) => Some(sig),
+            Err(_) if !sig_path.exists() && sig_path.symlink_metadata().is_err() => None,
+            Err(e) => return Err(format!("its signature: {e}")),
+        };
         let mut stage = Stage::native(
             Cow::Owned(bytes),
             Some(path.to_path_buf()),
@@ -220,6 +219,17 @@ impl Stage {
             ),
         }
     }
+}
+
+/// The most osbuild reads of a native stage's signature file.
+pub const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+
+/// Where a native stage's detached signature is: `NAME.sig` beside its
+/// executable (see [`crate::signing::stage`]).
+pub fn detached_signature_path(exe: &Path) -> PathBuf {
+    let mut name = exe.file_name().unwrap_or_default().to_os_string();
+    name.push(".sig");
+    exe.with_file_name(name)
 }
 
 /// Whether `name` can name a stage (and so be looked up as a file name).
