@@ -171,15 +171,11 @@ fn dnf_installs_a_signed_local_rpm() {
         .iter()
         .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-rpm-"))
         .map(|p| {
-            let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
-            let arch = purl
-                .split(['?', '&'])
-                .find_map(|q| q.strip_prefix("arch="))
-                .unwrap();
             format!(
-                "{} {} {arch} {}",
+                "{} {} {} {}",
                 p["name"].as_str().unwrap(),
                 p["versionInfo"].as_str().unwrap(),
+                crate::provenance::purl_arch(p),
                 p["licenseDeclared"].as_str().unwrap()
             )
         })

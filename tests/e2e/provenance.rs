@@ -95,6 +95,22 @@ fn stage_cmd(args: &[&str]) -> Run {
     osbuild(&[&["--store", shared_store().to_str().unwrap()][..], args].concat())
 }
 
+/// `osbuild stage verify FILE --key PUB`.
+fn verify(file: &Path, public: &str) -> Run {
+    stage_cmd(&["stage", "verify", file.to_str().unwrap(), "--key", public])
+}
+
+/// The architecture a package's purl names.
+pub fn purl_arch(package: &Value) -> String {
+    let purl = package["externalRefs"][0]["referenceLocator"]
+        .as_str()
+        .unwrap();
+    purl.split(['?', '&'])
+        .find_map(|q| q.strip_prefix("arch="))
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn keys_osbuild_cannot_use_are_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,8 +142,7 @@ fn keys_osbuild_cannot_use_are_refused_with_what_to_do() {
     let team_pub = format!("{}.pub", team.display());
     stage_cmd(&["stage", "sign", stage_s, "--key", &team_pub])
         .fails_with(1, "not an OpenSSH private key");
-    stage_cmd(&["stage", "verify", stage_s, "--key", team.to_str().unwrap()])
-        .fails_with(1, "a private key; give the public key");
+    verify(&stage, team.to_str().unwrap()).fails_with(1, "a private key; give the public key");
     stage_cmd(&["stage", "sign", stage_s, "--key", "/dev/zero"])
         .fails_with(1, "not a regular file");
     assert_eq!(
@@ -135,22 +150,14 @@ fn keys_osbuild_cannot_use_are_refused_with_what_to_do() {
         before,
         "a refused signing changed the stage"
     );
-    stage_cmd(&["stage", "verify", stage_s, "--key", &team_pub])
-        .fails_with(1, "it has no signature");
+    verify(&stage, &team_pub).fails_with(1, "it has no signature");
 
     // A native stage whose signature file is a FIFO: refused at once, not
     // waited on.
     let lib2 = libdir_with(&dir.path().join("n"), &["test.native-motd"]);
     let native = lib2.join("test.native-motd");
     sh(&format!("mkfifo {}.sig", native.display()));
-    stage_cmd(&[
-        "stage",
-        "verify",
-        native.to_str().unwrap(),
-        "--key",
-        &team_pub,
-    ])
-    .fails_with(1, "not a regular file");
+    verify(&native, &team_pub).fails_with(1, "not a regular file");
 }
 
 #[test]
@@ -241,7 +248,7 @@ fn a_policy_with_signers_runs_only_stages_signed_by_its_keys() {
             team.to_str().unwrap(),
         ])
         .ok();
-        stage_cmd(&["stage", "verify", f.to_str().unwrap(), "--key", &team_pub]).ok();
+        verify(f, &team_pub).ok();
     }
     // ssh-keygen checks the native stage's signature: its executable, a
     // zero byte, its metadata.
@@ -286,25 +293,11 @@ fn a_policy_with_signers_runs_only_stages_signed_by_its_keys() {
     // One byte changed, in the code's metadata or the native metadata
     // file: the signature no longer holds, and the build is refused.
     change_one_byte(&wasm, b"Writes /etc/motd", b'w');
-    stage_cmd(&[
-        "stage",
-        "verify",
-        wasm.to_str().unwrap(),
-        "--key",
-        &team_pub,
-    ])
-    .fails_with(1, "not signed by");
+    verify(&wasm, &team_pub).fails_with(1, "not signed by");
     build().fails_with(2, "stage test.motd refused");
     let json_file = lib.join("test.native-motd.json");
     change_one_byte(&json_file, b"Writes /etc/motd", b'w');
-    stage_cmd(&[
-        "stage",
-        "verify",
-        native.to_str().unwrap(),
-        "--key",
-        &team_pub,
-    ])
-    .fails_with(1, "does not match its code and metadata");
+    verify(&native, &team_pub).fails_with(1, "does not match its code and metadata");
     build().fails_with(2, "stage test.native-motd refused");
 }
 
@@ -419,15 +412,10 @@ pub fn sbom_debs(sbom: &Value) -> BTreeSet<(String, String, String)> {
         .iter()
         .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-deb-"))
         .map(|p| {
-            let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
-            let arch = purl
-                .split(['?', '&'])
-                .find_map(|q| q.strip_prefix("arch="))
-                .unwrap();
             (
                 p["name"].as_str().unwrap().to_string(),
                 p["versionInfo"].as_str().unwrap().to_string(),
-                arch.to_string(),
+                purl_arch(p),
             )
         })
         .collect()
