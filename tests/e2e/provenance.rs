@@ -152,12 +152,47 @@ fn keys_osbuild_cannot_use_are_refused_with_what_to_do() {
     );
     verify(&stage, &team_pub).fails_with(1, "it has no signature");
 
+    // A signature section whose lengths lie (a count of 1, then 4 GiB):
+    // refused as unreadable before wasmsign2 would allocate what it says.
+    let lying = dir.path().join("lying/test.motd.wasm");
+    std::fs::create_dir_all(lying.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(&stage).unwrap();
+    let section = [
+        &[0u8, 19, 9][..],
+        b"signature",
+        &[0x01, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f],
+    ]
+    .concat();
+    bytes.splice(8..8, section);
+    std::fs::write(&lying, bytes).unwrap();
+    verify(&lying, &team_pub).fails_with(1, "its signature cannot be read");
+    let audit_dir = lying.parent().unwrap().to_str().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "lying.json",
+        json!({"pipeline": [{"name": "test.motd", "options": {}}]}),
+    );
+    let audit = osbuild(&["--libdir", audit_dir, "audit", p.to_str().unwrap()]);
+    assert!(
+        audit.stdout.contains("signer:   an unreadable signature"),
+        "{}{}",
+        audit.stdout,
+        audit.stderr
+    );
+
     // A native stage whose signature file is a FIFO: refused at once, not
     // waited on.
     let lib2 = libdir_with(&dir.path().join("n"), &["test.native-motd"]);
     let native = lib2.join("test.native-motd");
     sh(&format!("mkfifo {}.sig", native.display()));
     verify(&native, &team_pub).fails_with(1, "not a regular file");
+    // A signature file that is a symlink is not followed (it could point
+    // at a file only root may read).
+    std::fs::remove_file(format!("{}.sig", native.display())).unwrap();
+    let elsewhere = dir.path().join("elsewhere.sig");
+    std::fs::write(&elsewhere, "-----BEGIN SSH SIGNATURE-----\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, format!("{}.sig", native.display())).unwrap();
+    verify(&native, &team_pub).fails_with(1, "its signature:");
 }
 
 #[test]
@@ -367,6 +402,13 @@ Status: install ok installed
 Architecture: all
 Version: 5
 Description: its copyright file is a symlink to a host file
+
+Package: nobody
+Status: install ok installed
+Maintainer: <>
+Architecture: all
+Version: 7
+Description: an empty maintainer
 EOF
         printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: foo\nLicense: GPL-2+ or Odd-License\n\nLicense: Odd-License\n Use it well.\n' > usr/share/doc/libfoo/copyright
         printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: Debian\nLicense: GPL-2+\n' > usr/share/doc/base-files/copyright
@@ -520,7 +562,7 @@ fn sbom_and_provenance_check_out_with_the_validators_and_survive_the_cache() {
     extract(&d.join("a.tar.gz"), &tree);
     let listed = dpkg_query(&tree);
     assert_eq!(sbom_debs(&sbom), listed);
-    assert_eq!(listed.len(), 6, "{listed:?}");
+    assert_eq!(listed.len(), 7, "{listed:?}");
     let pkg = |id: &str| {
         sbom["packages"]
             .as_array()
@@ -710,6 +752,13 @@ fn sbom_and_provenance_check_out_with_the_validators_and_survive_the_cache() {
         check_provenance(&bare),
         BTreeSet::from([(sha256(&d.join("c.tar")), "c.tar".to_string())])
     );
+    // A source epoch past the year 9999, which no RFC 3339 time can say.
+    let far = write_pipeline(
+        d,
+        "far.json",
+        json!({"source_epoch": 9223372036854775807i64, "pipeline": []}),
+    );
+    osbuild(&[far.to_str().unwrap()]).fails_with(2, "up to the end of the year 9999");
     // No subject to name: refused before anything runs.
     osbuild(&[
         "--provenance",

@@ -9,6 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::error::InputError;
 
+/// The last second of the year 9999: SBOMs and provenance write the
+/// source epoch as an RFC 3339 time, which has four digits for the year.
+pub const MAX_SOURCE_EPOCH: i64 = 253_402_300_799;
+
 /// A pipeline, checked for shape (not yet for stage names or options).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
@@ -80,11 +84,13 @@ pub fn parse(text: &str) -> Result<Pipeline, Vec<InputError>> {
     let source_epoch = match top.get("source_epoch") {
         None => None,
         Some(v) => match v.as_i64() {
-            Some(n) if n >= 0 => Some(n),
+            Some(n) if (0..=MAX_SOURCE_EPOCH).contains(&n) => Some(n),
             _ => {
                 errors.push(InputError::new(
                     "source_epoch",
-                    format!("must be a non-negative integer (seconds since 1970), found {v}"),
+                    format!(
+                        "must be an integer from 0 to {MAX_SOURCE_EPOCH} (seconds since 1970, up to the end of the year 9999), found {v}"
+                    ),
                 ));
                 None
             }

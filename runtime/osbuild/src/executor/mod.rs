@@ -108,11 +108,14 @@ pub fn source_epoch(pipeline: &Pipeline) -> Result<i64, BuildError> {
             .trim()
             .parse::<i64>()
             .ok()
-            .filter(|n| *n >= 0)
+            .filter(|n| (0..=crate::pipeline::MAX_SOURCE_EPOCH).contains(n))
             .ok_or_else(|| {
                 BuildError::input(
                     "SOURCE_DATE_EPOCH",
-                    format!("{v:?} is not a number of seconds since 1970"),
+                    format!(
+                        "{v:?} is not a number of seconds since 1970 up to the end of the year 9999 ({})",
+                        crate::pipeline::MAX_SOURCE_EPOCH
+                    ),
                 )
             }),
         Err(_) => Ok(pipeline.source_epoch.unwrap_or(0)),

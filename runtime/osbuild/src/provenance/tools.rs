@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where a native stage finds its tools: the host's `/usr` (bound into
-/// its container), in PATH order.
-const DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"];
+/// Where a native stage finds its tools: the PATH it runs with (the
+/// host's `/usr`, bound into its container; `/sbin` and `/bin` are its
+/// merged-`/usr` links or the host's own), in that order.
+const DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// The most osbuild hashes of one tool.
 const MAX_TOOL_BYTES: u64 = 1 << 30;

@@ -43,6 +43,9 @@ pub fn parse_status(text: &str) -> Vec<Package> {
         let (Some(name), Some(version)) = (stanza.get("Package"), stanza.get("Version")) else {
             continue;
         };
+        if name.is_empty() || version.is_empty() {
+            continue;
+        }
         let source = stanza.get("Source").map(|s| {
             // `Source: name` or `Source: name (version)`.
             match s.split_once(' ') {
@@ -99,6 +102,10 @@ pub fn stanzas(text: &str) -> Vec<BTreeMap<String, String>> {
     out
 }
 
+/// The most distinct license expressions and unlisted names one copyright
+/// file may give; a file with more names no license a reader could use.
+pub const MAX_LICENSES_PER_FILE: usize = 64;
+
 /// The licenses a DEP-5 copyright file names: one SPDX expression over
 /// every `License:` field, and for each name SPDX does not list, the
 /// text the file gives it (if it does). `None` for a file in another
@@ -109,6 +116,7 @@ pub fn copyright_licenses(text: &str) -> Option<(String, BTreeMap<String, Option
         return None;
     }
     let mut exprs: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut others: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
     for stanza in stanzas(text) {
@@ -129,11 +137,14 @@ pub fn copyright_licenses(text: &str) -> Option<(String, BTreeMap<String, Option
             && let Some((e, names)) =
                 super::licenses::expression(head, super::licenses::Source::Debian)
         {
-            if !exprs.contains(&e) {
+            if seen.insert(e.clone()) {
                 exprs.push(e);
             }
             for n in names {
                 others.insert(n, None);
+            }
+            if exprs.len() > MAX_LICENSES_PER_FILE || others.len() > MAX_LICENSES_PER_FILE {
+                return None;
             }
         }
     }
@@ -189,5 +200,28 @@ mod tests {
             Some("Do what you like.\n.\nReally.")
         );
         assert_eq!(copyright_licenses("This is free software.\n"), None);
+    }
+
+    #[test]
+    fn a_file_naming_more_licenses_than_anyone_reads_names_none() {
+        let mut text =
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+                .to_string();
+        for i in 0..=MAX_LICENSES_PER_FILE {
+            text.push_str(&format!("\nFiles: f{i}\nCopyright: x\nLicense: L{i}\n"));
+        }
+        assert_eq!(copyright_licenses(&text), None);
+        let fewer: String = text
+            .lines()
+            .take(4 * 10 + 1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(copyright_licenses(&fewer).is_some());
+    }
+
+    #[test]
+    fn stanzas_without_a_name_or_version_are_no_packages() {
+        let status = "Package:\nStatus: install ok installed\nVersion: 1\n\nPackage: a\nStatus: install ok installed\nVersion:\n";
+        assert_eq!(parse_status(status), Vec::new());
     }
 }

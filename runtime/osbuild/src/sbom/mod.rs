@@ -30,6 +30,13 @@ const MAX_STATUS_BYTES: u64 = 64 << 20;
 /// The most it reads of one copyright file, and of all of them.
 const MAX_COPYRIGHT_BYTES: u64 = 1 << 20;
 const MAX_ALL_COPYRIGHT_BYTES: u64 = 256 << 20;
+/// The most packages a tree may list, and the most license names SPDX
+/// does not list that a document declares: real systems have thousands of
+/// packages and a few hundred such names.
+const MAX_PACKAGES: usize = 200_000;
+const MAX_EXTRACTED_LICENSES: usize = 4096;
+/// The most of a license's text a document quotes.
+const MAX_LICENSE_TEXT: usize = 64 << 10;
 /// The most it reads of the RPM database.
 const MAX_RPMDB_BYTES: u64 = 1 << 30;
 
@@ -214,9 +221,18 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
             version: p.version,
         });
     }
+    if found.len() > MAX_PACKAGES {
+        anyhow::bail!(
+            "the tree lists {} packages, more than the {MAX_PACKAGES} an SBOM takes",
+            found.len()
+        );
+    }
     for f in found {
+        let room = |others: &BTreeMap<String, Option<String>>| {
+            extracted.len() + others.len() <= MAX_EXTRACTED_LICENSES
+        };
         let declared = match f.license {
-            Some((expr, others)) => {
+            Some((expr, others)) if room(&others) => {
                 let source = if f.id.starts_with("SPDXRef-rpm-") {
                     licenses::Source::Rpm
                 } else {
@@ -227,12 +243,22 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
                         .entry(licenses::Term::reference(source, &name))
                         .or_insert((name, source, None));
                     if entry.2.is_none() {
-                        entry.2 = text;
+                        entry.2 = text.map(|mut t| {
+                            if t.len() > MAX_LICENSE_TEXT {
+                                let mut end = MAX_LICENSE_TEXT;
+                                while !t.is_char_boundary(end) {
+                                    end -= 1;
+                                }
+                                t.truncate(end);
+                                t.push_str("\n[…]");
+                            }
+                            t
+                        });
                     }
                 }
                 expr
             }
-            None => "NOASSERTION".to_string(),
+            _ => "NOASSERTION".to_string(),
         };
         let id = ids.unique(&f.id);
         relationships.push(Relationship {
@@ -400,7 +426,13 @@ fn rpm_purl(distro: &(Option<String>, Option<String>), p: &rpm::Package) -> Stri
 /// SPDX ids are `SPDXRef-` and letters, digits, `.` and `-`; names are
 /// made to fit, and made unique.
 #[derive(Default)]
-struct Ids(std::collections::BTreeSet<String>);
+struct Ids {
+    used: std::collections::HashSet<String>,
+    /// The next suffix to try per id made from a name: ids made alike
+    /// cost one try each, not one per id made before (a tree with a
+    /// million names alike must not cost a million squared).
+    next: std::collections::HashMap<String, u64>,
+}
 
 impl Ids {
     fn unique(&mut self, want: &str) -> String {
@@ -414,13 +446,17 @@ impl Ids {
                 }
             })
             .collect();
-        let mut id = base.clone();
-        let mut n = 1;
-        while !self.0.insert(id.clone()) {
-            n += 1;
-            id = format!("{base}-{n}");
+        if self.used.insert(base.clone()) {
+            return base;
         }
-        id
+        let n = self.next.entry(base.clone()).or_insert(2);
+        loop {
+            let id = format!("{base}-{n}");
+            *n += 1;
+            if self.used.insert(id.clone()) {
+                return id;
+            }
+        }
     }
 }
 
@@ -457,6 +493,9 @@ fn actor(maintainer: &str) -> String {
         None => (maintainer.trim(), ""),
     };
     let clean = clean_actor;
+    if clean(name).is_empty() {
+        return "NOASSERTION".to_string();
+    }
     let lower = name.to_ascii_lowercase();
     let kind = if [
         "team",
@@ -574,4 +613,51 @@ fn read_capped(root: &Root, path: &str, max: u64) -> anyhow::Result<Option<Vec<u
         anyhow::bail!("/{path} in the tree is larger than the {max} bytes osbuild reads of it");
     }
     Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_made_alike_are_made_unique_once_each() {
+        let mut ids = Ids::default();
+        let got: Vec<String> = [
+            "SPDXRef-deb-p+",
+            "SPDXRef-deb-p/",
+            "SPDXRef-deb-p--2",
+            "SPDXRef-deb-p_",
+        ]
+        .iter()
+        .map(|w| ids.unique(w))
+        .collect();
+        assert_eq!(
+            got,
+            [
+                "SPDXRef-deb-p-",
+                "SPDXRef-deb-p--2",
+                "SPDXRef-deb-p--2-2",
+                "SPDXRef-deb-p--3"
+            ]
+        );
+        // Many alike: each gets the next suffix, none repeats.
+        let many: std::collections::HashSet<String> =
+            (0..10_000).map(|_| ids.unique("SPDXRef-x")).collect();
+        assert_eq!(many.len(), 10_000);
+        assert_eq!(ids.next["SPDXRef-x"], 10_001);
+    }
+
+    #[test]
+    fn an_empty_maintainer_is_no_assertion_not_an_empty_actor() {
+        assert_eq!(actor("<>"), "NOASSERTION");
+        assert_eq!(actor("()"), "NOASSERTION");
+        assert_eq!(
+            actor("A Person <a@example.org>"),
+            "Person: A Person (a@example.org)"
+        );
+        assert_eq!(
+            actor("Debian X Team <x@lists.debian.org>"),
+            "Organization: Debian X Team (x@lists.debian.org)"
+        );
+    }
 }

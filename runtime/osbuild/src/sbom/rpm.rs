@@ -48,7 +48,7 @@ pub fn parse_rpmdb(bytes: &[u8]) -> Result<Vec<Package>, String> {
             return Err(format!("row {} of Packages holds no header", i + 1));
         };
         let p = header(blob).map_err(|e| format!("the header in row {}: {e}", i + 1))?;
-        if p.name != "gpg-pubkey" {
+        if p.name != "gpg-pubkey" && !p.name.is_empty() {
             out.push(p);
         }
     }

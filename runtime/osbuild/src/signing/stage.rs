@@ -78,6 +78,115 @@ pub fn native_message(exe: &[u8], metadata: &str) -> Vec<u8> {
     m
 }
 
+/// A component's header: its 8 bytes are outside what a signature covers,
+/// so a signed file must have exactly these.
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// The most a signature section may hold: a few signatures are a few
+/// hundred bytes.
+const MAX_SIGNATURE_SECTION: usize = 64 << 10;
+
+/// Walks a component's signature section (if its first section is one)
+/// as wasmsign2 will read it, checking that every length it holds fits in
+/// the bytes there are: wasmsign2 allocates what a length says before it
+/// reads, and a six-byte section must not cost 4 GiB.
+fn sane_signature_section(bytes: &[u8]) -> Result<(), String> {
+    if bytes.get(..8) != Some(&COMPONENT_HEADER[..]) {
+        return Err("not a component's header".into());
+    }
+    let mut r = Reader { b: bytes, at: 8 };
+    if r.at == bytes.len() || bytes[8] != 0 {
+        return Ok(()); // No custom section first: unsigned.
+    }
+    r.at += 1;
+    let section = r.slice()?;
+    let mut r = Reader { b: section, at: 0 };
+    let name = r.slice()?;
+    if name != b"signature" {
+        return Ok(());
+    }
+    if section.len() > MAX_SIGNATURE_SECTION {
+        return Err(format!(
+            "a signature section of {} bytes (at most {MAX_SIGNATURE_SECTION})",
+            section.len()
+        ));
+    }
+    for _ in 0..3 {
+        r.byte()?; // Version, content type, hash function.
+    }
+    for _ in 0..r.count(64)? {
+        let mut set = Reader {
+            b: r.slice()?,
+            at: 0,
+        };
+        for _ in 0..set.count(64)? {
+            set.take(32)?;
+        }
+        for _ in 0..set.count(256)? {
+            let mut sig = Reader {
+                b: set.slice()?,
+                at: 0,
+            };
+            sig.slice()?; // Key id.
+            sig.byte()?; // Algorithm.
+            sig.slice()?; // Signature.
+        }
+    }
+    Ok(())
+}
+
+/// Reads wasmsign2's encoding: LEB128 lengths and counts, each checked.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let v = *self.b.get(self.at).ok_or("a signature section cut short")?;
+        self.at += 1;
+        Ok(v)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let mut v: u32 = 0;
+        for i in 0..5 {
+            let b = self.byte()?;
+            v |= u32::from(b & 0x7f) << (i * 7);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("a number too long in a signature section".into())
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|e| *e <= self.b.len())
+            .ok_or("a length in a signature section runs past its end")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn slice(&mut self) -> Result<&'a [u8], String> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn count(&mut self, max: u32) -> Result<u32, String> {
+        let n = self.u32()?;
+        if n > max {
+            return Err(format!(
+                "{n} entries in a signature section (at most {max})"
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// The signature `stage` carries, unchecked.
 pub fn claim(stage: &Stage) -> Claim {
     if stage.origin == Origin::Builtin {
@@ -85,6 +194,9 @@ pub fn claim(stage: &Stage) -> Claim {
     }
     match &stage.code {
         Code::Wasm(bytes) => {
+            if let Err(e) = sane_signature_section(bytes) {
+                return Claim::Unreadable(e);
+            }
             match wasmsign2::signature_info_from_reader(&mut Cursor::new(&bytes[..]), None) {
                 Ok(info) if info.is_signed() => Claim::Signed(
                     info.key_ids()
@@ -124,16 +236,19 @@ fn fingerprint_of_id(id: &[u8]) -> String {
 /// Whether `key` signed `stage`; the error says why not.
 pub fn verify(stage: &Stage, key: &VerifyingKey) -> Result<(), String> {
     match &stage.code {
-        Code::Wasm(bytes) => key
-            .wasmsign()
-            .verify(&mut Cursor::new(&bytes[..]), None)
-            .map_err(|e| match e {
-                wasmsign2::WSError::NoSignatures => "it has no signature".to_string(),
-                wasmsign2::WSError::VerificationFailed => {
-                    format!("its signature is not {}'s", key.describe())
-                }
-                e => format!("its signature cannot be checked: {e}"),
-            }),
+        Code::Wasm(bytes) => {
+            sane_signature_section(bytes)
+                .map_err(|e| format!("its signature cannot be read: {e}"))?;
+            key.wasmsign()
+                .verify(&mut Cursor::new(&bytes[..]), None)
+                .map_err(|e| match e {
+                    wasmsign2::WSError::NoSignatures => "it has no signature".to_string(),
+                    wasmsign2::WSError::VerificationFailed => {
+                        format!("its signature is not {}'s", key.describe())
+                    }
+                    e => format!("its signature cannot be checked: {e}"),
+                })
+        }
         Code::Native(exe, _) => {
             let Some(bytes) = &stage.detached_signature else {
                 return Err(match &stage.origin {
@@ -282,4 +397,44 @@ fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component_with_first_section(section: &[u8]) -> Vec<u8> {
+        let mut b = COMPONENT_HEADER.to_vec();
+        b.push(0);
+        b.push(section.len() as u8);
+        b.extend_from_slice(section);
+        b
+    }
+
+    #[test]
+    fn a_signature_section_whose_lengths_lie_is_refused_before_wasmsign2_reads_it() {
+        // The reviewer's six bytes: a count of 1, then a length of 4 GiB.
+        let mut lying = vec![9];
+        lying.extend_from_slice(b"signature");
+        lying.extend_from_slice(&[0x01, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let e = sane_signature_section(&component_with_first_section(&lying)).unwrap_err();
+        assert!(e.contains("runs past its end"), "{e}");
+        let mut many = vec![9];
+        many.extend_from_slice(b"signature");
+        many.extend_from_slice(&[0x01, 0x01, 0x01, 0x41]);
+        let e = sane_signature_section(&component_with_first_section(&many)).unwrap_err();
+        assert!(e.contains("65 entries"), "{e}");
+        // Not a signature section first, or no section: unsigned, fine.
+        let mut other = vec![4];
+        other.extend_from_slice(b"name");
+        assert_eq!(
+            sane_signature_section(&component_with_first_section(&other)),
+            Ok(())
+        );
+        assert_eq!(sane_signature_section(&COMPONENT_HEADER), Ok(()));
+        // A core module's header is not a stage's.
+        let mut module = component_with_first_section(&other);
+        module[4..8].copy_from_slice(&[1, 0, 0, 0]);
+        assert!(sane_signature_section(&module).is_err());
+    }
 }

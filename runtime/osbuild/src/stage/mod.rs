@@ -193,7 +193,7 @@ impl Stage {
             })
             .map_err(|e| format!("{e} (a native stage needs its metadata beside it)"))?;
         let sig_path = detached_signature_path(path);
-        let detached_signature = match read_regular_file(&sig_path, MAX_SIGNATURE_BYTES, true) {
+        let detached_signature = match read_regular_file(&sig_path, MAX_SIGNATURE_BYTES, false) {
             Ok(sig) => Some(sig),
             Err(_) if !sig_path.exists() && sig_path.symlink_metadata().is_err() => None,
             Err(e) => return Err(format!("its signature: {e}")),
