@@ -35,8 +35,9 @@ const MAX_ALL_COPYRIGHT_BYTES: u64 = 256 << 20;
 /// packages and a few hundred such names.
 const MAX_PACKAGES: usize = 200_000;
 const MAX_EXTRACTED_LICENSES: usize = 4096;
-/// The most of a license's text a document quotes.
+/// The most of a license's text a document quotes, and of all of them.
 const MAX_LICENSE_TEXT: usize = 64 << 10;
+const MAX_ALL_LICENSE_TEXT: usize = 4 << 20;
 /// The most it reads of the RPM database.
 const MAX_RPMDB_BYTES: u64 = 1 << 30;
 
@@ -155,6 +156,7 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     let mut budget = MAX_ALL_COPYRIGHT_BYTES;
     let mut extracted: BTreeMap<String, (String, licenses::Source, Option<String>)> =
         BTreeMap::new();
+    let mut quoted = 0;
     let mut ids = Ids::default();
     let image_id = "SPDXRef-image".to_string();
     let mut packages = vec![Package {
@@ -201,9 +203,11 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
         found.push(Found {
             id: format!("SPDXRef-rpm-{}-{}", p.name, p.architecture),
             supplier: match (&p.vendor, &p.packager) {
-                (Some(v), _) => format!("Organization: {}", clean_actor(v)),
-                (None, Some(packager)) => actor(packager),
-                (None, None) => "NOASSERTION".into(),
+                (Some(v), _) if !clean_actor(v).is_empty() => {
+                    format!("Organization: {}", clean_actor(v))
+                }
+                (_, Some(packager)) => actor(packager),
+                (_, None) => "NOASSERTION".into(),
             },
             license: p
                 .license
@@ -228,32 +232,29 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
         );
     }
     for f in found {
+        let source = if f.id.starts_with("SPDXRef-rpm-") {
+            licenses::Source::Rpm
+        } else {
+            licenses::Source::Debian
+        };
+        // Only names not yet declared take room: packages that come first
+        // cannot crowd out the names every later package uses.
         let room = |others: &BTreeMap<String, Option<String>>| {
-            extracted.len() + others.len() <= MAX_EXTRACTED_LICENSES
+            let new = others
+                .keys()
+                .filter(|n| !extracted.contains_key(&licenses::Term::reference(source, n)))
+                .count();
+            extracted.len() + new <= MAX_EXTRACTED_LICENSES
         };
         let declared = match f.license {
             Some((expr, others)) if room(&others) => {
-                let source = if f.id.starts_with("SPDXRef-rpm-") {
-                    licenses::Source::Rpm
-                } else {
-                    licenses::Source::Debian
-                };
                 for (name, text) in others {
                     let entry = extracted
                         .entry(licenses::Term::reference(source, &name))
                         .or_insert((name, source, None));
-                    if entry.2.is_none() {
-                        entry.2 = text.map(|mut t| {
-                            if t.len() > MAX_LICENSE_TEXT {
-                                let mut end = MAX_LICENSE_TEXT;
-                                while !t.is_char_boundary(end) {
-                                    end -= 1;
-                                }
-                                t.truncate(end);
-                                t.push_str("\n[…]");
-                            }
-                            t
-                        });
+                    if entry.2.is_none() && quoted < MAX_ALL_LICENSE_TEXT {
+                        entry.2 = text.map(|t| quote(&t));
+                        quoted += entry.2.as_ref().map_or(0, String::len);
                     }
                 }
                 expr
@@ -364,6 +365,25 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(&doc)?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// A license's text as the document quotes it: at most
+/// [`MAX_LICENSE_TEXT`] bytes, control characters but line breaks and tabs
+/// as `?` (JSON would write each as six bytes).
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_LICENSE_TEXT));
+    for c in text.chars() {
+        if out.len() + c.len_utf8() > MAX_LICENSE_TEXT {
+            out.push_str("\n[…]");
+            break;
+        }
+        out.push(if c.is_control() && c != '\n' && c != '\t' {
+            '?'
+        } else {
+            c
+        });
+    }
+    out
 }
 
 /// A package found in the tree, whichever database listed it.
@@ -645,6 +665,18 @@ mod tests {
             (0..10_000).map(|_| ids.unique("SPDXRef-x")).collect();
         assert_eq!(many.len(), 10_000);
         assert_eq!(ids.next["SPDXRef-x"], 10_001);
+    }
+
+    #[test]
+    fn license_texts_are_quoted_bounded_and_without_control_characters() {
+        assert_eq!(quote("a\u{1}b\nc\td"), "a?b\nc\td");
+        let long = "é".repeat(MAX_LICENSE_TEXT);
+        let q = quote(&long);
+        assert!(
+            q.len() <= MAX_LICENSE_TEXT + 8 && q.ends_with("[…]"),
+            "{}",
+            q.len()
+        );
     }
 
     #[test]

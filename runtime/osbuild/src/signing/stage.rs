@@ -86,25 +86,37 @@ const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x0
 /// hundred bytes.
 const MAX_SIGNATURE_SECTION: usize = 64 << 10;
 
-/// Walks a component's signature section (if its first section is one)
-/// as wasmsign2 will read it, checking that every length it holds fits in
-/// the bytes there are: wasmsign2 allocates what a length says before it
-/// reads, and a six-byte section must not cost 4 GiB.
+/// Walks a component's sections as wasmsign2 will read them, checking
+/// that every length they hold fits in the bytes there are: wasmsign2
+/// allocates what a length says before it reads, and a six-byte section
+/// must not cost 4 GiB. A first section named `signature` is walked
+/// inside too.
 fn sane_signature_section(bytes: &[u8]) -> Result<(), String> {
     if bytes.get(..8) != Some(&COMPONENT_HEADER[..]) {
         return Err("not a component's header".into());
     }
     let mut r = Reader { b: bytes, at: 8 };
-    if r.at == bytes.len() || bytes[8] != 0 {
-        return Ok(()); // No custom section first: unsigned.
+    let mut first = true;
+    while r.at < bytes.len() {
+        let id = r.byte()?;
+        if id & 0x80 != 0 {
+            return Err("a section id out of range".into());
+        }
+        let section = r.slice()?;
+        if id == 0 {
+            let mut inner = Reader { b: section, at: 0 };
+            let name = inner.slice()?;
+            if first && name == b"signature" {
+                signature_data(section, inner)?;
+            }
+        }
+        first = false;
     }
-    r.at += 1;
-    let section = r.slice()?;
-    let mut r = Reader { b: section, at: 0 };
-    let name = r.slice()?;
-    if name != b"signature" {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// The inside of a signature section, from just after its name.
+fn signature_data(section: &[u8], mut r: Reader) -> Result<(), String> {
     if section.len() > MAX_SIGNATURE_SECTION {
         return Err(format!(
             "a signature section of {} bytes (at most {MAX_SIGNATURE_SECTION})",
@@ -337,6 +349,8 @@ pub fn sign_file(path: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
     let stage = Stage::load_file(path).map_err(anyhow::Error::msg)?;
     match &stage.code {
         Code::Wasm(bytes) => {
+            sane_signature_section(bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let module = wasmsign2::Module::deserialize(&mut Cursor::new(&bytes[..]))
                 .with_context(|| format!("{}: reading its sections", path.display()))?;
             let signed = key
