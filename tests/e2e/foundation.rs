@@ -206,6 +206,41 @@ fn saving_twice_gives_identical_bytes() {
     assert_eq!(sha256(&a), sha256(&b));
     // And it is a plain single-member gzip that gzip itself accepts.
     sh(&format!("gzip -t {}", a.display()));
+
+    // In zstd too: the same bytes twice, a stream zstd itself checks, the
+    // entries of the .tar.gz, and a tree that unpacks (--from) to the one
+    // the .tar.gz holds.
+    let z1 = dir.path().join("a.tar.zst");
+    let z2 = dir.path().join("b.tzst");
+    for out in [&z1, &z2] {
+        osbuild(&[
+            "--from",
+            archive.to_str().unwrap(),
+            "--save",
+            out.to_str().unwrap(),
+            pipeline.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    assert_eq!(sha256(&z1), sha256(&z2));
+    sh(&format!("zstd -q -t {}", z1.display()));
+    let list = |archive: &Path, how: &str| sh(&format!("tar {how} -tvf {}", archive.display()));
+    assert_eq!(list(&z1, "--zstd"), list(&a, "-z"));
+    let again = dir.path().join("again.tar.gz");
+    let empty = write_pipeline(
+        dir.path(),
+        "empty.json",
+        serde_json::json!({"pipeline": []}),
+    );
+    osbuild(&[
+        "--from",
+        z1.to_str().unwrap(),
+        "--save",
+        again.to_str().unwrap(),
+        empty.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(sha256(&again), sha256(&a));
 }
 
 /// Archives that try to write outside the tree are refused (exit 2), and

@@ -41,10 +41,10 @@ pub struct Cli {
 pub struct BuildArgs {
     /// The pipeline to build (JSON).
     pub pipeline: Option<PathBuf>,
-    /// Unpack this archive (.tar.gz or .tar) into the tree before the first stage.
+    /// Unpack this archive (.tar.gz, .tar.zst or .tar) into the tree before the first stage.
     #[arg(long, value_name = "ARCHIVE")]
     pub from: Option<PathBuf>,
-    /// Write the final tree to this archive (.tar.gz or .tar), deterministically.
+    /// Write the final tree to this archive (.tar.gz, .tar.zst or .tar), deterministically.
     #[arg(long, value_name = "ARCHIVE")]
     pub save: Option<PathBuf>,
     /// Where stages such as image assemblers write their outputs.

@@ -261,6 +261,8 @@ fn archive_type(path: &Path) -> &'static str {
     let name = path.to_string_lossy();
     if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
         "application/gzip"
+    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
+        "application/zstd"
     } else {
         "application/x-tar"
     }
