@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark for the foundation: per-stage overhead of wasm stages, and
---save / --from against tar + gzip on a real Debian tree (~650 MB).
+--save / --from against tar + gzip and tar + zstd on a real Debian tree
+(~650 MB), and --save .tar.zst against --save .tar.gz.
 Prints ratios measured in this run. Needs root and the Debian mirror."""
 
 import os
@@ -51,6 +52,23 @@ def main():
         print(f"--save: {t_save:.2f} s vs tar | gzip -6 {t_tar_gzip:.2f} s: {t_tar_gzip / t_save:.2f}x as fast "
               f"(target >= 1.0, aim 1.7); archive {out_size/1e6:.1f} MB vs {base_gz.stat().st_size/1e6:.1f} MB")
         print(f"--from: {t_from_only:.2f} s vs tar -xzf {t_tar_x:.2f} s: {t_tar_x / t_from_only:.2f}x as fast")
+
+        # zstd: --save .tar.zst against tar | zstd -3 -T0 and against
+        # --save .tar.gz; --from .tar.zst against tar --zstd -x.
+        base_zst = tmp / "base.tar.zst"
+        t_tar_zstd = sh(f"tar --xattrs --xattrs-include='*' --numeric-owner --sort=name -C {tree} -cf - . "
+                        f"| zstd -q -3 -T0 > {base_zst}")
+        t_tar_xz = sh(f"mkdir {tmp}/xz && tar --zstd -xpf {base_zst} -C {tmp}/xz && rm -rf {tmp}/xz")
+        t_from_zst, _ = run([OSBUILD, *base, "--from", base_zst, empty_p])
+        t_from_save_zst, _ = run([OSBUILD, *base, "--from", base_zst, "--save", tmp / "out.tar.zst", empty_p])
+        t_save_zst = t_from_save_zst - t_from_zst
+        t_from_zst_only = t_from_zst - t0
+        zst_size = (tmp / "out.tar.zst").stat().st_size
+        print(f"--save .tar.zst: {t_save_zst:.2f} s vs tar | zstd -3 -T0 {t_tar_zstd:.2f} s: "
+              f"{t_tar_zstd / t_save_zst:.2f}x as fast; vs --save .tar.gz {t_save:.2f} s: "
+              f"{t_save / t_save_zst:.2f}x as fast; archive {zst_size/1e6:.1f} MB vs {out_size/1e6:.1f} MB gzip")
+        print(f"--from .tar.zst: {t_from_zst_only:.2f} s vs tar --zstd -x {t_tar_xz:.2f} s: "
+              f"{t_tar_xz / t_from_zst_only:.2f}x as fast; vs --from .tar.gz {t_from_only:.2f} s")
         print(f"peak RSS of osbuild: --from {rss_from:.0f} MiB, --from + --save {rss_save:.0f} MiB")
     shutil.rmtree(store / "tmp", ignore_errors=True)
 
