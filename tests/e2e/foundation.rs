@@ -294,17 +294,27 @@ tf.close()
 PY"#,
             archive = archive.display()
         ));
-        osbuild(&[
-            "--from",
-            archive.to_str().unwrap(),
-            pipeline.to_str().unwrap(),
-        ])
-        .fails_with(2, message);
-        assert_eq!(
-            std::fs::read_dir(&target).unwrap().count(),
-            0,
-            "{name}: something was written outside"
-        );
+        // The same checks whatever the compression: zstd too.
+        let zst = dir.path().join(format!("{name}.tar.zst"));
+        sh(&format!(
+            "zstd -q {} -o {}",
+            archive.display(),
+            zst.display()
+        ));
+        for archive in [&archive, &zst] {
+            osbuild(&[
+                "--from",
+                archive.to_str().unwrap(),
+                pipeline.to_str().unwrap(),
+            ])
+            .fails_with(2, message);
+            assert_eq!(
+                std::fs::read_dir(&target).unwrap().count(),
+                0,
+                "{}: something was written outside",
+                archive.display()
+            );
+        }
     }
 }
 

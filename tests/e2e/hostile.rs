@@ -1230,23 +1230,27 @@ fn an_archive_larger_than_the_cap_is_refused() {
         "bomb.tar",
         "add_dir('etc')\nadd_file('etc/a', b'\\0' * (600 * 1024))\nadd_file('etc/b', b'\\0' * (600 * 1024))",
     );
-    sh(&format!("gzip -9 {}", bomb.display()));
-    let bomb = dir.path().join("bomb.tar.gz");
+    sh(&format!(
+        "zstd -q -19 {0} -o {0}.zst && gzip -9 {0}",
+        bomb.display()
+    ));
     let p = one_stage(dir.path(), "io.weldr.hostname", json!({"hostname": "x"}));
     let store = dir.path().join("store");
-    osbuild(&[
-        "--store",
-        store.to_str().unwrap(),
-        "--max-tree-size",
-        "1M",
-        "--from",
-        bomb.to_str().unwrap(),
-        p.to_str().unwrap(),
-    ])
-    .fails_with(
-        2,
-        "entry \"etc/b\" would make the tree larger than 1048576 bytes (raise it with --max-tree-size); nothing was built",
-    );
+    for bomb in ["bomb.tar.gz", "bomb.tar.zst"] {
+        osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "--max-tree-size",
+            "1M",
+            "--from",
+            dir.path().join(bomb).to_str().unwrap(),
+            p.to_str().unwrap(),
+        ])
+        .fails_with(
+            2,
+            "entry \"etc/b\" would make the tree larger than 1048576 bytes (raise it with --max-tree-size); nothing was built",
+        );
+    }
     assert_eq!(std::fs::read_dir(store.join("objects")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
 }

@@ -95,6 +95,17 @@ fn stage_cmd(args: &[&str]) -> Run {
     osbuild(&[&["--store", shared_store().to_str().unwrap()][..], args].concat())
 }
 
+/// `osbuild stage sign FILE --key KEY`.
+fn sign(file: &Path, key: &Path) -> Run {
+    stage_cmd(&[
+        "stage",
+        "sign",
+        file.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+}
+
 /// `osbuild stage verify FILE --key PUB`.
 fn verify(file: &Path, public: &str) -> Run {
     stage_cmd(&["stage", "verify", file.to_str().unwrap(), "--key", public])
@@ -117,21 +128,19 @@ fn keys_osbuild_cannot_use_are_refused_with_what_to_do() {
     let lib = libdir_with(dir.path(), &["test.motd"]);
     let stage = lib.join("test.motd.wasm");
     let before = sha256(&stage);
-    let stage_s = stage.to_str().unwrap();
 
     let locked = dir.path().join("locked");
     sh(&format!(
         "ssh-keygen -q -t ed25519 -N secret -f {}",
         locked.display()
     ));
-    stage_cmd(&["stage", "sign", stage_s, "--key", locked.to_str().unwrap()])
-        .fails_with(1, "protected by a passphrase");
+    sign(&stage, &locked).fails_with(1, "protected by a passphrase");
     let rsa = dir.path().join("rsa");
     sh(&format!(
         "ssh-keygen -q -t rsa -b 2048 -N '' -f {}",
         rsa.display()
     ));
-    let run = stage_cmd(&["stage", "sign", stage_s, "--key", rsa.to_str().unwrap()]);
+    let run = sign(&stage, &rsa);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("ed25519") && run.stderr.contains(rsa.to_str().unwrap()),
@@ -140,11 +149,9 @@ fn keys_osbuild_cannot_use_are_refused_with_what_to_do() {
     );
     let (team, _) = keygen(dir.path(), "team");
     let team_pub = format!("{}.pub", team.display());
-    stage_cmd(&["stage", "sign", stage_s, "--key", &team_pub])
-        .fails_with(1, "not an OpenSSH private key");
+    sign(&stage, Path::new(&team_pub)).fails_with(1, "not an OpenSSH private key");
     verify(&stage, team.to_str().unwrap()).fails_with(1, "a private key; give the public key");
-    stage_cmd(&["stage", "sign", stage_s, "--key", "/dev/zero"])
-        .fails_with(1, "not a regular file");
+    sign(&stage, Path::new("/dev/zero")).fails_with(1, "not a regular file");
     assert_eq!(
         sha256(&stage),
         before,
@@ -256,14 +263,7 @@ fn a_policy_with_signers_runs_only_stages_signed_by_its_keys() {
     let wasm = lib.join("test.motd.wasm");
     let native = lib.join("test.native-motd");
     for f in [&wasm, &native] {
-        stage_cmd(&[
-            "stage",
-            "sign",
-            f.to_str().unwrap(),
-            "--key",
-            other.to_str().unwrap(),
-        ])
-        .ok();
+        sign(f, &other).ok();
     }
     let run = build();
     run.fails_with(2, &format!("it is signed by {}", fingerprint(&other)));
@@ -275,14 +275,7 @@ fn a_policy_with_signers_runs_only_stages_signed_by_its_keys() {
 
     // Signed by the team's key: runs, and the audit names the signers.
     for f in [&wasm, &native] {
-        stage_cmd(&[
-            "stage",
-            "sign",
-            f.to_str().unwrap(),
-            "--key",
-            team.to_str().unwrap(),
-        ])
-        .ok();
+        sign(f, &team).ok();
         verify(f, &team_pub).ok();
     }
     // ssh-keygen checks the native stage's signature: its executable, a
@@ -619,6 +612,10 @@ fn sbom_and_provenance_check_out_with_the_validators_and_survive_the_cache() {
     assert_eq!(odd["extractedText"], "Use it well.");
     assert_eq!(sbom["creationInfo"]["created"], "2023-11-14T22:13:20Z");
     let stage = pkg("SPDXRef-stage-1-io.weldr.hostname");
+    assert_eq!(
+        stage["comment"],
+        "osbuild stage 1 of the pipeline (wasm; signer: builtin)"
+    );
     assert_eq!(
         sbom["relationships"]
             .as_array()

@@ -636,7 +636,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         Arc::new(PlainReporter { quiet: args.quiet })
     };
     let want_result = (args.json || args.monitor == Monitor::Json) && !args.inspect;
-    let started_at = unix_now();
+    let started_at = osbuild::mtime::unix_now();
     let (pipeline, pipeline_text) = match read_pipeline(args.pipeline.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -674,6 +674,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         allowed_host_paths: args.common.allowed_host_paths,
         max_tree_size: args.max_tree_size,
         sbom: args.sbom.clone(),
+        provenance: args.provenance.is_some(),
     };
     if args.inspect {
         for s in executor::inspect(&pipeline, &config)? {
@@ -687,22 +688,6 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
         return Ok(());
     }
-    if args.provenance.is_some() && config.save.is_none() {
-        let outputs = pipeline.stages.iter().any(|call| {
-            config
-                .registry
-                .find(&call.name)
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.meta.capabilities.output)
-        });
-        if !outputs {
-            return Err(BuildError::input(
-                "--provenance",
-                "no stage of the pipeline writes an output file and there is no --save archive: a provenance needs a subject; add --save ARCHIVE",
-            ));
-        }
-    }
     let outcome = require_private_mounts()
         .and_then(|()| executor::build(&pipeline, &config, Arc::clone(&reporter)))
         .and_then(|report| {
@@ -715,10 +700,8 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
                         pipeline_bytes: pipeline_text.as_bytes(),
                         from: config.from.as_deref(),
                         policy: config.policy.as_ref(),
-                        output_dir: &std::fs::canonicalize(&config.output_dir)
-                            .unwrap_or_else(|_| config.output_dir.clone()),
                         started: started_at,
-                        finished: unix_now(),
+                        finished: osbuild::mtime::unix_now(),
                         cache: config.cache,
                     },
                     provenance_key.as_ref(),
@@ -741,12 +724,6 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         }
     }
     outcome.map(|_| ())
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `--provenance`: the statement, signed if a key was given.
@@ -971,6 +948,7 @@ fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildCon
         allowed_host_paths: common.allowed_host_paths.clone(),
         max_tree_size: parse_size(DEFAULT_MAX_TREE_SIZE).expect("a valid default"),
         sbom: None,
+        provenance: false,
     })
 }
 

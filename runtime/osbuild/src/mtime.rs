@@ -282,6 +282,13 @@ mod tests {
     }
 }
 
+/// Seconds since 1970, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// `secs` since 1970 as an RFC 3339 UTC time (`2023-11-14T22:13:20Z`), as
 /// SBOMs and provenance write times.
 pub fn rfc3339(secs: i64) -> String {

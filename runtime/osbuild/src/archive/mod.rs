@@ -19,6 +19,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The media type of an archive compressed so.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/x-tar",
+            Compression::Gzip => "application/gzip",
+            Compression::Zstd => "application/zstd",
+        }
+    }
+
     pub fn for_path(path: &Path) -> Result<Compression, String> {
         let name = path
             .file_name()

@@ -61,6 +61,10 @@ pub struct BuildConfig {
     pub max_tree_size: u64,
     /// Write an SPDX SBOM of the final tree here (`--sbom`).
     pub sbom: Option<PathBuf>,
+    /// A provenance will be written of the build: it needs a subject, an
+    /// output or a `--save` archive, so a build with neither is refused
+    /// before anything runs.
+    pub provenance: bool,
 }
 
 impl BuildConfig {
@@ -78,6 +82,9 @@ pub struct BuildReport {
     /// Files written to the output directory (by stages that ran or from the store).
     pub outputs: Vec<PathBuf>,
     pub saved: Option<PathBuf>,
+    /// The output directory as resolved when the build began (the
+    /// outputs are in it).
+    pub output_dir: PathBuf,
     /// The SBOM written (`--sbom`).
     pub sbom: Option<PathBuf>,
     /// sha256 (hex) of the `--from` archive.
@@ -99,6 +106,8 @@ pub struct StageReport {
     /// The stage that ran (or whose result was reused): its code, digest
     /// and metadata.
     pub stage: Arc<crate::stage::Stage>,
+    /// Who vouches for its code (`builtin`, a key, `unsigned`).
+    pub signer: String,
 }
 
 /// The source epoch: `SOURCE_DATE_EPOCH`, else the pipeline's own, else 0.
@@ -353,6 +362,15 @@ fn resolve(pipeline: &Pipeline, config: &BuildConfig) -> Result<Resolved, BuildE
         config.policy.as_ref(),
         &config.host_path_rules()?,
     )?;
+    if config.provenance
+        && config.save.is_none()
+        && !planned.iter().any(|p| p.stage.meta.capabilities.output)
+    {
+        return Err(BuildError::input(
+            "--provenance",
+            "no stage of the pipeline writes an output file and there is no --save archive: a provenance needs a subject; add --save ARCHIVE",
+        ));
+    }
     let from = config.from.as_deref().map(FromArchive::open).transpose()?;
     let from_identity = from.as_ref().map(|f| f.identity(config));
     let ids = ids(
@@ -468,6 +486,7 @@ impl Run<'_> {
             cached,
             changes,
             stage: Arc::clone(&p.stage),
+            signer: p.signer.clone(),
         }
     }
 
@@ -595,7 +614,6 @@ fn write_sbom(
     path: &Path,
     pipeline: &Pipeline,
     planned: &[PlannedStage],
-    policy: Option<&Policy>,
     epoch: i64,
 ) -> Result<(), BuildError> {
     let about = crate::sbom::About {
@@ -610,7 +628,7 @@ fn write_sbom(
                 name: p.stage.name().to_string(),
                 kind: p.stage.kind().to_string(),
                 digest: p.stage.digest.clone(),
-                signer: crate::reach::signer(&p.stage, policy),
+                signer: p.signer.clone(),
             })
             .collect(),
     };
@@ -714,6 +732,7 @@ pub fn build(
         stages: Vec::new(),
         outputs: Vec::new(),
         saved: None,
+        output_dir: output_dir.clone(),
         sbom: None,
         from_digest: resolved.from.as_ref().map(|f| f.digest.clone()),
         source_epoch: resolved.epoch,
@@ -757,14 +776,7 @@ pub fn build(
     }
     trace.at("stages done");
     if let Some(path) = &config.sbom {
-        write_sbom(
-            &ws,
-            path,
-            pipeline,
-            &resolved.planned,
-            config.policy.as_ref(),
-            resolved.epoch,
-        )?;
+        write_sbom(&ws, path, pipeline, &resolved.planned, resolved.epoch)?;
         report.sbom = Some(path.clone());
         trace.at("sbom written");
     }

@@ -27,6 +27,10 @@ pub struct PlannedStage {
     /// Host paths the stage reads (from its `host-paths` options),
     /// resolved and allowed by the operator.
     pub host_paths: Vec<PathBuf>,
+    /// Who vouches for its code, as [`crate::reach::signer`] found when
+    /// [`plan`] assessed it (empty from [`plan_stages`] alone): the SBOM
+    /// and the provenance name it without checking a signature again.
+    pub signer: String,
 }
 
 /// The host paths named by a stage's `host-paths` options, each resolved
@@ -122,9 +126,10 @@ pub fn plan(
     policy: Option<&Policy>,
     rules: &HostPathRules,
 ) -> Result<Vec<PlannedStage>, BuildError> {
-    let (planned, mut errors) = plan_stages(pipeline, registry, rules);
-    for p in &planned {
+    let (mut planned, mut errors) = plan_stages(pipeline, registry, rules);
+    for p in &mut planned {
         let reach = crate::reach::assess(&p.stage, &p.options_value, &p.host_paths, policy);
+        p.signer = reach.signer;
         errors.extend(
             reach
                 .refusals
@@ -197,6 +202,7 @@ pub fn plan_stages(
             options: options.to_string(),
             options_value: call.options.clone(),
             host_paths: paths,
+            signer: String::new(),
         });
     }
     (planned, errors)

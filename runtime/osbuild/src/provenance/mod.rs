@@ -81,7 +81,6 @@ pub struct Invocation<'a> {
     pub pipeline_bytes: &'a [u8],
     pub from: Option<&'a Path>,
     pub policy: Option<&'a Policy>,
-    pub output_dir: &'a Path,
     /// Seconds since 1970.
     pub started: i64,
     pub finished: i64,
@@ -104,7 +103,7 @@ pub fn statement(report: &BuildReport, inv: &Invocation) -> anyhow::Result<State
     let mut subject = Vec::new();
     for out in &report.outputs {
         let name = out
-            .strip_prefix(inv.output_dir)
+            .strip_prefix(&report.output_dir)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| file_name(out));
         subject.push(ResourceDescriptor {
@@ -158,13 +157,16 @@ pub fn statement(report: &BuildReport, inv: &Invocation) -> anyhow::Result<State
                 "index": s.index + 1,
                 "kind": stage.kind().to_string(),
                 "origin": stage.origin.to_string(),
-                "signer": crate::reach::signer(stage, inv.policy),
+                "signer": s.signer,
             })),
             ..Default::default()
         });
         if stage.kind() == Kind::Native {
             for t in &stage.meta.capabilities.host_tools {
-                tools.entry(t.clone()).or_default().push(s.name.clone());
+                let used_by = tools.entry(t.clone()).or_default();
+                if !used_by.contains(&s.name) {
+                    used_by.push(s.name.clone());
+                }
             }
         }
         byproducts.push(ResourceDescriptor {
@@ -179,8 +181,6 @@ pub fn statement(report: &BuildReport, inv: &Invocation) -> anyhow::Result<State
     }
     for (name, used_by) in tools {
         let t = tools::resolve(&name);
-        let mut used_by = used_by;
-        used_by.dedup();
         deps.push(ResourceDescriptor {
             name: Some(format!("tool:{name}")),
             uri: t.path.as_ref().map(|p| format!("file://{}", p.display())),
@@ -257,15 +257,12 @@ fn invocation_id(inv: &Invocation, pipeline_digest: &str) -> String {
     format!("urn:osbuild:invocation:{}", &h[..32])
 }
 
+/// An archive's media type, by its name (`--from` reads any by its
+/// content; a name that says none is taken for a plain tar).
 fn archive_type(path: &Path) -> &'static str {
-    let name = path.to_string_lossy();
-    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        "application/gzip"
-    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-        "application/zstd"
-    } else {
-        "application/x-tar"
-    }
+    crate::archive::Compression::for_path(path)
+        .unwrap_or(crate::archive::Compression::None)
+        .media_type()
 }
 
 /// The statement as the file `--provenance` writes: the JSON, or, with a

@@ -113,6 +113,31 @@ struct Package {
     comment: Option<String>,
 }
 
+impl Package {
+    /// A package that asserts nothing but its name: SPDX's NOASSERTION
+    /// wherever a field is required.
+    fn new(name: String, spdx_id: String) -> Package {
+        Package {
+            name,
+            spdx_id,
+            version_info: None,
+            supplier: "NOASSERTION".into(),
+            download_location: "NOASSERTION",
+            files_analyzed: false,
+            license_concluded: "NOASSERTION",
+            license_declared: "NOASSERTION".into(),
+            copyright_text: "NOASSERTION",
+            summary: None,
+            homepage: None,
+            source_info: None,
+            checksums: Vec::new(),
+            external_refs: Vec::new(),
+            primary_package_purpose: None,
+            comment: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Checksum {
@@ -160,22 +185,9 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     let mut ids = Ids::default();
     let image_id = "SPDXRef-image".to_string();
     let mut packages = vec![Package {
-        name: about.name.clone(),
-        spdx_id: image_id.clone(),
-        version_info: None,
-        supplier: "NOASSERTION".into(),
-        download_location: "NOASSERTION",
-        files_analyzed: false,
-        license_concluded: "NOASSERTION",
-        license_declared: "NOASSERTION".into(),
-        copyright_text: "NOASSERTION",
         summary: Some("The operating system tree osbuild built".into()),
-        homepage: None,
-        source_info: None,
-        checksums: Vec::new(),
-        external_refs: Vec::new(),
         primary_package_purpose: Some("OPERATING-SYSTEM"),
-        comment: None,
+        ..Package::new(about.name.clone(), image_id.clone())
     }];
     let mut relationships = vec![Relationship {
         spdx_element_id: "SPDXRef-DOCUMENT".into(),
@@ -186,6 +198,7 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
         .iter()
         .map(|p| Found {
             id: format!("SPDXRef-deb-{}-{}", p.name, p.architecture),
+            source: licenses::Source::Debian,
             name: p.name.clone(),
             version: p.version.clone(),
             supplier: p.maintainer.as_deref().map_or("NOASSERTION".into(), actor),
@@ -202,6 +215,7 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
     for p in rpm_packages(&root)? {
         found.push(Found {
             id: format!("SPDXRef-rpm-{}-{}", p.name, p.architecture),
+            source: licenses::Source::Rpm,
             supplier: match (&p.vendor, &p.packager) {
                 (Some(v), _) if !clean_actor(v).is_empty() => {
                     format!("Organization: {}", clean_actor(v))
@@ -232,11 +246,7 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
         );
     }
     for f in found {
-        let source = if f.id.starts_with("SPDXRef-rpm-") {
-            licenses::Source::Rpm
-        } else {
-            licenses::Source::Debian
-        };
+        let source = f.source;
         // Only names not yet declared take room: packages that come first
         // cannot crowd out the names every later package uses.
         let room = |others: &BTreeMap<String, Option<String>>| {
@@ -268,29 +278,21 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
             related_spdx_element: id.clone(),
         });
         packages.push(Package {
-            name: f.name,
-            spdx_id: id,
             version_info: Some(f.version),
             supplier: f.supplier,
-            download_location: "NOASSERTION",
-            files_analyzed: false,
-            license_concluded: "NOASSERTION",
             license_declared: declared,
-            copyright_text: "NOASSERTION",
             summary: f.summary,
             homepage: f
                 .homepage
                 .filter(|h| h.starts_with("https://") || h.starts_with("http://"))
                 .filter(|h| !h.contains(char::is_whitespace)),
             source_info: f.source_info,
-            checksums: Vec::new(),
             external_refs: vec![ExternalRef {
                 reference_category: "PACKAGE-MANAGER",
                 reference_type: "purl",
                 reference_locator: f.purl,
             }],
-            primary_package_purpose: None,
-            comment: None,
+            ..Package::new(f.name, id)
         });
     }
     for (i, s) in about.stages.iter().enumerate() {
@@ -301,23 +303,11 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
             related_spdx_element: image_id.clone(),
         });
         packages.push(Package {
-            name: s.name.clone(),
-            spdx_id: id,
             version_info: Some(format!("sha256:{}", s.digest)),
-            supplier: "NOASSERTION".into(),
-            download_location: "NOASSERTION",
-            files_analyzed: false,
-            license_concluded: "NOASSERTION",
-            license_declared: "NOASSERTION".into(),
-            copyright_text: "NOASSERTION",
-            summary: None,
-            homepage: None,
-            source_info: None,
             checksums: vec![Checksum {
                 algorithm: "SHA256",
                 checksum_value: s.digest.clone(),
             }],
-            external_refs: Vec::new(),
             primary_package_purpose: Some("APPLICATION"),
             comment: Some(format!(
                 "osbuild stage {} of the pipeline ({}; signer: {})",
@@ -325,6 +315,7 @@ pub fn of_tree(tree: &Path, about: &About) -> anyhow::Result<Vec<u8>> {
                 s.kind,
                 s.signer
             )),
+            ..Package::new(s.name.clone(), id)
         });
     }
     let has_extracted_licensing_infos = extracted
@@ -389,6 +380,8 @@ fn quote(text: &str) -> String {
 /// A package found in the tree, whichever database listed it.
 struct Found {
     id: String,
+    /// Whose names its licenses are in.
+    source: licenses::Source,
     name: String,
     version: String,
     supplier: String,

@@ -66,21 +66,12 @@ impl VerifyingKey {
         self.ssh.fingerprint(HashAlg::Sha256).as_bytes().to_vec()
     }
 
-    pub fn comment(&self) -> &str {
-        self.ssh.comment()
-    }
-
     /// The fingerprint and, if the key has one, its comment.
     pub fn describe(&self) -> String {
-        match self.comment() {
+        match self.ssh.comment() {
             "" => self.fingerprint(),
             c => format!("{} ({})", self.fingerprint(), crate::changes::printable(c)),
         }
-    }
-
-    /// The key as a `.pub` line.
-    pub fn openssh(&self) -> String {
-        self.ssh.to_openssh().unwrap_or_default()
     }
 
     pub(crate) fn ssh(&self) -> &ssh_key::PublicKey {

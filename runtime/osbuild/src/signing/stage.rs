@@ -22,8 +22,6 @@ use crate::stage::{Code, Origin, Stage};
 /// made for anything else (a git commit, a file) is never taken for one.
 pub const NAMESPACE: &str = "osbuild-stage";
 
-pub use crate::stage::detached_signature_path as detached_path;
-
 /// What vouches for a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signer {
@@ -91,7 +89,7 @@ const MAX_SIGNATURE_SECTION: usize = 64 << 10;
 /// allocates what a length says before it reads, and a six-byte section
 /// must not cost 4 GiB. A first section named `signature` is walked
 /// inside too.
-fn sane_signature_section(bytes: &[u8]) -> Result<(), String> {
+fn sane_sections(bytes: &[u8]) -> Result<(), String> {
     if bytes.get(..8) != Some(&COMPONENT_HEADER[..]) {
         return Err("not a component's header".into());
     }
@@ -206,7 +204,7 @@ pub fn claim(stage: &Stage) -> Claim {
     }
     match &stage.code {
         Code::Wasm(bytes) => {
-            if let Err(e) = sane_signature_section(bytes) {
+            if let Err(e) = sane_sections(bytes) {
                 return Claim::Unreadable(e);
             }
             match wasmsign2::signature_info_from_reader(&mut Cursor::new(&bytes[..]), None) {
@@ -249,8 +247,7 @@ fn fingerprint_of_id(id: &[u8]) -> String {
 pub fn verify(stage: &Stage, key: &VerifyingKey) -> Result<(), String> {
     match &stage.code {
         Code::Wasm(bytes) => {
-            sane_signature_section(bytes)
-                .map_err(|e| format!("its signature cannot be read: {e}"))?;
+            sane_sections(bytes).map_err(|e| format!("its signature cannot be read: {e}"))?;
             key.wasmsign()
                 .verify(&mut Cursor::new(&bytes[..]), None)
                 .map_err(|e| match e {
@@ -266,7 +263,7 @@ pub fn verify(stage: &Stage, key: &VerifyingKey) -> Result<(), String> {
                 return Err(match &stage.origin {
                     Origin::File(p) => format!(
                         "it has no signature ({} is missing)",
-                        detached_path(p).display()
+                        crate::stage::detached_signature_path(p).display()
                     ),
                     Origin::Builtin => "it has no signature".to_string(),
                 });
@@ -349,8 +346,7 @@ pub fn sign_file(path: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
     let stage = Stage::load_file(path).map_err(anyhow::Error::msg)?;
     match &stage.code {
         Code::Wasm(bytes) => {
-            sane_signature_section(bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            sane_sections(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let module = wasmsign2::Module::deserialize(&mut Cursor::new(&bytes[..]))
                 .with_context(|| format!("{}: reading its sections", path.display()))?;
             let signed = key
@@ -379,7 +375,7 @@ pub fn sign_file(path: &Path, key: &SigningKey) -> anyhow::Result<PathBuf> {
             let pem = sig
                 .to_pem(LineEnding::LF)
                 .context("encoding the signature")?;
-            let out = detached_path(path);
+            let out = crate::stage::detached_signature_path(path);
             replace(&out, pem.as_bytes())?;
             Ok(out)
         }
@@ -431,24 +427,21 @@ mod tests {
         let mut lying = vec![9];
         lying.extend_from_slice(b"signature");
         lying.extend_from_slice(&[0x01, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-        let e = sane_signature_section(&component_with_first_section(&lying)).unwrap_err();
+        let e = sane_sections(&component_with_first_section(&lying)).unwrap_err();
         assert!(e.contains("runs past its end"), "{e}");
         let mut many = vec![9];
         many.extend_from_slice(b"signature");
         many.extend_from_slice(&[0x01, 0x01, 0x01, 0x41]);
-        let e = sane_signature_section(&component_with_first_section(&many)).unwrap_err();
+        let e = sane_sections(&component_with_first_section(&many)).unwrap_err();
         assert!(e.contains("65 entries"), "{e}");
         // Not a signature section first, or no section: unsigned, fine.
         let mut other = vec![4];
         other.extend_from_slice(b"name");
-        assert_eq!(
-            sane_signature_section(&component_with_first_section(&other)),
-            Ok(())
-        );
-        assert_eq!(sane_signature_section(&COMPONENT_HEADER), Ok(()));
+        assert_eq!(sane_sections(&component_with_first_section(&other)), Ok(()));
+        assert_eq!(sane_sections(&COMPONENT_HEADER), Ok(()));
         // A core module's header is not a stage's.
         let mut module = component_with_first_section(&other);
         module[4..8].copy_from_slice(&[1, 0, 0, 0]);
-        assert!(sane_signature_section(&module).is_err());
+        assert!(sane_sections(&module).is_err());
     }
 }

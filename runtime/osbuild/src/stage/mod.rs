@@ -195,7 +195,8 @@ impl Stage {
         let sig_path = detached_signature_path(path);
         let detached_signature = match read_regular_file(&sig_path, MAX_SIGNATURE_BYTES, false) {
             Ok(sig) => Some(sig),
-            Err(_) if !sig_path.exists() && sig_path.symlink_metadata().is_err() => None,
+            // Nothing there at all (not even a dangling link): unsigned.
+            Err(_) if sig_path.symlink_metadata().is_err() => None,
             Err(e) => return Err(format!("its signature: {e}")),
         };
         let mut stage = Stage::native(

@@ -24,7 +24,6 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use rustix::fs::{FlockOperation, flock};
@@ -344,13 +343,6 @@ pub struct Store {
     _lock: File,
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Bytes a directory tree occupies on disk.
 pub fn disk_usage(path: &Path) -> u64 {
     let Ok(m) = std::fs::symlink_metadata(path) else {
@@ -484,7 +476,7 @@ impl Store {
                 // that died before it took its lock.
                 Err(_) => {
                     e.metadata()
-                        .map(|m| now() - m.mtime() > 60)
+                        .map(|m| crate::mtime::unix_now() - m.mtime() > 60)
                         .unwrap_or(false)
                         || name.starts_with("evict-")
                 }
@@ -582,7 +574,7 @@ impl Store {
     /// id meanwhile, theirs is kept (it is the same result) and ours removed.
     pub fn commit(&self, staged: &Path, mut info: ObjectInfo) -> anyhow::Result<Object> {
         info.size = disk_usage(staged);
-        info.created = now();
+        info.created = crate::mtime::unix_now();
         std::fs::write(staged.join("info.json"), serde_json::to_vec_pretty(&info)?)
             .context("writing the object's info")?;
         let dest = self.objects().join(&info.id);
