@@ -1,6 +1,8 @@
-//! The README's example, end to end: `examples/debian.json` builds twice
-//! into the same bytes, and the image boots in QEMU (`osbuild boot`) to a
-//! `running` system with the pipeline's hostname, users and services.
+//! The README's examples, end to end: `examples/debian.json` (BIOS) and
+//! `examples/debian-uefi.json` (UEFI: GPT, ESP, GRUB EFI) each build twice
+//! into the same bytes, and each image boots in QEMU (`osbuild boot`,
+//! SeaBIOS or OVMF as the image calls for) to a `running` system with the
+//! pipeline's hostname, users and services.
 //!
 //! Needs root, the network (mmdebstrap) and qemu-system-x86 (tools/setup).
 //! Under TCG (no KVM) the boot to `login:` takes about a minute.
@@ -21,8 +23,18 @@ const EXPLAINED_FAILURES: &[(&str, &str)] = &[];
 /// about 55 s; leave room for a loaded CI machine).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn example() -> PathBuf {
-    repo_root().join("examples/debian.json")
+/// Where Linux shows the firmware's variables, and the namespace of the
+/// boot manager's.
+const EFIVARS: &str = "/sys/firmware/efi/efivars";
+const GLOBAL: &str = "8be4df61-93ca-11d0-aa0d-00e098032b8c";
+/// The description OVMF gives the boot entry it makes for a virtio disk.
+const UEFI_BOOT_ENTRY: &str = "UEFI Misc Device";
+
+const BIOS_EXAMPLE: &str = "debian";
+const UEFI_EXAMPLE: &str = "debian-uefi";
+
+fn example(name: &str) -> PathBuf {
+    repo_root().join(format!("examples/{name}.json"))
 }
 
 /// What the pipeline says the booted system must have.
@@ -35,15 +47,16 @@ struct Expected {
     image: String,
 }
 
-fn expected() -> Expected {
-    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(example()).unwrap()).unwrap();
+fn expected(name: &str) -> Expected {
+    let p: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(example(name)).unwrap()).unwrap();
     let stage = |name: &str| {
         p["pipeline"]
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("examples/debian.json has no {name} stage"))["options"]
+            .unwrap_or_else(|| panic!("the example has no {name} stage"))["options"]
             .clone()
     };
     let strings = |v: &serde_json::Value| -> Vec<String> {
@@ -247,10 +260,11 @@ fn clean(bytes: &[u8]) -> String {
     out
 }
 
-/// Builds the example into `dir`'s store (a fresh, empty one the first
-/// time) with its SBOM and provenance (`TAG.spdx.json`, `TAG.intoto.json`)
-/// in `dir`, and `extra` arguments; returns the image and how long the build took.
-fn build(dir: &Path, tag: &str, extra: &[&str]) -> (PathBuf, Duration) {
+/// Builds the example `name` into `dir`'s store (a fresh, empty one the
+/// first time) with its SBOM and provenance (`TAG.spdx.json`,
+/// `TAG.intoto.json`) in `dir`, and `extra` arguments; returns the image
+/// and how long the build took.
+fn build(dir: &Path, name: &str, tag: &str, extra: &[&str]) -> (PathBuf, Duration) {
     let store = dir.join("store");
     let out = dir.join("out");
     let started = Instant::now();
@@ -267,7 +281,7 @@ fn build(dir: &Path, tag: &str, extra: &[&str]) -> (PathBuf, Duration) {
                 dir.join(format!("{tag}.intoto.json")).to_str().unwrap(),
             ][..],
             extra,
-            &[example().to_str().unwrap()],
+            &[example(name).to_str().unwrap()],
         ]
         .concat(),
     );
@@ -277,13 +291,12 @@ fn build(dir: &Path, tag: &str, extra: &[&str]) -> (PathBuf, Duration) {
     for line in run.stderr.lines().filter(|l| l.contains(" done in ")) {
         eprintln!("  {}", line.trim());
     }
-    (out.join(expected().image), took)
+    (out.join(expected(name).image), took)
 }
 
 #[test]
 #[ignore = "needs root, the Debian mirror and QEMU (tools/run-tests runs it)"]
-fn debian_example_is_reproducible_and_boots() {
-    let e = expected();
+fn debian_examples_are_reproducible_and_boot_from_bios_and_uefi() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let a = tempfile::Builder::new()
         .prefix("boot-a-")
@@ -296,25 +309,22 @@ fn debian_example_is_reproducible_and_boots() {
 
     // Two builds from empty stores, one after the other (the mirror is the
     // same in between; sequential so that the timings mean something).
-    let (image_a, took_a) = build(a.path(), "build", &[]);
+    let (image_a, took_a) = build(a.path(), BIOS_EXAMPLE, "build", &[]);
     eprintln!("build 1: {:.1}s", took_a.as_secs_f64());
-    let (image_b, took_b) = build(b.path(), "build", &[]);
+    let (image_b, took_b) = build(b.path(), BIOS_EXAMPLE, "build", &[]);
     eprintln!("build 2: {:.1}s", took_b.as_secs_f64());
-    let (sum_a, sum_b) = (sha256(&image_a), sha256(&image_b));
-    eprintln!("sha256 {sum_a} ({})", image_a.display());
-    assert_eq!(
-        sum_a,
-        sum_b,
-        "two builds of examples/debian.json differ: {} vs {}",
-        image_a.display(),
-        image_b.display()
-    );
+    let sum_a = same_bytes(&image_a, &image_b);
     // Where the image came from: the same SBOM bytes from both builds,
     // and again from a cached rebuild, whose provenance names the same
     // image and the same inputs.
     let tree = a.path().join("tree.tar");
     let started = Instant::now();
-    build(a.path(), "cached", &["--save", tree.to_str().unwrap()]);
+    build(
+        a.path(),
+        BIOS_EXAMPLE,
+        "cached",
+        &["--save", tree.to_str().unwrap()],
+    );
     eprintln!(
         "cached rebuild with --save: {:.1}s",
         started.elapsed().as_secs_f64()
@@ -328,14 +338,80 @@ fn debian_example_is_reproducible_and_boots() {
         &image_a,
         &tree,
     );
+
+    // The UEFI example shares the Debian base (its mmdebstrap stage is the
+    // same): each store has it, so these builds run the rest.
+    let (uefi_a, took) = build(a.path(), UEFI_EXAMPLE, "uefi", &[]);
+    eprintln!("UEFI build 1 (base cached): {:.1}s", took.as_secs_f64());
+    let (uefi_b, took) = build(b.path(), UEFI_EXAMPLE, "uefi", &[]);
+    eprintln!("UEFI build 2 (base cached): {:.1}s", took.as_secs_f64());
+    let uefi_sum = same_bytes(&uefi_a, &uefi_b);
     drop(b);
 
-    // Boot it and look around.
-    let log = a.path().join("serial.log");
-    let mut con = Console::boot(&image_a, &log);
+    let mut con = boot_and_check(
+        &image_a,
+        &expected(BIOS_EXAMPLE),
+        &a.path().join("bios.log"),
+    );
+    let (efi, _) = con.run(
+        "test -d /sys/firmware/efi && echo uefi || echo bios",
+        Duration::from_secs(60),
+    );
+    assert_eq!(efi, "bios", "the BIOS image booted from UEFI firmware");
+    power_off(con, &image_a, &sum_a);
+
+    let e = expected(UEFI_EXAMPLE);
+    let mut con = boot_and_check(&uefi_a, &e, &a.path().join("uefi.log"));
+    // The firmware is UEFI and booted this disk's ESP, mounted where the
+    // fstab says.
+    let (esp, _) = con.run(
+        "findmnt -n -o SOURCE,FSTYPE,UUID /boot/efi",
+        Duration::from_secs(60),
+    );
+    let fields: Vec<&str> = esp.split_whitespace().collect();
+    assert_eq!(
+        fields.get(1..),
+        Some(&["vfat", "7A3C-91E5"][..]),
+        "findmnt /boot/efi: {esp}"
+    );
+    // Which boot entry the firmware started, from its variables (what
+    // efibootmgr reads; neither it nor bootctl is in a minbase Debian 12).
+    let (entry, _) = con.run(
+        &format!(
+            "n=$(od -An -tx2 -j4 -N2 {EFIVARS}/BootCurrent-{GLOBAL} | tr -d ' ' | tr a-f A-F); \
+             echo \"Boot$n\"; tail -c +11 {EFIVARS}/Boot$n-{GLOBAL} | tr -d '\\000' | tr -c '[:print:]' '.'"
+        ),
+        Duration::from_secs(60),
+    );
+    eprintln!("the firmware's current boot entry: {entry}");
+    assert!(
+        entry.starts_with("Boot0") && entry.contains(UEFI_BOOT_ENTRY),
+        "the firmware booted {entry:?}, not the disk"
+    );
+    power_off(con, &uefi_a, &uefi_sum);
+}
+
+/// Two images have the same bytes; returns their sha256.
+fn same_bytes(a: &Path, b: &Path) -> String {
+    let (sum_a, sum_b) = (sha256(a), sha256(b));
+    eprintln!("sha256 {sum_a} ({})", a.display());
+    assert_eq!(
+        sum_a,
+        sum_b,
+        "two builds differ: {} vs {}",
+        a.display(),
+        b.display()
+    );
+    sum_a
+}
+
+/// Boots `image`, logs in as root and checks what the pipeline promised:
+/// a running system, its hostname, users, services and root file system.
+fn boot_and_check(image: &Path, e: &Expected, log: &Path) -> Console {
+    let mut con = Console::boot(image, log);
     con.expect("login:", LOGIN_TIMEOUT);
     let login_s = con.elapsed();
-    eprintln!("QEMU start -> login: {login_s:.1}s");
+    eprintln!("{}: QEMU start -> login: {login_s:.1}s", e.image);
     con.send("root");
     con.expect("Password:", Duration::from_secs(60));
     con.send(e.root_password);
@@ -393,7 +469,11 @@ fn debian_example_is_reproducible_and_boots() {
     );
     let (analyze, _) = con.run("systemd-analyze", Duration::from_secs(60));
     eprintln!("in the guest: {}", analyze.lines().next().unwrap_or(""));
+    con
+}
 
+/// Powers the guest off; QEMU exits 0 and the image is as it was.
+fn power_off(mut con: Console, image: &Path, sum: &str) {
     con.send("poweroff");
     let code = con.wait(Duration::from_secs(180));
     eprintln!(
@@ -409,8 +489,8 @@ fn debian_example_is_reproducible_and_boots() {
     );
     drop(con);
     assert_eq!(
-        sha256(&image_a),
-        sum_a,
+        sha256(image),
+        sum,
         "booting changed the image (osbuild boot runs QEMU with -snapshot)"
     );
 }

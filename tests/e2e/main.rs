@@ -13,6 +13,7 @@ mod boot;
 mod changes;
 mod foundation;
 mod hostile;
+mod images;
 mod languages;
 mod library_accounts;
 mod library_config;

@@ -205,7 +205,7 @@ pub enum Command {
     /// Boot a disk image in QEMU, serial console on the terminal; the image
     /// is not changed (-snapshot). Exits with QEMU's status.
     Boot {
-        /// The image (qcow2 or raw).
+        /// The image (qcow2, raw, or fixed VHD).
         image: PathBuf,
         /// Also write the console output to this file.
         #[arg(long, value_name = "FILE")]
@@ -219,6 +219,10 @@ pub enum Command {
         /// kvm or tcg [default: kvm where it is usable, else tcg].
         #[arg(long, value_name = "ACCEL")]
         accel: Option<osbuild::boot::Accel>,
+        /// bios (SeaBIOS) or uefi (OVMF) [default: uefi when the image has
+        /// an EFI system partition, else bios].
+        #[arg(long, value_name = "FIRMWARE")]
+        firmware: Option<osbuild::boot::Firmware>,
     },
 }
 
@@ -489,6 +493,7 @@ pub fn main() -> i32 {
             memory,
             network,
             accel,
+            firmware,
         }) => {
             let opts = osbuild::boot::BootOptions {
                 image,
@@ -496,6 +501,7 @@ pub fn main() -> i32 {
                 memory,
                 network,
                 accel,
+                firmware,
             };
             match osbuild::boot::run(&opts) {
                 Ok(code) => return code,

@@ -1,6 +1,10 @@
 //! `osbuild boot IMAGE`: boot a disk image in QEMU, with its serial console
 //! on the terminal.
 //!
+//! The firmware follows the image: one with an EFI system partition boots
+//! with OVMF (UEFI; a private copy of the firmware's variables, thrown
+//! away afterwards), any other with SeaBIOS; `--firmware` overrides.
+//!
 //! The image is opened with `-snapshot`, so nothing the guest writes reaches
 //! it. KVM is used where it works, TCG (plain emulation) elsewhere. The
 //! guest has no network unless asked for (`--network`: QEMU's user-mode
@@ -47,6 +51,120 @@ impl std::str::FromStr for Accel {
     }
 }
 
+/// The firmware QEMU starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF (EDK II), from Debian's `ovmf` package.
+    Uefi,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+impl std::str::FromStr for Firmware {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bios" => Ok(Firmware::Bios),
+            "uefi" => Ok(Firmware::Uefi),
+            _ => Err(format!("{s:?}: use bios or uefi")),
+        }
+    }
+}
+
+/// OVMF's code and variable template, where Debian's `ovmf` puts them.
+const OVMF: [(&str, &str); 2] = [
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+];
+
+const ESP_TYPE_GUID: [u8; 16] = [
+    0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
+];
+
+/// The firmware a disk's first sectors call for: UEFI when its partition
+/// table (GPT, or MBR) has an EFI system partition, else BIOS.
+pub fn firmware_of(head: &[u8]) -> Firmware {
+    let le32 = |at: usize| {
+        head.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let le64 = |at: usize| {
+        head.get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let esp = if head.get(512..520) == Some(&b"EFI PART"[..]) {
+        let (lba, count, size) = (le64(512 + 72), le32(512 + 80), le32(512 + 84));
+        let size = size as usize;
+        size >= 128
+            && (0..count.min(1024) as usize).any(|i| {
+                let at = (lba as usize).saturating_mul(512).saturating_add(i * size);
+                head.get(at..at + 16) == Some(&ESP_TYPE_GUID[..])
+            })
+    } else {
+        head.get(510..512) == Some(&b"\x55\xaa"[..])
+            && (0..4).any(|i| head.get(446 + i * 16 + 4) == Some(&0xef))
+    };
+    if esp { Firmware::Uefi } else { Firmware::Bios }
+}
+
+/// The first MiB of the image as the guest sees it (qcow2 read through
+/// `qemu-img dd`, after its header was checked).
+fn image_head(image: &Path, format: &str, scratch: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    if format == "raw" {
+        std::fs::File::open(image)?
+            .take(1 << 20)
+            .read_to_end(&mut head)?;
+        return Ok(head);
+    }
+    let out = scratch.join("head.raw");
+    let status = Command::new("qemu-img")
+        .args(["dd", "-f", format, "-O", "raw", "bs=512", "count=2048"])
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", out.display()))
+        .status()
+        .context("running qemu-img (Debian package qemu-utils)")?;
+    if !status.success() {
+        bail!(
+            "qemu-img dd could not read the partition table of {}",
+            image.display()
+        );
+    }
+    Ok(std::fs::read(&out)?)
+}
+
+/// OVMF's code, and a private copy of its variables in `scratch`.
+fn ovmf(scratch: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let Some((code, vars)) = OVMF
+        .iter()
+        .find(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file())
+    else {
+        bail!(
+            "UEFI firmware not found ({}): install the Debian package ovmf (apt-get install ovmf)",
+            OVMF[0].0
+        );
+    };
+    let copy = scratch.join("OVMF_VARS.fd");
+    std::fs::copy(vars, &copy).with_context(|| format!("copying {vars}"))?;
+    Ok((PathBuf::from(code), copy))
+}
+
 /// What to boot, and how.
 #[derive(Debug, Clone)]
 pub struct BootOptions {
@@ -59,6 +177,8 @@ pub struct BootOptions {
     pub network: bool,
     /// KVM or TCG; by default KVM where it is usable.
     pub accel: Option<Accel>,
+    /// BIOS or UEFI; by default what the image's partition table calls for.
+    pub firmware: Option<Firmware>,
 }
 
 /// Whether KVM can run an ordinary guest here: `/dev/kvm` opens read-write
@@ -109,6 +229,12 @@ fn image_format(image: &Path) -> anyhow::Result<&'static str> {
             k => n += k,
         }
     }
+    if n >= 8 && (header[..4] == *b"KDMV" || header[..8] == *b"vhdxfile") {
+        bail!(
+            "{} is a VMDK or VHDX image; osbuild boot runs raw, qcow2 and fixed VHD images: convert it first (qemu-img convert -O qcow2 IMAGE NEW.qcow2)",
+            image.display()
+        );
+    }
     if n < 4 || header[..4] != *b"QFI\xfb" {
         return Ok("raw");
     }
@@ -148,8 +274,14 @@ fn qcow2_names_another_file(header: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// The QEMU command line for `opts` (without the binary).
-pub fn qemu_args(opts: &BootOptions, accel: Accel, format: &str) -> Vec<String> {
+/// The QEMU command line for `opts` (without the binary); `ovmf` is the
+/// UEFI firmware's code and variables, for UEFI.
+pub fn qemu_args(
+    opts: &BootOptions,
+    accel: Accel,
+    format: &str,
+    ovmf: Option<&(PathBuf, PathBuf)>,
+) -> Vec<String> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get().min(2))
         .unwrap_or(1);
@@ -167,6 +299,15 @@ pub fn qemu_args(opts: &BootOptions, accel: Accel, format: &str) -> Vec<String> 
     ];
     if accel == Accel::Kvm {
         args.extend(["-cpu".into(), "host".into()]);
+    }
+    if let Some((code, vars)) = ovmf {
+        let q = |p: &Path| p.display().to_string().replace(',', ",,");
+        args.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={}", q(code)),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", q(vars)),
+        ]);
     }
     // The drive: virtio-blk (Debian's initramfs carries the driver). A
     // comma in the path is doubled, as QEMU's option syntax wants.
@@ -219,11 +360,24 @@ pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
         None if kvm_usable() => Accel::Kvm,
         None => Accel::Tcg,
     };
-    let args = qemu_args(opts, accel, format);
+    let scratch = tempfile::Builder::new()
+        .prefix("osbuild-boot-")
+        .tempdir()
+        .context("making a scratch directory for the firmware's variables")?;
+    let firmware = match opts.firmware {
+        Some(f) => f,
+        None => firmware_of(&image_head(&opts.image, format, scratch.path())?),
+    };
+    let ovmf = match firmware {
+        Firmware::Uefi => Some(ovmf(scratch.path())?),
+        Firmware::Bios => None,
+    };
+    let args = qemu_args(opts, accel, format, ovmf.as_ref());
     eprintln!(
-        "osbuild: booting {} ({format}, {}, {} MiB, {}); the image is not changed. \
+        "osbuild: booting {} ({format}, {}, {}, {} MiB, {}); the image is not changed. \
          Ctrl-A x quits QEMU.",
         opts.image.display(),
+        firmware.as_str(),
         accel.as_str(),
         opts.memory,
         if opts.network {
@@ -326,13 +480,51 @@ mod tests {
             memory: 512,
             network: false,
             accel: None,
+            firmware: None,
         };
-        let args = qemu_args(&opts, Accel::Tcg, "qcow2").join(" ");
+        let args = qemu_args(&opts, Accel::Tcg, "qcow2", None).join(" ");
         assert!(args.contains("-accel tcg -m 512 "), "{args}");
         assert!(args.contains("-snapshot"), "{args}");
         assert!(args.contains("file=/x/a,,b.qcow2,format=qcow2"), "{args}");
         assert!(args.contains("logfile=/tmp/log"), "{args}");
         assert!(args.ends_with("-nic none"), "{args}");
         assert!(!args.contains("-cpu host"), "{args}");
+        assert!(!args.contains("pflash"), "{args}");
+        let ovmf = (
+            PathBuf::from("/fw/CODE.fd"),
+            PathBuf::from("/tmp/a,b/VARS.fd"),
+        );
+        let args = qemu_args(&opts, Accel::Tcg, "qcow2", Some(&ovmf)).join(" ");
+        assert!(
+            args.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/tmp/a,,b/VARS.fd"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn the_firmware_follows_the_partition_table() {
+        let mut mbr = vec![0u8; 1 << 20];
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        mbr[446 + 4] = 0x83;
+        assert_eq!(firmware_of(&mbr), Firmware::Bios);
+        mbr[446 + 16 + 4] = 0xef;
+        assert_eq!(firmware_of(&mbr), Firmware::Uefi);
+        // GPT: a protective MBR, the header at LBA 1, entries at LBA 2.
+        let mut gpt = vec![0u8; 1 << 20];
+        gpt[510] = 0x55;
+        gpt[511] = 0xaa;
+        gpt[446 + 4] = 0xee;
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        gpt[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        gpt[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        gpt[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        assert_eq!(firmware_of(&gpt), Firmware::Bios);
+        gpt[1024 + 128..1024 + 144].copy_from_slice(&ESP_TYPE_GUID);
+        assert_eq!(firmware_of(&gpt), Firmware::Uefi);
+        // Entries said to lie past what was read are not read.
+        gpt[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(firmware_of(&gpt), Firmware::Bios);
+        assert_eq!(firmware_of(&[]), Firmware::Bios);
     }
 }
