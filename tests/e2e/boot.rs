@@ -375,10 +375,12 @@ fn debian_examples_are_reproducible_and_boot_from_bios_and_uefi() {
         "findmnt /boot/efi: {esp}"
     );
     // Which boot entry the firmware started, from its variables (what
-    // efibootmgr reads; neither it nor bootctl is in a minbase Debian 12).
+    // efibootmgr reads; neither it nor bootctl is in a minbase Debian 12,
+    // which does not mount efivarfs either).
     let (entry, _) = con.run(
         &format!(
-            "n=$(od -An -tx2 -j4 -N2 {EFIVARS}/BootCurrent-{GLOBAL} | tr -d ' ' | tr a-f A-F); \
+            "mountpoint -q {EFIVARS} || mount -t efivarfs efivarfs {EFIVARS}; \
+             n=$(od -An -tx2 -j4 -N2 {EFIVARS}/BootCurrent-{GLOBAL} | tr -d ' ' | tr a-f A-F); \
              echo \"Boot$n\"; tail -c +11 {EFIVARS}/Boot$n-{GLOBAL} | tr -d '\\000' | tr -c '[:print:]' '.'"
         ),
         Duration::from_secs(60),

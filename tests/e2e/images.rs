@@ -318,8 +318,11 @@ fn check(case: &Case, image: &Path, tree: &Path, work: &Path) {
             } else {
                 (ROOT_UUID.to_string(), format!("/boot/vmlinuz-{KERNEL}"))
             };
+            // Each word quoted: GRUB's script language would read `;` or `$`.
+            let words: Vec<String> = cmdline.split(' ').map(|w| format!("'{w}'")).collect();
             let config = format!(
-                "search --no-floppy --fs-uuid --set=root {fs_uuid}\nlinux {linux} {cmdline}\n"
+                "search --no-floppy --fs-uuid --set=root {fs_uuid}\nlinux {linux} {}\n",
+                words.join(" ")
             );
             assert!(
                 contains(&loader, &config),

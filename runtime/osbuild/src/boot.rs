@@ -112,8 +112,11 @@ pub fn firmware_of(head: &[u8]) -> Firmware {
         let size = size as usize;
         size >= 128
             && (0..count.min(1024) as usize).any(|i| {
-                let at = (lba as usize).saturating_mul(512).saturating_add(i * size);
-                head.get(at..at + 16) == Some(&ESP_TYPE_GUID[..])
+                let at = usize::try_from(lba)
+                    .ok()
+                    .and_then(|l| l.checked_mul(512))
+                    .and_then(|b| b.checked_add(i * size));
+                at.and_then(|at| head.get(at..at.checked_add(16)?)) == Some(&ESP_TYPE_GUID[..])
             })
     } else {
         head.get(510..512) == Some(&b"\x55\xaa"[..])

@@ -53,7 +53,9 @@ pub fn find_kernel(tree: &Tree) -> anyhow::Result<Option<String>> {
         .into_iter()
         .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
         .filter(|v| {
-            let plain = !v.is_empty()
+            // It names files and directories on the ESP: no `..`.
+            let plain = v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.len() <= 128
                 && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c));
             if !plain {
@@ -82,9 +84,9 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The Boot Loader Specification's entry token: the tree's os-release ID.
 pub fn entry_token(tree: &Tree) -> anyhow::Result<String> {
-    let text = match tree.read_optional("/etc/os-release")? {
+    let text = match read_text(tree, "/etc/os-release")? {
         Some(t) => Some(t),
-        None => tree.read_optional("/usr/lib/os-release")?,
+        None => read_text(tree, "/usr/lib/os-release")?,
     };
     let id = text.as_deref().and_then(|t| {
         t.lines()
@@ -93,7 +95,7 @@ pub fn entry_token(tree: &Tree) -> anyhow::Result<String> {
     });
     Ok(id
         .filter(|v| {
-            !v.is_empty()
+            v.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && v.len() <= 64
                 && v.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
@@ -125,15 +127,22 @@ impl KernelFiles {
             on_esp: true,
         }
     }
-    /// Copies the kernel and initrd from the tree onto the ESP.
-    pub fn stage(&self, tree: &Tree, version: &str, esp: &Staging) -> anyhow::Result<()> {
+    /// Copies the kernel and initrd from the tree onto the ESP, each at
+    /// most `room` bytes (what the ESP holds).
+    pub fn stage(
+        &self,
+        tree: &Tree,
+        version: &str,
+        esp: &Staging,
+        room: u64,
+    ) -> anyhow::Result<()> {
         esp.put(
             &self.linux[1..],
-            &tree.read(format!("/boot/vmlinuz-{version}"))?,
+            &read_capped(tree, &format!("/boot/vmlinuz-{version}"), room)?,
         )?;
         esp.put(
             &self.initrd[1..],
-            &tree.read(format!("/boot/initrd.img-{version}"))?,
+            &read_capped(tree, &format!("/boot/initrd.img-{version}"), room)?,
         )?;
         Ok(())
     }
@@ -141,13 +150,42 @@ impl KernelFiles {
 
 /// GRUB's embedded configuration: find the file system holding the
 /// kernel by its UUID (GRUB writes a FAT volume id in lower case), boot it.
+/// The command line's words are quoted: GRUB's script language would
+/// read `;`, `$` or `#` in them.
 pub fn grub_config(fs_uuid: &str, files: &KernelFiles, cmdline: &str) -> String {
+    let words: Vec<String> = cmdline
+        .split_whitespace()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect();
     format!(
-        "search --no-floppy --fs-uuid --set=root {uuid}\nlinux {linux} {cmdline}\ninitrd {initrd}\nboot\n",
+        "search --no-floppy --fs-uuid --set=root {uuid}\nlinux {linux} {words}\ninitrd {initrd}\nboot\n",
         uuid = fs_uuid.to_lowercase(),
         linux = files.linux,
-        initrd = files.initrd
+        initrd = files.initrd,
+        words = words.join(" ")
     )
+}
+
+/// The most of a configuration file read from the tree.
+const TEXT_CAP: u64 = 64 << 10;
+
+/// A text file of the tree, if it is there, at most 64 KiB.
+pub fn read_text(tree: &Tree, path: &str) -> anyhow::Result<Option<String>> {
+    if !tree.exists(path)? {
+        return Ok(None);
+    }
+    let bytes = read_capped(tree, path, TEXT_CAP)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A file of the tree, refused when it is larger than `cap` (the tree is
+/// read-only while the stage runs: its size does not change).
+pub fn read_capped(tree: &Tree, path: &str, cap: u64) -> anyhow::Result<Vec<u8>> {
+    let len = tree.metadata(path)?.size;
+    if len > cap {
+        anyhow::bail!("{path} in the tree is {len} bytes, more than the {cap} this stage reads");
+    }
+    Ok(tree.read(path)?)
 }
 
 /// GRUB's modules: both partition tables and every file system the kernel
@@ -268,7 +306,7 @@ pub fn systemd_boot(
     kernel: &Kernel,
     files: &KernelFiles,
 ) -> anyhow::Result<()> {
-    let efi = tree.read(SYSTEMD_BOOT)?;
+    let efi = read_capped(tree, SYSTEMD_BOOT, 16 << 20)?;
     esp.put("EFI/BOOT/BOOTX64.EFI", &efi)?;
     esp.put("EFI/systemd/systemd-bootx64.efi", &efi)?;
     let id = format!("{token}-{}", kernel.version);
@@ -294,7 +332,7 @@ pub fn systemd_boot(
 
 /// os-release's PRETTY_NAME, one printable line.
 fn pretty_name(tree: &Tree) -> anyhow::Result<Option<String>> {
-    let text = tree.read_optional("/etc/os-release")?.unwrap_or_default();
+    let text = read_text(tree, "/etc/os-release")?.unwrap_or_default();
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
@@ -329,7 +367,14 @@ mod tests {
         let f = KernelFiles::on_esp("debian", "6.1.0-9-amd64");
         assert_eq!(
             grub_config("7A3C-91E5", &f, "root=PARTUUID=x ro"),
-            "search --no-floppy --fs-uuid --set=root 7a3c-91e5\nlinux /debian/6.1.0-9-amd64/linux root=PARTUUID=x ro\ninitrd /debian/6.1.0-9-amd64/initrd\nboot\n"
+            "search --no-floppy --fs-uuid --set=root 7a3c-91e5\nlinux /debian/6.1.0-9-amd64/linux 'root=PARTUUID=x' 'ro'\ninitrd /debian/6.1.0-9-amd64/initrd\nboot\n"
+        );
+        assert_eq!(
+            grub_config("u", &f, "a;reboot it's $x")
+                .lines()
+                .nth(1)
+                .unwrap(),
+            r"linux /debian/6.1.0-9-amd64/linux 'a;reboot' 'it'\''s' '$x'"
         );
     }
 }

@@ -30,8 +30,14 @@ impl Staging {
         Ok(Staging { dir })
     }
 
-    /// Writes `bytes` at `path` (relative, `/`-separated) on the ESP.
+    /// Writes `bytes` at `path` (relative, `/`-separated, plain names) on the ESP.
     pub fn put(&self, path: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        if path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            anyhow::bail!("{path:?} is no plain path on the ESP");
+        }
         let at = self.dir.join(path);
         if let Some(parent) = at.parent() {
             std::fs::create_dir_all(parent)?;
@@ -81,29 +87,82 @@ impl Staging {
             .arg(part.start.to_string())
             .arg(&fs))?;
         if !self.is_empty()? {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
-                .map(|e| e.map(|e| e.path()))
-                .collect::<Result<_, _>>()?;
-            entries.sort();
             set_mtimes(&self.dir, epoch)?;
-            // A configuration of our own: the host's /etc/mtools.conf stays out.
-            let rc = scratch.join("mtoolsrc");
-            std::fs::write(&rc, "")?;
-            run(Command::new("mcopy")
-                .env("MTOOLSRC", &rc)
-                .env("MTOOLS_SKIP_CHECK", "1")
-                // FAT keeps local time: ours is UTC, whatever the host's is.
-                .env("TZ", "UTC")
-                .args(["-s", "-m", "-Q", "-i"])
-                .arg(&fs)
-                .args(&entries)
-                .arg("::/"))?;
+            // Directories, then each directory's files, in sorted order:
+            // the order they reach the FAT is its bytes, and the scratch
+            // file system's own listing order differs between kernels.
+            let mut dirs = Vec::new();
+            let mut files: Vec<(String, Vec<PathBuf>)> = Vec::new();
+            walk(&self.dir, "", &mut dirs, &mut files)?;
+            let mtools = |program: &str| {
+                let mut cmd = Command::new(program);
+                // The host's mtools.conf is read whatever MTOOLSRC says:
+                // what changes the bytes is set here, which wins.
+                cmd.env("MTOOLS_SKIP_CHECK", "1")
+                    .env("MTOOLS_NO_VFAT", "0")
+                    .env("MTOOLS_LOWER_CASE", "0")
+                    .env("MTOOLS_NAME_NUMERIC_TAIL", "1")
+                    // FAT keeps local time: ours is UTC; new directories
+                    // get the epoch.
+                    .env("TZ", "UTC")
+                    .env("SOURCE_DATE_EPOCH", epoch.max(FAT_EPOCH).to_string())
+                    .arg("-i")
+                    .arg(&fs);
+                cmd
+            };
+            if !dirs.is_empty() {
+                run(mtools("mmd").args(dirs.iter().map(|d| format!("::/{d}"))))?;
+            }
+            for (dir, list) in &files {
+                run(mtools("mcopy")
+                    .args(["-m", "-Q"])
+                    .args(list)
+                    .arg(format!("::/{dir}")))?;
+            }
         }
         run(Command::new("fsck.fat").arg("-n").arg(&fs))?;
         copy_into(&fs, raw, part.offset())?;
         std::fs::remove_file(&fs)?;
         Ok(())
     }
+}
+
+/// The directories under `dir` (parents first) and the files of each
+/// directory, by name.
+fn walk(
+    dir: &Path,
+    rel: &str,
+    dirs: &mut Vec<String>,
+    files: &mut Vec<(String, Vec<PathBuf>)>,
+) -> anyhow::Result<()> {
+    let mut entries: Vec<(String, PathBuf, bool)> = std::fs::read_dir(dir)?
+        .map(|e| {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            Ok((name, e.path(), e.file_type()?.is_dir()))
+        })
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    let here: Vec<PathBuf> = entries
+        .iter()
+        .filter(|(_, _, is_dir)| !is_dir)
+        .map(|(_, p, _)| p.clone())
+        .collect();
+    if !here.is_empty() {
+        files.push((rel.to_string(), here));
+    }
+    for (name, path, is_dir) in entries {
+        if is_dir {
+            let sub = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            dirs.push(sub.clone());
+            walk(&path, &sub, dirs, files)?;
+        }
+    }
+    Ok(())
 }
 
 /// 1980-01-01T00:00:00Z, the first time FAT can say.

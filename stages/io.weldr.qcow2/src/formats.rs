@@ -216,7 +216,10 @@ fn fix_vhdx(f: &mut File, seed: &str) -> anyhow::Result<()> {
             break;
         }
         let len = le32(&head, 8);
-        if len < 64 || len % 4096 != 0 || at + u64::from(len) > log_at + u64::from(log_len) {
+        if len < 64
+            || !len.is_multiple_of(4096)
+            || at + u64::from(len) > log_at + u64::from(log_len)
+        {
             anyhow::bail!("a VHDX log entry at {at} has length {len}");
         }
         let mut entry = read_at(f, at, len as usize)?;

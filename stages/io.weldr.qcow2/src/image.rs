@@ -20,6 +20,10 @@ const DEFAULT_ESP: u64 = 256 * MIB;
 /// FAT32 needs 65525 clusters: with 512-byte clusters, 33 MiB; a round
 /// floor leaves room for a bootloader.
 const MIN_ESP: u64 = 64 * MIB;
+const MAX_ESP: u64 = 16 << 30;
+/// The largest image this stage makes (16 TiB): sizes stay far from
+/// overflowing, and a typo does not ask for an exabyte.
+pub const MAX_IMAGE: u64 = 16 << 40;
 
 pub fn parse_size(v: &serde_json::Value) -> Result<u64, String> {
     let bad = || format!("{v} is not a size (bytes, or a number with K, M, G or T)");
@@ -95,7 +99,29 @@ impl Plan {
                 "\"mbr\" with boot \"hybrid\": a hybrid image is a GPT disk with a BIOS boot partition for GRUB; use pttype \"gpt\"".into(),
             ));
         }
-        let fstab = layout::parse_fstab(&tree.read_optional("/etc/fstab")?.unwrap_or_default());
+        if o.target.contains('/') || o.target.starts_with('.') || o.target.is_empty() {
+            return Err(option_error(
+                "target",
+                format!(
+                    "{:?}: a file name in the output directory, not hidden",
+                    o.target
+                ),
+            ));
+        }
+        if o.fs_label.is_empty()
+            || o.fs_label.len() > 16
+            || !o
+                .fs_label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(option_error(
+                "fs_label",
+                format!("{:?}: 1 to 16 letters, digits, '.', '_' or '-'", o.fs_label),
+            ));
+        }
+        let fstab =
+            layout::parse_fstab(&bootloader::read_text(tree, "/etc/fstab")?.unwrap_or_default());
         let fstab_uuid = |path: &str| {
             fstab
                 .iter()
@@ -150,7 +176,19 @@ impl Plan {
                 .filter(|v| layout::valid_volume_id(v))
                 .unwrap_or_else(|| derived_volume_id(&format!("osbuild esp {disk_id}"))),
         };
+        if let Some(s) = size.filter(|s| *s > MAX_IMAGE) {
+            return Err(option_error(
+                "size",
+                format!("{} GiB: at most {} GiB", s >> 30, MAX_IMAGE >> 30),
+            ));
+        }
         let esp_size = esp_size.unwrap_or(DEFAULT_ESP);
+        if esp_size > MAX_ESP {
+            return Err(option_error(
+                "esp_size",
+                format!("{} MiB: at most {} MiB", esp_size / MIB, MAX_ESP / MIB),
+            ));
+        }
         if esp_size < MIN_ESP {
             return Err(option_error(
                 "esp_size",
@@ -246,7 +284,7 @@ impl Plan {
         let root_spec = plan.root_spec(&probe);
         let (root_names, esp_names) = plan.names(&probe);
         let mut wrong = layout::fstab_disagreements(&fstab, &root_names, esp_names.as_ref());
-        let from_tree = tree.read_optional("/etc/kernel/cmdline")?;
+        let from_tree = bootloader::read_text(tree, "/etc/kernel/cmdline")?;
         if let Some(spec) = from_tree.as_deref().and_then(layout::cmdline_root)
             && let Some(why) = root_names.disagrees(spec)
         {
@@ -317,7 +355,10 @@ impl Plan {
     }
 
     pub fn build(&self, tree: &Tree, output: &Path) -> anyhow::Result<()> {
-        let scratch = std::env::temp_dir().join("osbuild-image");
+        // Scratch space beside the image, on disk (the stage's /tmp is in
+        // memory), where copy_file_range can move the file systems made
+        // ahead into the image.
+        let scratch = output.join(format!(".{}.scratch", self.target));
         std::fs::create_dir_all(&scratch)?;
         let raw = output.join(format!(".{}.raw.partial", self.target));
         // A directory of its own: vmdk names its file inside the image.
@@ -347,6 +388,7 @@ impl Plan {
             let _ = std::fs::remove_file(&raw);
             let _ = std::fs::remove_dir_all(&partial);
         }
+        let _ = std::fs::remove_dir_all(&scratch);
         result
     }
 
@@ -413,7 +455,7 @@ impl Plan {
             let esp = Staging::new(scratch)?;
             if let (Some(k), Some(files)) = (&self.kernel, &self.kernel_files) {
                 if files.on_esp {
-                    files.stage(tree, &k.version, &esp)?;
+                    files.stage(tree, &k.version, &esp, part.bytes())?;
                 }
                 match self.efi_loader {
                     EfiLoader::SystemdBoot => {

@@ -401,18 +401,24 @@ pub fn fstab_disagreements(fstab: &[FstabEntry], root: &Names, esp: Option<&Name
 pub fn cmdline_root(cmdline: &str) -> Option<&str> {
     cmdline
         .split_whitespace()
-        .filter_map(|w| w.strip_prefix("root="))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix("root="))
 }
 
-/// The kernel command line: the tree's /etc/kernel/cmdline if it has one,
-/// else `root=` naming the root file system; read-write unless the root
-/// file system is read-only; always with a serial console.
+/// The kernel command line: the tree's /etc/kernel/cmdline (words with
+/// control characters left out), with `root=` naming the root file system
+/// unless it names one; read-write unless the root file system is
+/// read-only; always with a serial console.
 pub fn kernel_cmdline(from_tree: Option<&str>, root_spec: &str, read_only: bool) -> String {
-    let mut words: Vec<String> = match from_tree.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => s.split_whitespace().map(str::to_string).collect(),
-        None => vec![format!("root={root_spec}")],
-    };
+    let mut words: Vec<String> = from_tree
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|w| !w.chars().any(char::is_control))
+        .map(str::to_string)
+        .collect();
+    if cmdline_root(&words.join(" ")).is_none() {
+        words.insert(0, format!("root={root_spec}"));
+    }
     if read_only {
         words.retain(|w| w != "rw");
     }
@@ -571,6 +577,10 @@ mod tests {
             "root=PARTUUID=p ro console=ttyS0"
         );
         assert_eq!(cmdline_root("a root=x b root=y"), Some("y"));
+        assert_eq!(
+            kernel_cmdline(Some("quiet\u{1b}[2J splash"), "UUID=u", false),
+            "root=UUID=u splash rw console=ttyS0"
+        );
         assert!(valid_volume_id("7A3C-91E5"));
         assert!(!valid_volume_id("7a3c-91e5"));
         assert!(!valid_volume_id("7A3C91E5"));

@@ -35,11 +35,17 @@ pub fn ext4_size(root: &Path) -> anyhow::Result<u64> {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let m = entry.metadata()?;
-            bytes += 4096;
+            bytes = bytes.saturating_add(4096);
             if m.is_dir() {
                 stack.push(entry.path());
             } else if m.is_file() {
-                bytes += m.len().div_ceil(4096) * 4096;
+                bytes = bytes.saturating_add(m.len().div_ceil(4096) * 4096);
+            }
+            if bytes > crate::image::MAX_IMAGE {
+                anyhow::bail!(
+                    "the tree's files add up to more than the {} GiB this stage makes",
+                    crate::image::MAX_IMAGE >> 30
+                );
             }
         }
     }
@@ -152,16 +158,25 @@ impl Root<'_> {
         cmds.push_str("ssv kbytes_written 0\n");
         let cmd_file = scratch.join("debugfs.cmds");
         std::fs::write(&cmd_file, cmds)?;
-        let log = run(Command::new("debugfs")
+        // debugfs reports a failed request on stderr and exits 0: its
+        // stderr is read here, and anything but its banner is an error.
+        println!("running: debugfs -w -f {} {fs}", cmd_file.display());
+        let out = Command::new("debugfs")
             .env("E2FSPROGS_FAKE_TIME", &fake_time)
             .arg("-w")
             .arg("-f")
             .arg(&cmd_file)
             .arg(&fs)
-            .stderr(Stdio::piped()))?;
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| anyhow::anyhow!("debugfs (Debian package e2fsprogs): {e}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            anyhow::bail!("debugfs failed ({}): {}", out.status, log.trim());
+        }
         if let Some(bad) = log
             .lines()
-            .find(|l| !l.starts_with("debugfs") && !l.trim().is_empty())
+            .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
         {
             anyhow::bail!("debugfs: {bad}");
         }

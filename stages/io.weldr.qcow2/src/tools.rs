@@ -11,7 +11,7 @@ fn package(program: &str) -> &'static str {
         "grub-mkimage" => "grub-common",
         "sfdisk" => "fdisk",
         "mkfs.fat" | "fsck.fat" => "dosfstools",
-        "mcopy" => "mtools",
+        "mcopy" | "mmd" => "mtools",
         "mkfs.erofs" | "fsck.erofs" => "erofs-utils",
         "mksquashfs" | "unsquashfs" => "squashfs-tools",
         _ => "e2fsprogs",
