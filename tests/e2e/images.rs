@@ -591,6 +591,8 @@ fn a_tree_and_an_image_that_disagree_are_refused_with_what_disagrees() {
             1,
             "the tree has no /usr/lib/systemd/boot/efi/systemd-bootx64.efi",
         );
-    run_plain(json!({"target": "x.qcow2", "boot": "uefi", "size": "300M"}))
-        .fails_with(1, "300 MiB is too small");
+    run_plain(json!({"target": "x.qcow2", "boot": "uefi", "size": "200M"})).fails_with(
+        1,
+        "200 MiB is too small: the partitions need 259 MiB (the root file system at least 1 MiB)",
+    );
 }

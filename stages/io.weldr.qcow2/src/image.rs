@@ -401,9 +401,12 @@ impl Plan {
             epoch: self.epoch,
         };
         let prebuilt = root.prebuild(scratch)?;
-        let root_min = match &prebuilt {
-            Some(p) => p.bytes,
-            None => rootfs::ext4_size(&self.tree)?,
+        let root_min = match (&prebuilt, self.size) {
+            (Some(p), _) => p.bytes,
+            // A size given leaves the root what the other partitions do
+            // not take: mkfs.ext4 says if the tree does not fit.
+            (None, Some(_)) => MIB,
+            (None, None) => rootfs::ext4_size(&self.tree)?,
         };
         let layout = self.layout(root_min)?;
         println!(

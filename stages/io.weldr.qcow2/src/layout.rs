@@ -173,7 +173,7 @@ impl Layout {
                 let s = s.div_ceil(MIB) * MIB;
                 if s < fixed + root_min {
                     return Err(format!(
-                        "{} MiB is too small: the partitions need {} MiB (the root file system {} MiB)",
+                        "{} MiB is too small: the partitions need {} MiB (the root file system at least {} MiB)",
                         s / MIB,
                         (fixed + root_min) / MIB,
                         root_min / MIB
@@ -504,7 +504,7 @@ mod tests {
         let e = Layout::new(&w).unwrap_err();
         assert_eq!(
             e,
-            "500 MiB is too small: the partitions need 558 MiB (the root file system 301 MiB)"
+            "500 MiB is too small: the partitions need 558 MiB (the root file system at least 301 MiB)"
         );
     }
 
