@@ -126,30 +126,89 @@ pub fn firmware_of(head: &[u8]) -> Firmware {
 }
 
 /// The first MiB of the image as the guest sees it (qcow2 read through
-/// `qemu-img dd`, after its header was checked).
-fn image_head(image: &Path, format: &str, scratch: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut head = Vec::new();
+/// `qemu-img dd`, after its header was checked), from the descriptor
+/// opened once.
+fn image_head(image: &Image, format: &str, scratch: &Path) -> anyhow::Result<Vec<u8>> {
     if format == "raw" {
-        std::fs::File::open(image)?
-            .take(1 << 20)
-            .read_to_end(&mut head)?;
-        return Ok(head);
+        return Ok(read_at_most(&image.file, 0, 1 << 20)?);
     }
     let out = scratch.join("head.raw");
-    let status = Command::new("qemu-img")
-        .args(["dd", "-f", format, "-O", "raw", "bs=512", "count=2048"])
-        .arg(format!("if={}", image.display()))
-        .arg(format!("of={}", out.display()))
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["dd", "-f", format, "-O", "raw", "bs=512", "count=2048"])
+        .arg(format!("if={}", image.fd_path()))
+        .arg(format!("of={}", out.display()));
+    image.pass_to(&mut cmd);
+    let status = cmd
         .status()
         .context("running qemu-img (Debian package qemu-utils)")?;
     if !status.success() {
         bail!(
             "qemu-img dd could not read the partition table of {}",
-            image.display()
+            image.path.display()
         );
     }
     Ok(std::fs::read(&out)?)
+}
+
+/// Up to `len` bytes of `file` from `offset`.
+fn read_at_most(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; len];
+    let mut n = 0;
+    while n < len {
+        match file.read_at(&mut buf[n..], offset + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The image, opened once: what is checked is what QEMU runs, whatever
+/// happens to the path meanwhile. QEMU and qemu-img get the descriptor and
+/// open it as `/proc/self/fd/N`.
+pub struct Image {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Image {
+    pub fn open(path: &Path) -> anyhow::Result<Image> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if !file.metadata()?.is_file() {
+            bail!("{} is not a file", path.display());
+        }
+        Ok(Image {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn fd(&self) -> i32 {
+        use std::os::fd::AsRawFd as _;
+        self.file.as_raw_fd()
+    }
+
+    pub fn fd_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd())
+    }
+
+    /// Lets `cmd` inherit the descriptor (Rust opens everything close-on-exec).
+    fn pass_to(&self, cmd: &mut Command) {
+        let fd = self.fd();
+        // SAFETY: fcntl is async-signal-safe, and `fd` stays open in the
+        // parent until the child has exec'd.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
 }
 
 /// OVMF's code, and a private copy of its variables in `scratch`.
@@ -217,21 +276,10 @@ fn which(name: &str) -> Option<PathBuf> {
 /// The image's format from its first bytes: qcow2 or raw. A qcow2 image
 /// that names another file (a backing file, an external data file) is
 /// refused: QEMU, as root, would open whatever host file its header names.
-fn image_format(image: &Path) -> anyhow::Result<&'static str> {
-    use std::io::Read as _;
-    let mut f =
-        std::fs::File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
-    if !f.metadata()?.is_file() {
-        bail!("{} is not a file", image.display());
-    }
-    let mut header = [0u8; 80];
-    let mut n = 0;
-    while n < header.len() {
-        match f.read(&mut header[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
+fn image_format(image: &Image) -> anyhow::Result<&'static str> {
+    let header = read_at_most(&image.file, 0, 80)?;
+    let n = header.len();
+    let image = &image.path;
     if n >= 8 && (header[..4] == *b"KDMV" || header[..8] == *b"vhdxfile") {
         bail!(
             "{} is a VMDK or VHDX image; osbuild boot runs raw, qcow2 and fixed VHD images: convert it first (qemu-img convert -O qcow2 IMAGE NEW.qcow2)",
@@ -281,6 +329,7 @@ fn qcow2_names_another_file(header: &[u8]) -> Option<&'static str> {
 /// UEFI firmware's code and variables, for UEFI.
 pub fn qemu_args(
     opts: &BootOptions,
+    drive: &str,
     accel: Accel,
     format: &str,
     ovmf: Option<&(PathBuf, PathBuf)>,
@@ -314,7 +363,7 @@ pub fn qemu_args(
     }
     // The drive: virtio-blk (Debian's initramfs carries the driver). A
     // comma in the path is doubled, as QEMU's option syntax wants.
-    let file = opts.image.display().to_string().replace(',', ",,");
+    let file = drive.replace(',', ",,");
     args.extend([
         "-drive".into(),
         format!("file={file},format={format},if=virtio"),
@@ -354,7 +403,8 @@ pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
              (apt-get install {QEMU_PACKAGE}, from the same suite as qemu-utils)"
         );
     };
-    let format = image_format(&opts.image)?;
+    let image = Image::open(&opts.image)?;
+    let format = image_format(&image)?;
     if opts.memory < 64 {
         bail!("--memory {}: the guest needs at least 64 MiB", opts.memory);
     }
@@ -369,13 +419,13 @@ pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
         .context("making a scratch directory for the firmware's variables")?;
     let firmware = match opts.firmware {
         Some(f) => f,
-        None => firmware_of(&image_head(&opts.image, format, scratch.path())?),
+        None => firmware_of(&image_head(&image, format, scratch.path())?),
     };
     let ovmf = match firmware {
         Firmware::Uefi => Some(ovmf(scratch.path())?),
         Firmware::Bios => None,
     };
-    let args = qemu_args(opts, accel, format, ovmf.as_ref());
+    let args = qemu_args(opts, &image.fd_path(), accel, format, ovmf.as_ref());
     eprintln!(
         "osbuild: booting {} ({format}, {}, {}, {} MiB, {}); the image is not changed. \
          Ctrl-A x quits QEMU.",
@@ -391,6 +441,7 @@ pub fn run(opts: &BootOptions) -> anyhow::Result<i32> {
     );
     let mut cmd = Command::new(&qemu);
     cmd.args(&args);
+    image.pass_to(&mut cmd);
     // SAFETY: prctl is async-signal-safe; QEMU dies with osbuild.
     unsafe {
         cmd.pre_exec(|| {
@@ -441,7 +492,7 @@ mod tests {
             qemu_img(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "1M"]),
             "qemu-img failed or is missing (tools/setup installs qemu-utils)"
         );
-        assert_eq!(image_format(&base).unwrap(), "qcow2");
+        assert_eq!(image_format(&Image::open(&base).unwrap()).unwrap(), "qcow2");
         assert!(qemu_img(&[
             "create",
             "-q",
@@ -454,11 +505,15 @@ mod tests {
             top.to_str().unwrap(),
             "1M"
         ]));
-        let e = image_format(&top).unwrap_err().to_string();
+        let e = image_format(&Image::open(&top).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("its header names a backing file"), "{e}");
         let short = dir.path().join("short.qcow2");
         std::fs::write(&short, b"QFI\xfb\0\0\0\x03").unwrap();
-        let e = image_format(&short).unwrap_err().to_string();
+        let e = image_format(&Image::open(&short).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("its qcow2 header is truncated"), "{e}");
         let ext = dir.path().join("ext.qcow2");
         assert!(qemu_img(&[
@@ -471,7 +526,9 @@ mod tests {
             ext.to_str().unwrap(),
             "1M"
         ]));
-        let e = image_format(&ext).unwrap_err().to_string();
+        let e = image_format(&Image::open(&ext).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("external data file"), "{e}");
     }
 
@@ -485,7 +542,7 @@ mod tests {
             accel: None,
             firmware: None,
         };
-        let args = qemu_args(&opts, Accel::Tcg, "qcow2", None).join(" ");
+        let args = qemu_args(&opts, "/x/a,b.qcow2", Accel::Tcg, "qcow2", None).join(" ");
         assert!(args.contains("-accel tcg -m 512 "), "{args}");
         assert!(args.contains("-snapshot"), "{args}");
         assert!(args.contains("file=/x/a,,b.qcow2,format=qcow2"), "{args}");
@@ -497,7 +554,7 @@ mod tests {
             PathBuf::from("/fw/CODE.fd"),
             PathBuf::from("/tmp/a,b/VARS.fd"),
         );
-        let args = qemu_args(&opts, Accel::Tcg, "qcow2", Some(&ovmf)).join(" ");
+        let args = qemu_args(&opts, "/x/a,b.qcow2", Accel::Tcg, "qcow2", Some(&ovmf)).join(" ");
         assert!(
             args.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/tmp/a,,b/VARS.fd"),
             "{args}"
