@@ -16,7 +16,9 @@
 //! clock is fixed or set afterwards.
 
 mod bootloader;
+mod crc32c;
 mod esp;
+mod ext4;
 mod formats;
 mod image;
 mod layout;

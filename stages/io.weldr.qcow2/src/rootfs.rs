@@ -3,9 +3,8 @@
 //! squashfs made as files (their tools know their size only when done),
 //! then copied into the partition.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use osbuild_stage::anyhow;
@@ -141,50 +140,24 @@ impl Root<'_> {
             .arg(format!("{}k", part.bytes() / 1024)))?;
 
         // mkfs copies atime and ctime from the host's files: set them to
-        // the epoch in every inode, and zero the lifetime-writes counter.
+        // the epoch in every inode, in one pass over the inode tables.
         let fs = format!("{}?offset={offset}", raw.display());
-        let dump = run(Command::new("dumpe2fs").arg(&fs))?;
-        let inodes = used_inodes(&dump);
-        if inodes.is_empty() {
-            anyhow::bail!("dumpe2fs listed no inodes in use");
-        }
-        let mut cmds = String::with_capacity(inodes.len() * 48);
-        for ino in &inodes {
-            let _ = writeln!(
-                cmds,
-                "sif <{ino}> atime @{epoch}\nsif <{ino}> ctime @{epoch}"
-            );
-        }
-        cmds.push_str("ssv kbytes_written 0\n");
-        let cmd_file = scratch.join("debugfs.cmds");
-        std::fs::write(&cmd_file, cmds)?;
-        // debugfs reports a failed request on stderr and exits 0: its
-        // stderr is read here, and anything but its banner is an error.
-        println!("running: debugfs -w -f {} {fs}", cmd_file.display());
-        let out = Command::new("debugfs")
-            .env("E2FSPROGS_FAKE_TIME", &fake_time)
-            .arg("-w")
-            .arg("-f")
-            .arg(&cmd_file)
-            .arg(&fs)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| anyhow::anyhow!("debugfs (Debian package e2fsprogs): {e}"))?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            anyhow::bail!("debugfs failed ({}): {}", out.status, log.trim());
-        }
-        if let Some(bad) = log
-            .lines()
-            .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-        {
-            anyhow::bail!("debugfs: {bad}");
-        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(raw)?;
+        let stamp = u32::try_from(self.epoch.max(0)).map_err(|_| {
+            anyhow::anyhow!(
+                "source epoch {} is past what ext4's times hold here (2106)",
+                self.epoch
+            )
+        })?;
+        let inodes = crate::ext4::set_times(&file, offset, stamp)?;
+        drop(file);
         run(Command::new("e2fsck").arg("-fn").arg(&fs))?;
         println!(
-            "file system written in {:.1}s; timestamps of {} inodes set to {epoch}; e2fsck clean",
+            "file system written in {:.1}s; times of {inodes} inodes set to {epoch}; e2fsck clean",
             started.elapsed().as_secs_f64(),
-            inodes.len()
         );
         Ok(())
     }
@@ -265,50 +238,3 @@ const MKE2FS_CONF: &str = "[defaults]
 \t\tinode_ratio = 16384
 \t}
 ";
-
-/// The inodes in use, from `dumpe2fs`'s free-inode ranges: the root
-/// directory and everything from the first non-reserved inode on.
-pub fn used_inodes(dumpe2fs: &str) -> Vec<u64> {
-    let mut per_group = 0u64;
-    let mut first = 11u64;
-    let mut group = 0u64;
-    let mut used = Vec::new();
-    for line in dumpe2fs.lines() {
-        if let Some(v) = line.strip_prefix("Inodes per group:") {
-            per_group = v.trim().parse().unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("First inode:") {
-            first = v.trim().parse().unwrap_or(11);
-        } else if let Some(rest) = line.strip_prefix("Group ") {
-            group = rest
-                .split(':')
-                .next()
-                .and_then(|g| g.trim().parse().ok())
-                .unwrap_or(group);
-        } else if let Some(ranges) = line.trim_start().strip_prefix("Free inodes:") {
-            let mut free = std::collections::HashSet::new();
-            for r in ranges.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                let (a, b) = r.split_once('-').unwrap_or((r, r));
-                if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
-                    free.extend(a..=b);
-                }
-            }
-            for ino in group * per_group + 1..=(group + 1) * per_group {
-                if !free.contains(&ino) && (ino == 2 || ino >= first) {
-                    used.push(ino);
-                }
-            }
-        }
-    }
-    used
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn used_inodes_from_dumpe2fs() {
-        let dump = "Inodes per group:         16\nFirst inode:              11\nGroup 0: (Blocks 0-1)\n  Free inodes: 14-16\nGroup 1: (Blocks 2-3)\n  Free inodes: 17, 19-32\n";
-        assert_eq!(used_inodes(dump), vec![2, 11, 12, 13, 18]);
-    }
-}
