@@ -596,3 +596,67 @@ fn a_tree_and_an_image_that_disagree_are_refused_with_what_disagrees() {
         "200 MiB is too small: the partitions need 259 MiB (the root file system at least 1 MiB)",
     );
 }
+
+#[test]
+#[ignore = "needs root and systemd-nspawn (tools/run-tests runs it)"]
+fn a_hostile_tree_reaches_nothing_outside_it_and_cannot_hang_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let build = |archive: &Path| {
+        let p = write_pipeline(
+            dir.path(),
+            "p.json",
+            json!({"pipeline": [image_stage("x.raw", json!({"format": "raw", "boot": "uefi", "root_fs_type": "erofs"}))]}),
+        );
+        let r = osbuild(&[
+            "--from",
+            archive.to_str().unwrap(),
+            "--output-directory",
+            out.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ]);
+        (r, out.join("x.raw"))
+    };
+    // The kernel is an absolute symlink to a host file: it resolves inside
+    // the tree, so the ESP gets the tree's file, never the host's.
+    let host_file = Path::new("/etc/hostname");
+    let host_before = sha256(host_file);
+    let archive = tree_archive(
+        dir.path(),
+        "symlink",
+        &format!(
+            "rm boot/vmlinuz-{KERNEL} && ln -s /etc/hostname boot/vmlinuz-{KERNEL} && printf 'the tree s own\\n' > etc/hostname"
+        ),
+    );
+    let (run, image) = build(&archive);
+    run.ok();
+    let (_, _, parts) = partitions(&image);
+    let esp = extract_part(&image, &parts[0], &dir.path().join("esp"));
+    assert_eq!(
+        mtools("mtype", &esp, &format!("/debian/{KERNEL}/linux")),
+        b"the tree s own\n",
+        "the ESP's kernel is the tree's file"
+    );
+    assert_eq!(sha256(host_file), host_before);
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A FIFO where os-release is: refused, not opened (it would block).
+    let archive = tree_archive(dir.path(), "fifo", "mkfifo etc/os-release");
+    let started = std::time::Instant::now();
+    let (run, image) = build(&archive);
+    run.fails_with(1, "/etc/os-release");
+    assert!(
+        started.elapsed().as_secs() < 120,
+        "the stage waited on the FIFO"
+    );
+    assert!(!image.exists());
+
+    // A configuration file far larger than any is refused before it is read.
+    let archive = tree_archive(dir.path(), "huge", "truncate -s 1M etc/fstab");
+    let (run, image) = build(&archive);
+    run.fails_with(
+        1,
+        "/etc/fstab in the tree is 1048576 bytes, more than the 65536 this stage reads",
+    );
+    assert!(!image.exists());
+}
