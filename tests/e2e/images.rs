@@ -641,7 +641,11 @@ fn a_hostile_tree_reaches_nothing_outside_it_and_cannot_hang_the_stage() {
     std::fs::remove_dir_all(&out).unwrap();
 
     // A FIFO where os-release is: refused, not opened (it would block).
-    let archive = tree_archive(dir.path(), "fifo", "mkfifo etc/os-release");
+    let archive = tree_archive(
+        dir.path(),
+        "fifo",
+        "rm etc/os-release && mkfifo etc/os-release",
+    );
     let started = std::time::Instant::now();
     let (run, image) = build(&archive);
     run.fails_with(1, "/etc/os-release");
