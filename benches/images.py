@@ -18,13 +18,13 @@ qemu-system-x86 and ovmf (tools/setup)."""
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from boot import boot_to_login
 from common import OSBUILD, ROOT, WORK, build_release, debian_tarball, log, run, sh
-from native import stage_seconds
 
 RUNS = int(os.environ.get("OSBUILD_BENCH_RUNS", "3"))
 
@@ -41,6 +41,20 @@ LAYOUTS = [
     ("gpt uefi ext4 vhd (fixed)", {"boot": "uefi", "format": "vhd"}),
     ("gpt uefi ext4 vhdx", {"boot": "uefi", "format": "vhdx"}),
 ]
+
+
+def stage_seconds(cmd, name):
+    """The duration osbuild reports for stage `name` (--monitor json);
+    osbuild's messages on failure."""
+    p = subprocess.run([str(c) for c in cmd] + ["--monitor", "json"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    for line in p.stdout.splitlines():
+        e = json.loads(line)
+        if e.get("event") == "stage-finished" and e.get("name") == name:
+            return e["duration_ms"] / 1000
+    raise SystemExit(f"no stage-finished event for {name}")
 
 
 def assembly(tmp):

@@ -593,7 +593,7 @@ fn a_tree_and_an_image_that_disagree_are_refused_with_what_disagrees() {
         );
     run_plain(json!({"target": "x.qcow2", "boot": "uefi", "size": "200M"})).fails_with(
         1,
-        "200 MiB is too small: the partitions need 259 MiB (the root file system at least 1 MiB)",
+        "200 MiB is too small: the partitions need 290 MiB (the root file system at least 32 MiB)",
     );
 }
 
@@ -619,8 +619,6 @@ fn a_hostile_tree_reaches_nothing_outside_it_and_cannot_hang_the_stage() {
     };
     // The kernel is an absolute symlink to a host file: it resolves inside
     // the tree, so the ESP gets the tree's file, never the host's.
-    let host_file = Path::new("/etc/hostname");
-    let host_before = sha256(host_file);
     let archive = tree_archive(
         dir.path(),
         "symlink",
@@ -637,7 +635,6 @@ fn a_hostile_tree_reaches_nothing_outside_it_and_cannot_hang_the_stage() {
         b"the tree s own\n",
         "the ESP's kernel is the tree's file"
     );
-    assert_eq!(sha256(host_file), host_before);
     std::fs::remove_dir_all(&out).unwrap();
 
     // A FIFO where os-release is: refused, not opened (it would block).
@@ -648,7 +645,10 @@ fn a_hostile_tree_reaches_nothing_outside_it_and_cannot_hang_the_stage() {
     );
     let started = std::time::Instant::now();
     let (run, image) = build(&archive);
-    run.fails_with(1, "/etc/os-release");
+    run.fails_with(
+        1,
+        "/etc/os-release: is a FIFO: osbuild never opens device nodes, FIFOs or sockets in a tree",
+    );
     assert!(
         started.elapsed().as_secs() < 120,
         "the stage waited on the FIFO"

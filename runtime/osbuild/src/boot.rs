@@ -180,6 +180,13 @@ impl Image {
         if !file.metadata()?.is_file() {
             bail!("{} is not a file", path.display());
         }
+        // Started with standard descriptors closed, the image could be
+        // one of them, and QEMU's console: move it past them.
+        let file = if std::os::fd::AsRawFd::as_raw_fd(&file) < 3 {
+            std::fs::File::from(rustix::io::fcntl_dupfd_cloexec(&file, 3)?)
+        } else {
+            file
+        };
         Ok(Image {
             path: path.to_path_buf(),
             file,

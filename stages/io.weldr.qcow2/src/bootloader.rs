@@ -38,7 +38,8 @@ const CORE_IMG_BLOCKLIST: usize = 0x200 - 12;
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub version: String,
-    pub cmdline: String,
+    /// The kernel's parameters, one each (see `layout::parse_cmdline`).
+    pub params: Vec<String>,
 }
 
 /// The newest `vmlinuz-VERSION` in /boot that has its `initrd.img-VERSION`.
@@ -95,7 +96,9 @@ pub fn entry_token(tree: &Tree) -> anyhow::Result<String> {
     });
     Ok(id
         .filter(|v| {
-            v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            // FAT ignores case: `efi` and `loader` are the ESP's own directories.
+            !["efi", "loader"].contains(&v.as_str())
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && v.len() <= 64
                 && v.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
@@ -127,8 +130,9 @@ impl KernelFiles {
             on_esp: true,
         }
     }
-    /// Copies the kernel and initrd from the tree onto the ESP, each at
-    /// most `room` bytes (what the ESP holds).
+    /// Copies the kernel and initrd from the tree onto the ESP: together
+    /// at most `room` bytes (what the ESP holds), each at most 512 MiB
+    /// (each is read whole into memory).
     pub fn stage(
         &self,
         tree: &Tree,
@@ -136,27 +140,30 @@ impl KernelFiles {
         esp: &Staging,
         room: u64,
     ) -> anyhow::Result<()> {
-        esp.put(
-            &self.linux[1..],
-            &read_capped(tree, &format!("/boot/vmlinuz-{version}"), room)?,
-        )?;
-        esp.put(
-            &self.initrd[1..],
-            &read_capped(tree, &format!("/boot/initrd.img-{version}"), room)?,
-        )?;
+        let linux = format!("/boot/vmlinuz-{version}");
+        let initrd = format!("/boot/initrd.img-{version}");
+        let total = tree
+            .metadata(&linux)?
+            .size
+            .saturating_add(tree.metadata(&initrd)?.size);
+        if total > room {
+            anyhow::bail!(
+                "{linux} and {initrd} take {total} bytes, more than the EFI system partition's {room}: set a larger esp_size"
+            );
+        }
+        esp.put(&self.linux[1..], &read_capped(tree, &linux, 512 << 20)?)?;
+        esp.put(&self.initrd[1..], &read_capped(tree, &initrd, 512 << 20)?)?;
         Ok(())
     }
 }
 
 /// GRUB's embedded configuration: find the file system holding the
 /// kernel by its UUID (GRUB writes a FAT volume id in lower case), boot it.
-/// The command line's words are quoted: GRUB's script language would
-/// read `;`, `$` or `#` in them.
-pub fn grub_config(fs_uuid: &str, files: &KernelFiles, cmdline: &str) -> String {
-    let words: Vec<String> = cmdline
-        .split_whitespace()
-        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
-        .collect();
+/// Each parameter is one single-quoted word: GRUB's script language would
+/// read `;`, `$` or `#`, and GRUB quotes a parameter with a space for the
+/// kernel itself. Parameters hold no `'` or `\` (`parse_cmdline`).
+pub fn grub_config(fs_uuid: &str, files: &KernelFiles, params: &[String]) -> String {
+    let words: Vec<String> = params.iter().map(|w| format!("'{w}'")).collect();
     format!(
         "search --no-floppy --fs-uuid --set=root {uuid}\nlinux {linux} {words}\ninitrd {initrd}\nboot\n",
         uuid = fs_uuid.to_lowercase(),
@@ -170,9 +177,12 @@ pub fn grub_config(fs_uuid: &str, files: &KernelFiles, cmdline: &str) -> String 
 const TEXT_CAP: u64 = 64 << 10;
 
 /// A text file of the tree, if it is there, at most 64 KiB.
+/// A symlink that leads nowhere counts as missing.
 pub fn read_text(tree: &Tree, path: &str) -> anyhow::Result<Option<String>> {
-    if !tree.exists(path)? {
-        return Ok(None);
+    match tree.metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
     }
     let bytes = read_capped(tree, path, TEXT_CAP)?;
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
@@ -322,7 +332,7 @@ pub fn systemd_boot(
             v = kernel.version,
             linux = files.linux,
             initrd = files.initrd,
-            cmdline = kernel.cmdline
+            cmdline = crate::layout::render_cmdline(&kernel.params)
         )
         .as_bytes(),
     )?;
@@ -365,16 +375,18 @@ mod tests {
             std::cmp::Ordering::Less
         );
         let f = KernelFiles::on_esp("debian", "6.1.0-9-amd64");
+        let params: Vec<String> = [
+            "root=PARTUUID=x",
+            "ro",
+            "a;reboot",
+            "$x",
+            "dyndbg=file a.c +p",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
-            grub_config("7A3C-91E5", &f, "root=PARTUUID=x ro"),
-            "search --no-floppy --fs-uuid --set=root 7a3c-91e5\nlinux /debian/6.1.0-9-amd64/linux 'root=PARTUUID=x' 'ro'\ninitrd /debian/6.1.0-9-amd64/initrd\nboot\n"
-        );
-        assert_eq!(
-            grub_config("u", &f, "a;reboot it's $x")
-                .lines()
-                .nth(1)
-                .unwrap(),
-            r"linux /debian/6.1.0-9-amd64/linux 'a;reboot' 'it'\''s' '$x'"
+            grub_config("7A3C-91E5", &f, &params),
+            "search --no-floppy --fs-uuid --set=root 7a3c-91e5\nlinux /debian/6.1.0-9-amd64/linux 'root=PARTUUID=x' 'ro' 'a;reboot' '$x' 'dyndbg=file a.c +p'\ninitrd /debian/6.1.0-9-amd64/initrd\nboot\n"
         );
     }
 }

@@ -21,6 +21,8 @@ const DEFAULT_ESP: u64 = 256 * MIB;
 /// floor leaves room for a bootloader.
 const MIN_ESP: u64 = 64 * MIB;
 const MAX_ESP: u64 = 16 << 30;
+/// The smallest ext4 root: below it mkfs.ext4 makes no journal.
+const EXT4_MIN: u64 = 32 * MIB;
 /// The largest image this stage makes (16 TiB): sizes stay far from
 /// overflowing, and a typo does not ask for an exabyte.
 pub const MAX_IMAGE: u64 = 16 << 40;
@@ -280,12 +282,23 @@ impl Plan {
         };
         // The partitions' ids do not depend on their sizes: what the tree
         // says is checked against a layout before the file systems exist.
-        let probe = plan.layout(MIB)?;
+        let probe = plan.layout(if plan.root_fs == RootFs::Ext4 {
+            EXT4_MIN
+        } else {
+            MIB
+        })?;
         let root_spec = plan.root_spec(&probe);
         let (root_names, esp_names) = plan.names(&probe);
         let mut wrong = layout::fstab_disagreements(&fstab, &root_names, esp_names.as_ref());
-        let from_tree = bootloader::read_text(tree, "/etc/kernel/cmdline")?;
-        if let Some(spec) = from_tree.as_deref().and_then(layout::cmdline_root)
+        let (from_tree, dropped) = layout::parse_cmdline(
+            &bootloader::read_text(tree, "/etc/kernel/cmdline")?.unwrap_or_default(),
+        );
+        for p in &dropped {
+            println!(
+                "leaving out {p} from /etc/kernel/cmdline: not printable ASCII, or a quote or backslash GRUB would escape"
+            );
+        }
+        if let Some(spec) = layout::cmdline_root(&from_tree)
             && let Some(why) = root_names.disagrees(spec)
         {
             wrong.push(format!("/etc/kernel/cmdline: root= {why}"));
@@ -297,18 +310,14 @@ impl Plan {
             );
         }
         let kernel = version.map(|version| Kernel {
-            cmdline: layout::kernel_cmdline(
-                from_tree.as_deref(),
-                &root_spec,
-                plan.root_fs.read_only(),
-            ),
+            params: layout::kernel_params(&from_tree, &root_spec, plan.root_fs.read_only()),
             version,
         });
         Ok(Plan { kernel, ..plan })
     }
 
     fn layout(&self, root_min: u64) -> anyhow::Result<Layout> {
-        Layout::new(&Wants {
+        let layout = Layout::new(&Wants {
             table: self.table,
             firmware: Some(self.firmware),
             disk_id: self.disk_id.clone(),
@@ -316,7 +325,15 @@ impl Plan {
             root_min,
             size: self.size,
         })
-        .map_err(|e| option_error("size", e))
+        .map_err(|e| option_error("size", e))?;
+        if layout.bytes > MAX_IMAGE {
+            anyhow::bail!(
+                "the image would take {} GiB, more than the {} GiB this stage makes",
+                layout.bytes >> 30,
+                MAX_IMAGE >> 30
+            );
+        }
+        Ok(layout)
     }
 
     /// How the kernel command line names the root: by UUID where the
@@ -405,7 +422,7 @@ impl Plan {
             (Some(p), _) => p.bytes,
             // A size given leaves the root what the other partitions do
             // not take: mkfs.ext4 says if the tree does not fit.
-            (None, Some(_)) => MIB,
+            (None, Some(_)) => EXT4_MIN,
             (None, None) => rootfs::ext4_size(&self.tree)?,
         };
         let layout = self.layout(root_min)?;
@@ -423,7 +440,11 @@ impl Plan {
                 Firmware::Hybrid => "BIOS and UEFI",
             },
             match &self.kernel {
-                Some(k) => format!("booting {} with \"{}\"", k.version, k.cmdline),
+                Some(k) => format!(
+                    "booting {} with \"{}\"",
+                    k.version,
+                    layout::render_cmdline(&k.params)
+                ),
                 None => "no bootloader".into(),
             },
             self.root_fs.name(),
@@ -466,7 +487,7 @@ impl Plan {
                     }
                     EfiLoader::Grub => bootloader::grub_efi(
                         &esp,
-                        &bootloader::grub_config(self.kernel_fs_uuid(), files, &k.cmdline),
+                        &bootloader::grub_config(self.kernel_fs_uuid(), files, &k.params),
                         scratch,
                     )?,
                 }
@@ -477,7 +498,7 @@ impl Plan {
         if self.firmware.bios()
             && let (Some(k), Some(files)) = (&self.kernel, &self.kernel_files)
         {
-            let config = bootloader::grub_config(self.kernel_fs_uuid(), files, &k.cmdline);
+            let config = bootloader::grub_config(self.kernel_fs_uuid(), files, &k.params);
             bootloader::grub_bios(raw, &layout, &config, scratch)?;
         }
         Ok(layout)

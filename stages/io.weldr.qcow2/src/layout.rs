@@ -397,26 +397,71 @@ pub fn fstab_disagreements(fstab: &[FstabEntry], root: &Names, esp: Option<&Name
     out
 }
 
-/// The `root=` of a kernel command line, if it has one.
-pub fn cmdline_root(cmdline: &str) -> Option<&str> {
-    cmdline
-        .split_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix("root="))
+/// A kernel command line split as the kernel splits it: at white space
+/// (0xA0 included) outside double quotes, the quotes then dropped. A
+/// parameter with a byte outside printable ASCII, a backslash or a single
+/// quote is left out (second list): GRUB would escape it, and the kernel
+/// does not unescape.
+pub fn parse_cmdline(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut raw = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        if c == '"' {
+            quoted = !quoted;
+            current.push(c);
+        } else if !quoted && (c.is_ascii_whitespace() || c == '\u{a0}' || c == '\u{b}') {
+            if !current.is_empty() {
+                raw.push(std::mem::take(&mut current));
+            }
+        } else {
+            current.push(c);
+        }
+    }
+    if !current.is_empty() {
+        raw.push(current);
+    }
+    let (mut params, mut dropped) = (Vec::new(), Vec::new());
+    for p in raw {
+        let plain: String = p.chars().filter(|c| *c != '"').collect();
+        if !plain.is_empty()
+            && plain
+                .chars()
+                .all(|c| (' '..='~').contains(&c) && c != '\\' && c != '\'')
+        {
+            params.push(plain);
+        } else {
+            dropped.push(p.escape_debug().to_string());
+        }
+    }
+    (params, dropped)
 }
 
-/// The kernel command line: the tree's /etc/kernel/cmdline (words with
-/// control characters left out), with `root=` naming the root file system
-/// unless it names one; read-write unless the root file system is
-/// read-only; always with a serial console.
-pub fn kernel_cmdline(from_tree: Option<&str>, root_spec: &str, read_only: bool) -> String {
-    let mut words: Vec<String> = from_tree
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter(|w| !w.chars().any(char::is_control))
-        .map(str::to_string)
-        .collect();
-    if cmdline_root(&words.join(" ")).is_none() {
+/// The `root=` of a command line's parameters: the last, as the kernel takes it.
+pub fn cmdline_root(params: &[String]) -> Option<&str> {
+    params.iter().rev().find_map(|p| p.strip_prefix("root="))
+}
+
+/// One command line as text (a boot entry's `options`, the build log): a
+/// parameter with a space in its value is quoted as the kernel reads it.
+pub fn render_cmdline(params: &[String]) -> String {
+    params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            _ if !p.contains(' ') => p.clone(),
+            Some((k, v)) if !k.contains(' ') => format!("{k}=\"{v}\""),
+            _ => format!("\"{p}\""),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kernel's parameters: the tree's /etc/kernel/cmdline's, with `root=`
+/// naming the root file system unless they name one; read-write unless the
+/// root file system is read-only; always with a serial console.
+pub fn kernel_params(from_tree: &[String], root_spec: &str, read_only: bool) -> Vec<String> {
+    let mut words = from_tree.to_vec();
+    if cmdline_root(&words).is_none() {
         words.insert(0, format!("root={root_spec}"));
     }
     if read_only {
@@ -428,7 +473,7 @@ pub fn kernel_cmdline(from_tree: Option<&str>, root_spec: &str, read_only: bool)
     if !words.iter().any(|w| w.starts_with("console=")) {
         words.push("console=ttyS0".into());
     }
-    words.join(" ")
+    words
 }
 
 #[cfg(test)]
@@ -564,23 +609,31 @@ mod tests {
 
     #[test]
     fn kernel_command_lines() {
+        let params = |s: &str| parse_cmdline(s).0;
+        let line = |tree: &str, spec: &str, ro: bool| {
+            render_cmdline(&kernel_params(&params(tree), spec, ro))
+        };
+        assert_eq!(line("", "UUID=u", false), "root=UUID=u rw console=ttyS0");
         assert_eq!(
-            kernel_cmdline(None, "UUID=u", false),
-            "root=UUID=u rw console=ttyS0"
-        );
-        assert_eq!(
-            kernel_cmdline(Some("root=UUID=u ro quiet"), "x", false),
+            line("root=UUID=u ro quiet", "x", false),
             "root=UUID=u ro quiet console=ttyS0"
         );
         assert_eq!(
-            kernel_cmdline(Some("root=PARTUUID=p rw"), "x", true),
+            line("root=PARTUUID=p rw", "x", true),
             "root=PARTUUID=p ro console=ttyS0"
         );
-        assert_eq!(cmdline_root("a root=x b root=y"), Some("y"));
-        assert_eq!(
-            kernel_cmdline(Some("quiet\u{1b}[2J splash"), "UUID=u", false),
-            "root=UUID=u splash rw console=ttyS0"
+        assert_eq!(cmdline_root(&params("a root=x b root=y")), Some("y"));
+        // Split as the kernel splits: quotes keep spaces, 0xA0 is a space.
+        let (p, dropped) = parse_cmdline(
+            "dyndbg=\"file foo.c +p\" quiet\u{a0}root=/dev/x \"it's\" a\\b \u{1b}[2J",
         );
+        assert_eq!(p, ["dyndbg=file foo.c +p", "quiet", "root=/dev/x"]);
+        assert_eq!(dropped.len(), 3, "{dropped:?}");
+        assert_eq!(
+            render_cmdline(&p),
+            "dyndbg=\"file foo.c +p\" quiet root=/dev/x"
+        );
+        assert_eq!(cmdline_root(&p), Some("/dev/x"));
         assert!(valid_volume_id("7A3C-91E5"));
         assert!(!valid_volume_id("7a3c-91e5"));
         assert!(!valid_volume_id("7A3C91E5"));

@@ -145,19 +145,14 @@ impl Root<'_> {
             .arg(format!("{}k", part.bytes() / 1024)))?;
 
         // mkfs copies atime and ctime from the host's files: set them to
-        // the epoch in every inode, in one pass over the inode tables.
+        // the epoch in every inode, in one pass over the inode tables, and
+        // zero the count of bytes mkfs wrote.
         let fs = format!("{}?offset={offset}", raw.display());
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(raw)?;
-        let stamp = u32::try_from(self.epoch.max(0)).map_err(|_| {
-            anyhow::anyhow!(
-                "source epoch {} is past what ext4's times hold here (2106)",
-                self.epoch
-            )
-        })?;
-        let inodes = crate::ext4::set_times(&file, offset, stamp)?;
+        let inodes = crate::ext4::normalize(&file, offset, self.epoch)?;
         drop(file);
         run(Command::new("e2fsck").arg("-fn").arg(&fs))?;
         println!(
