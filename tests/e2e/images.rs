@@ -246,24 +246,18 @@ fn check(case: &Case, image: &Path, tree: &Path, work: &Path) {
                 "{name}: {stat}"
             );
         }
-        "erofs" => {
-            let part = extract_part(image, root, &work.join("root.erofs"));
-            let dest = work.join("erofs-root");
-            sh(&format!(
-                "fsck.erofs --extract={} {}",
-                dest.display(),
-                part.display()
-            ));
-            check_extracted(&dest, &name);
-        }
-        "squashfs" => {
-            let part = extract_part(image, root, &work.join("root.squashfs"));
-            let dest = work.join("squashfs-root");
-            sh(&format!(
-                "unsquashfs -q -n -d {} {}",
-                dest.display(),
-                part.display()
-            ));
+        fs @ ("erofs" | "squashfs") => {
+            // Each read-only file system's own tool checks it as it
+            // extracts every file.
+            let (part, dest) = (
+                extract_part(image, root, &work.join(format!("root.{fs}"))),
+                work.join(format!("{fs}-root")),
+            );
+            sh(&if fs == "erofs" {
+                format!("fsck.erofs --extract={} {}", dest.display(), part.display())
+            } else {
+                format!("unsquashfs -q -n -d {} {}", dest.display(), part.display())
+            });
             check_extracted(&dest, &name);
         }
         other => panic!("{other}"),
