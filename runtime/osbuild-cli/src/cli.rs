@@ -819,6 +819,10 @@ fn result_json(
             "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
             "saved": r.saved.as_deref().map(file),
             "sbom": r.sbom.as_deref().map(file),
+            "from": r.from_digest.as_ref().map(|digest| json!({
+                "sha256": digest,
+                "hashed": r.from_hashed,
+            })),
         }),
         Err(e) => {
             let error = match e {

@@ -30,6 +30,7 @@ use crate::reach::host_paths::HostPathRules;
 use crate::reach::writes;
 use crate::signals;
 use crate::stage::{Kind, Registry};
+use crate::store::file_digests::{FileDigests, Identity as FileIdentity};
 use crate::store::workspace::{Handoff, Workspace};
 use crate::store::{self, Object, Store};
 use crate::wasm::WasmHost;
@@ -89,6 +90,9 @@ pub struct BuildReport {
     pub sbom: Option<PathBuf>,
     /// sha256 (hex) of the `--from` archive.
     pub from_digest: Option<String>,
+    /// Whether this build read the `--from` archive to hash it (`false`:
+    /// the store remembered the digest of the unchanged file).
+    pub from_hashed: bool,
     pub source_epoch: i64,
 }
 
@@ -176,19 +180,61 @@ struct FromArchive {
     path: PathBuf,
     file: std::fs::File,
     digest: String,
+    /// What the file was when its digest was taken (or found remembered).
+    identity: FileIdentity,
+    hashed: bool,
 }
 
 impl FromArchive {
-    fn open(path: &Path) -> Result<FromArchive, BuildError> {
+    /// `digests`: the store's memory of archive digests, if the build uses
+    /// the store; an unchanged archive is then not read again.
+    fn open(path: &Path, digests: Option<&FileDigests>) -> Result<FromArchive, BuildError> {
         let input =
             |e: std::io::Error| BuildError::input("--from", format!("{}: {e}", path.display()));
         let mut file = std::fs::File::open(path).map_err(input)?;
-        let digest = store::ids::reader_digest(&mut file).map_err(input)?;
+        let identity = FileIdentity::of(&file.metadata().map_err(input)?);
+        let remembered = digests.and_then(|d| d.lookup(&identity));
+        let hashed = remembered.is_none();
+        let digest = match remembered {
+            Some(digest) => digest,
+            None => {
+                let digest = store::ids::reader_digest(&mut file).map_err(input)?;
+                // Written while it was read: the digest is of no one file.
+                Self::check_unchanged(&file, &identity, path)?;
+                if let Some(d) = digests {
+                    d.remember(&identity, &digest);
+                }
+                digest
+            }
+        };
         Ok(FromArchive {
             path: path.to_path_buf(),
             file,
             digest,
+            identity,
+            hashed,
         })
+    }
+
+    fn check_unchanged(
+        file: &std::fs::File,
+        identity: &FileIdentity,
+        path: &Path,
+    ) -> Result<(), BuildError> {
+        let now = file
+            .metadata()
+            .map(|m| FileIdentity::of(&m))
+            .map_err(|e| BuildError::input("--from", format!("{}: {e}", path.display())))?;
+        if now != *identity {
+            return Err(BuildError::input(
+                "--from",
+                format!(
+                    "{} changed while osbuild read it; nothing was built: build again once nothing writes to it",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// What names the unpacked tree in the store: the archive's digest and
@@ -236,7 +282,9 @@ impl FromArchive {
             archive::unpack::UnpackError::Io(e) => {
                 BuildError::Other(e.context(format!("unpacking {}", from.display())))
             }
-        })
+        })?;
+        // The tree is stored under the digest: it must be of these bytes.
+        Self::check_unchanged(&self.file, &self.identity, from)
     }
 }
 
@@ -251,13 +299,16 @@ pub struct Inspected {
 
 /// Each stage's id and whether the store has its result, running nothing.
 pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspected>, BuildError> {
-    let resolved = resolve(pipeline, config)?;
-    let done = if config.cache {
+    let store = if config.cache {
         crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
-        let store = Store::open(&config.store)?;
-        restore(&store, config, &resolved.ids)?.done
+        Some(Store::open(&config.store)?)
     } else {
         None
+    };
+    let resolved = resolve(pipeline, config, store.as_ref())?;
+    let done = match &store {
+        Some(store) => restore(store, config, &resolved.ids)?.done,
+        None => None,
     };
     Ok(resolved
         .planned
@@ -288,9 +339,9 @@ pub struct Recorded {
 /// The change record of each stage of a built pipeline, from the store,
 /// running nothing.
 pub fn records(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Recorded>, BuildError> {
-    let resolved = resolve(pipeline, config)?;
     crate::store::secure_root(&config.store).map_err(|e| BuildError::input("--store", e))?;
     let store = Store::open(&config.store)?;
+    let resolved = resolve(pipeline, config, Some(&store))?;
     let mut out = Vec::new();
     for (p, id) in resolved.planned.iter().zip(&resolved.ids.stages) {
         let (location, record) = match store.get(id)? {
@@ -353,7 +404,11 @@ struct Resolved {
 
 /// Resolve: every stage found, its options checked, what it may reach
 /// decided, and the ids of its result, before anything runs.
-fn resolve(pipeline: &Pipeline, config: &BuildConfig) -> Result<Resolved, BuildError> {
+fn resolve(
+    pipeline: &Pipeline,
+    config: &BuildConfig,
+    store: Option<&Store>,
+) -> Result<Resolved, BuildError> {
     let epoch = source_epoch(pipeline)?;
     check_paths(config)?;
     let planned = plan(
@@ -371,7 +426,12 @@ fn resolve(pipeline: &Pipeline, config: &BuildConfig) -> Result<Resolved, BuildE
             "no stage of the pipeline writes an output file and there is no --save archive: a provenance needs a subject; add --save ARCHIVE",
         ));
     }
-    let from = config.from.as_deref().map(FromArchive::open).transpose()?;
+    let digests = store.map(|s| FileDigests::in_store(s.root()));
+    let from = config
+        .from
+        .as_deref()
+        .map(|path| FromArchive::open(path, digests.as_ref()))
+        .transpose()?;
     let from_identity = from.as_ref().map(|f| f.identity(config));
     let ids = ids(
         &planned,
@@ -677,7 +737,7 @@ pub fn build(
         store.root().join("components"),
         store.secret()?,
     )))?);
-    let resolved = resolve(pipeline, config)?;
+    let resolved = resolve(pipeline, config, config.cache.then_some(&store))?;
     let planned = &resolved.planned;
     trace.at("planned");
     reporter.build_started(pipeline.name.as_deref(), planned.len());
@@ -735,6 +795,7 @@ pub fn build(
         output_dir: output_dir.clone(),
         sbom: None,
         from_digest: resolved.from.as_ref().map(|f| f.digest.clone()),
+        from_hashed: resolved.from.as_ref().is_some_and(|f| f.hashed),
         source_epoch: resolved.epoch,
     };
     for (p, summary) in planned[..first].iter().zip(cached) {

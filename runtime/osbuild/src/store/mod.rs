@@ -17,6 +17,7 @@
 //! least recently used leaves go first, so a layer is never removed from
 //! under an object that sits on it.
 
+pub mod file_digests;
 pub mod ids;
 pub mod workspace;
 
@@ -682,7 +683,7 @@ impl Store {
                 n += 1;
             }
         }
-        for sub in ["tmp", "components", "native-stages"] {
+        for sub in ["tmp", "components", "native-stages", "file-digests"] {
             remove_tree(&root.join(sub))?;
         }
         Ok(n)
