@@ -156,7 +156,9 @@ pub fn check_url(at: &str, url: &str) -> Result<(), LockError> {
     if !scheme_ok || !chars_ok || url.len() > 2048 {
         return Err(err(
             at,
-            format!("{url:?} is not an http://, https:// or file:/// URL of printable characters without spaces or quotes"),
+            format!(
+                "{url:?} is not an http://, https:// or file:/// URL of printable characters without spaces or quotes"
+            ),
         ));
     }
     if url.split('/').any(|s| s == "..") {

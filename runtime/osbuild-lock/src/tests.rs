@@ -25,24 +25,36 @@ fn a_lock_round_trips() {
     let text = lock_with(pkg("bash", "5.2.15-2+b7", 'a'));
     let lock = LockFile::parse(text.as_bytes()).unwrap();
     assert_eq!(LockFile::parse(lock.to_text().as_bytes()).unwrap(), lock);
-    assert_eq!(lock.stage(0).unwrap().resolved.packages[0].file_name(), "bash_5.2.15-2+b7_amd64.deb");
+    assert_eq!(
+        lock.stage(0).unwrap().resolved.packages[0].file_name(),
+        "bash_5.2.15-2+b7_amd64.deb"
+    );
     assert!(lock.stage(1).is_none());
 }
 
 #[test]
 fn hostile_fields_are_refused_by_json_path() {
     let cases: Vec<(Box<dyn Fn(&mut Package)>, &str)> = vec![
-        (Box::new(|p| p.url = "http://m/pool/../../../etc/passwd.deb".into()), ".url"),
+        (
+            Box::new(|p| p.url = "http://m/pool/../../../etc/passwd.deb".into()),
+            ".url",
+        ),
         (Box::new(|p| p.url = "http://m/pool/a b.deb".into()), ".url"),
         (Box::new(|p| p.url = "http://m/pool/x.deb\n".into()), ".url"),
         (Box::new(|p| p.url = "ftp://m/pool/x.deb".into()), ".url"),
         (Box::new(|p| p.url = "http://m/pool/..".into()), ".url"),
-        (Box::new(|p| p.url = "http://m/pool/script.sh".into()), ".url"),
+        (
+            Box::new(|p| p.url = "http://m/pool/script.sh".into()),
+            ".url",
+        ),
         (Box::new(|p| p.url = "http://m/pool/-rf.deb".into()), ".url"),
         (Box::new(|p| p.name = "--force-all".into()), ".name"),
         (Box::new(|p| p.name = "a;b".into()), ".name"),
         (Box::new(|p| p.version = "1 2".into()), ".version"),
-        (Box::new(|p| p.architecture = "amd64/..".into()), ".architecture"),
+        (
+            Box::new(|p| p.architecture = "amd64/..".into()),
+            ".architecture",
+        ),
         (Box::new(|p| p.sha256 = "A".repeat(64)), ".sha256"),
         (Box::new(|p| p.sha256 = "a".repeat(63)), ".sha256"),
     ];
@@ -50,7 +62,11 @@ fn hostile_fields_are_refused_by_json_path() {
         let mut p = pkg("bash", "5.2", 'a');
         change(&mut p);
         let e = LockFile::parse(lock_with(p.clone()).as_bytes()).unwrap_err();
-        assert_eq!(e.at, format!("stages[0].resolved.packages[0]{field}"), "{p:?}: {e}");
+        assert_eq!(
+            e.at,
+            format!("stages[0].resolved.packages[0]{field}"),
+            "{p:?}: {e}"
+        );
     }
 }
 
@@ -99,7 +115,12 @@ fn a_diff_names_each_package_with_old_and_new_versions() {
         [
             "a (amd64): 1 -> 2",
             "b (amd64): 1 -> (removed)",
-            format!("c (amd64): 1 (sha256 {}) -> 1 (sha256 {})", "c".repeat(12), "e".repeat(12)).as_str(),
+            format!(
+                "c (amd64): 1 (sha256 {}) -> 1 (sha256 {})",
+                "c".repeat(12),
+                "e".repeat(12)
+            )
+            .as_str(),
             "d (amd64): (none) -> 1",
         ]
     );

@@ -1,11 +1,19 @@
 //! `io.weldr.mmdebstrap`: a Debian or Ubuntu base tree, made by mmdebstrap
 //! straight into the (empty) tree.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use osbuild_stage::anyhow::Context as _;
+use osbuild_stage::packages;
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::Deserialize;
+
+mod deb822;
+mod fetch;
+mod index;
+mod repo;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +65,14 @@ fn check(o: &Options) -> Result<(), OptionError> {
     Ok(())
 }
 
+/// Where the stage keeps apt's scratch state and its local repositories
+/// (its private /tmp).
+const SCRATCH_APT: &str = "/tmp/osbuild-apt";
+const CACHE_REPO: &str = "/tmp/osbuild-cache-repo";
+const LOCK_REPO: &str = "/tmp/osbuild-lock-repo";
+const SOURCES: &str = "/tmp/osbuild-sources.list";
+const CACHED_NAMES: &str = "/tmp/osbuild-cached-names";
+
 fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     check(&o)?;
     let target = tree.host_path();
@@ -95,18 +111,188 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
             return Err(OptionError::new("keyring", format!("not given, and {DEBIAN_KEYRING} is missing (apt-get install debian-archive-keyring)")).into());
         }
     };
+    // The image's sources are the mirrors', whichever repository the
+    // packages were copied from (mmdebstrap writes one entry a source).
+    let components = if o.components.is_empty() {
+        "main".to_string()
+    } else {
+        o.components.join(" ")
+    };
+    let sources: Vec<String> = mirrors
+        .iter()
+        .map(|m| format!("deb {m} {} {components}\n", o.suite))
+        .collect();
+    std::fs::write(SOURCES, sources.join("\n")).context("writing the image's sources.list")?;
+
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg(format!("--variant={}", o.variant))
-        .arg(format!("--keyring={keyring}"));
+        .arg(format!("--keyring={keyring}"))
+        // Essential packages stay in the archives until the customize
+        // hook has handed the downloads to osbuild (apt cleans them after).
+        .arg("--skip=essential/unlink")
+        .arg(format!(
+            "--customize-hook=cp {SOURCES} \"$1/etc/apt/sources.list\""
+        ));
     if !o.components.is_empty() {
         cmd.arg(format!("--components={}", o.components.join(",")));
     }
     if !o.packages.is_empty() {
         cmd.arg(format!("--include={}", o.packages.join(",")));
     }
-    cmd.arg(&o.suite).arg(target).args(&mirrors);
-    osbuild_stage::host::run(&mut cmd, "mmdebstrap")?;
-    populate_dev(tree)
+    let locked = packages::lock()?;
+    let installed = match locked {
+        Some(lock) => {
+            let source = from_lock(&lock, &o.suite)?;
+            cmd.arg(&o.suite).arg(target).arg(source);
+            osbuild_stage::host::run(&mut cmd, "mmdebstrap")?;
+            check_installed(tree, &lock)?;
+            lock
+        }
+        None => {
+            let arch = osbuild_stage::host::output(
+                Command::new("dpkg").arg("--print-architecture"),
+                "dpkg",
+            )?
+            .trim()
+            .to_string();
+            let scratch = index::Scratch::new(
+                Path::new(SCRATCH_APT),
+                &mirrors,
+                &o.suite,
+                &o.components,
+                &keyring,
+                &arch,
+            )?;
+            scratch.update()?;
+            let index = scratch.index()?;
+            let cached = cache_repo(&index, &o.suite)?;
+            // What apt downloads is handed to osbuild before mmdebstrap
+            // cleans the archives; what came from the cache is not.
+            cmd.arg(format!(
+                "--customize-hook=for f in \"$1\"/var/cache/apt/archives/*.deb; do [ -f \"$f\" ] || continue; grep -qxF -- \"${{f##*/}}\" {CACHED_NAMES} || mv -- \"$f\" {}/; done",
+                packages::new_dir().display()
+            ));
+            cmd.arg(&o.suite).arg(target);
+            cmd.args(cached);
+            cmd.args(&mirrors);
+            osbuild_stage::host::run(&mut cmd, "mmdebstrap")?;
+            resolved_from(tree, &index)?
+        }
+    };
+    populate_dev(tree)?;
+    packages::report(installed)
+}
+
+/// The local repository of the cached packages the mirrors' indexes name
+/// (by sha256), listed before the mirrors so that apt copies from it; and
+/// their archive names, which the customize hook leaves alone.
+fn cache_repo(index: &index::Index, suite: &str) -> anyhow::Result<Option<String>> {
+    let mut members = Vec::new();
+    let mut names = String::new();
+    for e in index.entries.values() {
+        if let Some(file) = packages::cached(&e.package.sha256) {
+            let p = &e.package;
+            names.push_str(&deb822::archive_name(&p.name, &p.version, &p.architecture));
+            names.push('\n');
+            members.push(repo::Member {
+                stanza: e.stanza.clone(),
+                sha256: p.sha256.clone(),
+                file,
+            });
+        }
+    }
+    std::fs::write(CACHED_NAMES, names)?;
+    println!(
+        "package cache: {} of the mirrors' packages are cached",
+        members.len()
+    );
+    if members.is_empty() {
+        return Ok(None);
+    }
+    members.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    repo::write(Path::new(CACHE_REPO), suite, &members).map(Some)
+}
+
+/// Every locked package from the cache or, failing that, downloaded and
+/// checked by sha256; then the local repository of exactly those.
+fn from_lock(lock: &packages::Resolved, suite: &str) -> anyhow::Result<String> {
+    let mut members = Vec::new();
+    let mut missing = Vec::new();
+    for p in &lock.packages {
+        match packages::cached(&p.sha256) {
+            Some(file) => members.push((p, file)),
+            None => missing.push(p),
+        }
+    }
+    println!(
+        "package cache: {} of {} locked packages cached, {} to download",
+        members.len(),
+        lock.packages.len(),
+        missing.len()
+    );
+    for (p, file) in fetch::download_all(&missing)? {
+        members.push((p, file));
+    }
+    let stanzas = fetch::in_parallel(&members, |(p, file)| repo::locked_stanza(p, file))?;
+    let members: Vec<repo::Member> = members
+        .iter()
+        .zip(stanzas)
+        .map(|((p, file), stanza)| repo::Member {
+            stanza,
+            sha256: p.sha256.clone(),
+            file: file.clone(),
+        })
+        .collect();
+    repo::write(Path::new(LOCK_REPO), suite, &members)
+}
+
+/// The installed packages are exactly the locked ones.
+fn check_installed(tree: &Tree, lock: &packages::Resolved) -> anyhow::Result<()> {
+    let status = tree.read_to_string("/var/lib/dpkg/status")?;
+    let installed: BTreeSet<(String, String, String)> =
+        deb822::installed(&status).into_iter().collect();
+    let locked: BTreeSet<(String, String, String)> = lock
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.architecture.clone()))
+        .collect();
+    let extra: Vec<String> = installed
+        .difference(&locked)
+        .map(|(n, v, a)| format!("{n} {v} ({a})"))
+        .collect();
+    let left: Vec<String> = locked
+        .difference(&installed)
+        .map(|(n, v, a)| format!("{n} {v} ({a})"))
+        .collect();
+    if !extra.is_empty() || !left.is_empty() {
+        anyhow::bail!(
+            "the tree's packages are not the lock's: installed but not locked: [{}]; locked but not installed: [{}]; make the lock again with osbuild lock --update",
+            extra.join(", "),
+            left.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What was installed, each package as the index states it.
+fn resolved_from(tree: &Tree, index: &index::Index) -> anyhow::Result<packages::Resolved> {
+    let status = tree.read_to_string("/var/lib/dpkg/status")?;
+    let mut out = Vec::new();
+    for key in deb822::installed(&status) {
+        let entry = index.entries.get(&key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} {} ({}) was installed but is not in the indexes fetched before: the mirror changed during the build; build again",
+                key.0,
+                key.1,
+                key.2
+            )
+        })?;
+        out.push(entry.package.clone());
+    }
+    Ok(packages::Resolved {
+        repositories: index.repositories.clone(),
+        packages: out,
+    })
 }
 
 /// mmdebstrap's own `/dev` entries (its `@devfiles`): name, mode, and a

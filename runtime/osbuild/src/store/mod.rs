@@ -19,6 +19,7 @@
 
 pub mod file_digests;
 pub mod ids;
+pub mod packages;
 pub mod workspace;
 
 use std::fs::File;
