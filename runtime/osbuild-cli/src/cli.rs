@@ -77,9 +77,14 @@ pub struct BuildArgs {
     /// [default: overlay where it works, else copy].
     #[arg(long, value_name = "HOW")]
     pub handoff: Option<HandoffArg>,
-    /// Print each stage's id and whether it is cached; run nothing.
+    /// Print each stage's id and whether it is cached (and, for a package
+    /// stage, its package set and how old it is); run nothing.
     #[arg(long)]
     pub inspect: bool,
+    /// Install packages exactly as this lock says (osbuild lock)
+    /// [default: PIPELINE.lock.json beside the pipeline, if there is one].
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
     /// Write an SPDX 2.3 SBOM (JSON) of the final tree: its Debian
     /// packages, with versions, licenses and purls, and the stages that
     /// built it. The same tree gives the same bytes.
@@ -197,6 +202,24 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         subject: Vec<PathBuf>,
     },
+    /// Pin the packages each package stage installs: build the pipeline up
+    /// to its last package stage (cached results are reused) and write
+    /// every package's name, version, architecture, URL and sha256 to
+    /// PIPELINE.lock.json. Builds then install exactly those.
+    Lock {
+        /// The pipeline.
+        pipeline: PathBuf,
+        /// Resolve again against the mirrors (nothing cached is reused)
+        /// and print what changed: package, old version, new version.
+        #[arg(long)]
+        update: bool,
+        /// Write the lock here instead.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The archive the pipeline is built --from.
+        #[arg(long, value_name = "ARCHIVE")]
+        from: Option<PathBuf>,
+    },
     /// Look into the store of cached results.
     Store {
         #[command(subcommand)]
@@ -228,14 +251,22 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
-    /// List the cached results: id, stage, size, last use.
+    /// List the cached results (id, stage, size, last use) and the
+    /// package cache.
     List {
         /// As JSON.
         #[arg(long)]
         json: bool,
+        /// Also list each cached package file.
+        #[arg(long)]
+        packages: bool,
     },
-    /// Remove every cached result and compiled stage.
-    Clear,
+    /// Remove every cached result, compiled stage and cached package.
+    Clear {
+        /// Only the cached results: keep compiled stages and packages.
+        #[arg(long)]
+        objects: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -478,6 +509,12 @@ pub fn main() -> i32 {
         Some(Command::VerifyProvenance { file, key, subject }) => {
             verify_provenance(&file, &key, &subject).map_err(BuildError::from)
         }
+        Some(Command::Lock {
+            pipeline,
+            update,
+            output,
+            from,
+        }) => lock_command(&cli.build.common, &pipeline, update, output, from),
         Some(Command::Store { action }) => {
             store_command(&cli.build.common, action).map_err(BuildError::from)
         }
@@ -666,7 +703,9 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         .map(osbuild::signing::SigningKey::load)
         .transpose()
         .map_err(|e| BuildError::input("--provenance-key", format!("{e:#}")))?;
+    let lock = crate::lock::for_build(args.lock.as_deref(), args.pipeline.as_deref())?;
     let config = BuildConfig {
+        lock,
         limits: limits(args.memory, args.timeout, policy.as_ref()),
         policy,
         cache: !args.no_cache,
@@ -683,6 +722,9 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         provenance: args.provenance.is_some(),
     };
     if args.inspect {
+        if let Some((path, _)) = &config.lock {
+            println!("lock: {path}");
+        }
         for s in executor::inspect(&pipeline, &config)? {
             println!(
                 "{:>3}  {:<28} {}  {}",
@@ -691,6 +733,9 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
                 s.id,
                 if s.cached { "cached" } else { "runs" }
             );
+            if let Some(packages) = &s.packages {
+                println!("     {packages}");
+            }
         }
         return Ok(());
     }
@@ -815,6 +860,7 @@ fn result_json(
                 "duration_ms": ms(s.duration),
                 "cached": s.cached,
                 "changes": s.changes,
+                "packages": s.packages,
             })).collect::<Vec<_>>(),
             "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
             "saved": r.saved.as_deref().map(file),
@@ -896,11 +942,17 @@ fn stages(common: &CommonArgs, action: Option<StagesCommand>) -> anyhow::Result<
 fn store_command(common: &CommonArgs, action: StoreCommand) -> anyhow::Result<()> {
     let root = common.store.clone().unwrap_or_else(default_store);
     match action {
-        StoreCommand::List { json } => {
+        StoreCommand::List { json, packages } => {
             let store = osbuild::store::Store::open(&root)?;
             let objects = store.list()?;
+            let cached = osbuild::store::packages::PackageCache::open(store.root())?.list()?;
+            let cached_size: u64 = cached.iter().map(|c| c.size).sum();
             if json {
-                println!("{}", serde_json::to_string_pretty(&objects)?);
+                let v = serde_json::json!({
+                    "objects": objects,
+                    "packages": {"count": cached.len(), "size": cached_size, "files": cached},
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             println!("{:<64}  {:<24} {:>10}  last used", "id", "stage", "size");
@@ -916,9 +968,29 @@ fn store_command(common: &CommonArgs, action: StoreCommand) -> anyhow::Result<()
                 );
             }
             println!("{} objects, {}", objects.len(), human_size(total));
+            if packages {
+                println!(
+                    "{:<64}  {:<40} {:>10}  last used",
+                    "sha256", "package file", "size"
+                );
+                for c in &cached {
+                    println!(
+                        "{:<64}  {:<40} {:>10}  {}",
+                        c.sha256,
+                        c.name,
+                        human_size(c.size),
+                        c.last_used
+                    );
+                }
+            }
+            println!(
+                "package cache: {} files, {}",
+                cached.len(),
+                human_size(cached_size)
+            );
         }
-        StoreCommand::Clear => {
-            let n = osbuild::store::Store::clear(&root)?;
+        StoreCommand::Clear { objects } => {
+            let n = osbuild::store::Store::clear(&root, !objects)?;
             println!("removed {n} objects from {}", root.display());
         }
     }
@@ -945,6 +1017,7 @@ fn human_size(bytes: u64) -> String {
 fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildConfig, BuildError> {
     let policy = common.policy()?;
     Ok(BuildConfig {
+        lock: None,
         limits: limits(None, None, policy.as_ref()),
         policy,
         cache: true,
@@ -960,6 +1033,30 @@ fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildCon
         sbom: None,
         provenance: false,
     })
+}
+
+/// `osbuild lock`.
+fn lock_command(
+    common: &CommonArgs,
+    path: &std::path::Path,
+    update: bool,
+    output: Option<PathBuf>,
+    from: Option<PathBuf>,
+) -> Result<(), BuildError> {
+    let pipeline = load_pipeline(Some(path))?;
+    let mut config = records_config(common, from)?;
+    config.cache_max_size = parse_size("20G").expect("a valid size");
+    require_private_mounts()?;
+    crate::lock::run(
+        crate::lock::LockRequest {
+            pipeline_path: path,
+            pipeline: &pipeline,
+            output,
+            update,
+        },
+        config,
+        Arc::new(PlainReporter { quiet: false }),
+    )
 }
 
 /// `osbuild changes`.

@@ -54,6 +54,11 @@ pub struct Package {
     /// Hex, lower case.
     pub sha256: String,
     pub size: u64,
+    /// The priority the repository's index gives it (Debian's archive
+    /// overrides the package's own; mmdebstrap's variants pick packages
+    /// by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// A repository a stage resolved against.
@@ -192,6 +197,9 @@ impl Package {
                 format!("{:?} is not 64 lower-case hex digits", self.sha256),
             ));
         }
+        if let Some(p) = &self.priority {
+            word(&format!("{at}.priority"), p, 32, b"-")?;
+        }
         Ok(())
     }
 
@@ -261,6 +269,9 @@ impl Resolved {
                 h.update(field.as_bytes());
             }
             h.update(p.size.to_le_bytes());
+            let priority = p.priority.as_deref().unwrap_or("");
+            h.update((priority.len() as u64).to_le_bytes());
+            h.update(priority.as_bytes());
         }
         hex::encode(h.finalize())
     }

@@ -8,6 +8,7 @@ fn pkg(name: &str, version: &str, sha: char) -> Package {
         url: format!("http://deb.debian.org/debian/pool/main/x/{name}/{name}_{version}_amd64.deb"),
         sha256: sha.to_string().repeat(64),
         size: 10,
+        priority: None,
     }
 }
 
@@ -57,6 +58,10 @@ fn hostile_fields_are_refused_by_json_path() {
         ),
         (Box::new(|p| p.sha256 = "A".repeat(64)), ".sha256"),
         (Box::new(|p| p.sha256 = "a".repeat(63)), ".sha256"),
+        (
+            Box::new(|p| p.priority = Some("required\nEssential: yes".into())),
+            ".priority",
+        ),
     ];
     for (change, field) in cases {
         let mut p = pkg("bash", "5.2", 'a');
@@ -95,6 +100,9 @@ fn the_digest_covers_every_package_field() {
     assert_ne!(other.digest(), d);
     let mut other = base.clone();
     other.packages[0].sha256 = "b".repeat(64);
+    assert_ne!(other.digest(), d);
+    let mut other = base.clone();
+    other.packages[0].priority = Some("required".into());
     assert_ne!(other.digest(), d);
     // The repositories' dates say when; they do not change what is installed.
     let mut other = base.clone();

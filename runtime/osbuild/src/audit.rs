@@ -160,6 +160,9 @@ pub fn describe(caps: &Capabilities) -> Vec<String> {
     if caps.device_nodes {
         v.push("device-nodes".into());
     }
+    if let Some(format) = caps.packages {
+        v.push(format!("packages {}", format.as_str()));
+    }
     if !caps.host_tools.is_empty() {
         v.push(format!("host-tools {}", caps.host_tools.join(" ")));
     }

@@ -92,6 +92,8 @@ pub struct Invocation<'a> {
     /// Host paths the stage reads (resolved and allowed by the operator),
     /// bound read-only, nodev, nosuid, noexec at the same place.
     pub host_paths: &'a [PathBuf],
+    /// For a stage with the `packages` capability.
+    pub packages: Option<PackageBinds<'a>>,
     /// The host ids a native stage's user namespace maps (the tree is
     /// id-mapped with the same range); `None`: the host's root user.
     pub ids: Option<&'a IdMap>,
@@ -110,6 +112,17 @@ pub struct Ran {
     /// host to make (it cannot make them there), once the tree is no longer
     /// id-mapped.
     pub device_nodes: Vec<NodeRequest>,
+    /// What a package stage reports it installed (checked field by field).
+    pub resolved: Option<osbuild_lock::Resolved>,
+}
+
+/// What a stage with the `packages` capability is given (native stages):
+/// the cache read-only, an empty directory for its downloads, and its
+/// entries of the build's lock, if any.
+pub struct PackageBinds<'a> {
+    pub cache: &'a Path,
+    pub incoming: &'a Path,
+    pub lock: Option<&'a Path>,
 }
 
 /// A device node a stage in a user namespace asked for (it left an empty

@@ -84,6 +84,9 @@ impl Scratch {
             format!("APT::Architectures={}", self.arch),
             "Acquire::Languages=none".into(),
             "Debug::NoLocking=true".into(),
+            // The stage's /tmp is root's: apt's sandbox user could not
+            // write its temporary files there (the stage is the sandbox).
+            "APT::Sandbox::User=root".into(),
         ] {
             cmd.arg("-o").arg(opt);
         }
@@ -142,6 +145,7 @@ impl Scratch {
                     url: format!("{}{filename}", repo),
                     sha256: sha.to_ascii_lowercase(),
                     size,
+                    priority: p.field("Priority").map(str::to_string),
                 };
                 // The first index that has a package wins, as with apt.
                 entries

@@ -82,9 +82,18 @@ pub fn locked_stanza(p: &Package, file: &Path) -> anyhow::Result<String> {
             found.2
         );
     }
-    let with_size = deb822::Paragraph { text: para.text }.with_field("Size", &p.size.to_string());
-    Ok(deb822::Paragraph {
-        text: with_size.trim_end(),
+    let mut stanza = para.text.to_string();
+    let mut set = |name: &str, value: &str| {
+        stanza = deb822::Paragraph {
+            text: stanza.trim_end(),
+        }
+        .with_field(name, value);
+    };
+    set("Size", &p.size.to_string());
+    set("SHA256", &p.sha256);
+    // The archive's priority, not the package's own: variants pick by it.
+    if let Some(priority) = &p.priority {
+        set("Priority", priority);
     }
-    .with_field("SHA256", &p.sha256))
+    Ok(stanza)
 }

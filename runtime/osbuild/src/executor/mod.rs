@@ -7,9 +7,11 @@
 //! pipeline that makes sense.
 
 mod outputs;
+mod packages;
 mod plan;
 mod run;
 
+pub use packages::options_digest_of;
 pub use plan::{Ids, PlannedStage, Restore, find_restore, ids, plan, plan_stages};
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,7 @@ use crate::reach::writes;
 use crate::signals;
 use crate::stage::{Kind, Registry};
 use crate::store::file_digests::{FileDigests, Identity as FileIdentity};
+use crate::store::packages::PackageCache;
 use crate::store::workspace::{Handoff, Workspace};
 use crate::store::{self, Object, Store};
 use crate::wasm::WasmHost;
@@ -40,6 +43,9 @@ use run::{Hosts, run_stage};
 /// Everything a build needs besides the pipeline.
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
+    /// The lock the build installs packages from, and where it was read
+    /// (for messages).
+    pub lock: Option<(String, osbuild_lock::LockFile)>,
     /// What the build may use; refused before anything runs otherwise.
     pub policy: Option<Policy>,
     /// Read and write the object store (`--no-cache` turns it off).
@@ -107,11 +113,25 @@ pub struct StageReport {
     /// What it changed, and where the record is (`None` for a cached
     /// result stored by an osbuild that kept no records).
     pub changes: Option<changes::Summary>,
+    /// What a package stage installed (ran or cached).
+    pub packages: Option<StagePackages>,
     /// The stage that ran (or whose result was reused): its code, digest
     /// and metadata.
     pub stage: Arc<crate::stage::Stage>,
     /// Who vouches for its code (`builtin`, a key, `unsigned`).
     pub signer: String,
+}
+
+/// What a package stage installed, as a build reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StagePackages {
+    #[serde(flatten)]
+    pub set: store::packages::PackageSet,
+    /// What this run kept in the package cache (`None`: a cached result).
+    pub downloaded: Option<store::packages::Ingested>,
+    /// The whole list (`None` for a result stored without one).
+    #[serde(skip)]
+    pub resolved: Option<osbuild_lock::Resolved>,
 }
 
 /// The source epoch: `SOURCE_DATE_EPOCH`, else the pipeline's own, else 0.
@@ -295,6 +315,45 @@ pub struct Inspected {
     pub name: String,
     pub id: String,
     pub cached: bool,
+    /// For a package stage: which package set it has, and how old it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<String>,
+}
+
+/// How old a resolution is, in words.
+fn age(resolved_at: i64, now: i64) -> String {
+    let secs = (now - resolved_at).max(0);
+    let (n, unit) = match secs {
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 2 * 86_400 => (s / 3600, "hour"),
+        s => (s / 86_400, "day"),
+    };
+    format!(
+        "resolved {} ({n} {unit}{} ago)",
+        crate::mtime::rfc3339(resolved_at),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// What `--inspect` says of a package stage's packages.
+fn describe_packages(p: &PlannedStage, object: Option<&Object>, now: i64) -> Option<String> {
+    p.stage.meta.capabilities.packages?;
+    if let Some(lock) = &p.lock {
+        return Some(format!(
+            "locked: {} packages, {}",
+            lock.resolved.packages.len(),
+            age(lock.resolved_at, now)
+        ));
+    }
+    Some(match object.and_then(|o| o.info.packages.as_ref()) {
+        Some(set) => format!(
+            "unlocked: {} packages (set {}), {}; osbuild lock pins them",
+            set.count,
+            &set.sha256[..12],
+            age(set.resolved_at, now)
+        ),
+        None => "unlocked: resolves against its mirrors when it runs".to_string(),
+    })
 }
 
 /// Each stage's id and whether the store has its result, running nothing.
@@ -306,19 +365,27 @@ pub fn inspect(pipeline: &Pipeline, config: &BuildConfig) -> Result<Vec<Inspecte
         None
     };
     let resolved = resolve(pipeline, config, store.as_ref())?;
-    let done = match &store {
-        Some(store) => restore(store, config, &resolved.ids)?.done,
+    let restored = match &store {
+        Some(store) => Some(restore(store, config, &resolved.ids)?),
         None => None,
     };
+    let done = restored.as_ref().and_then(|r| r.done);
+    let now = crate::mtime::unix_now();
     Ok(resolved
         .planned
         .iter()
         .zip(&resolved.ids.stages)
-        .map(|(p, id)| Inspected {
-            index: p.index,
-            name: p.stage.name().to_string(),
-            id: id.clone(),
-            cached: done.is_some_and(|d| p.index <= d),
+        .map(|(p, id)| {
+            let object = restored
+                .as_ref()
+                .and_then(|r| r.chain.iter().find(|o| o.info.id == *id));
+            Inspected {
+                index: p.index,
+                name: p.stage.name().to_string(),
+                id: id.clone(),
+                cached: done.is_some_and(|d| p.index <= d),
+                packages: describe_packages(p, object, now),
+            }
         })
         .collect())
 }
@@ -411,12 +478,15 @@ fn resolve(
 ) -> Result<Resolved, BuildError> {
     let epoch = source_epoch(pipeline)?;
     check_paths(config)?;
-    let planned = plan(
+    let mut planned = plan(
         pipeline,
         &config.registry,
         config.policy.as_ref(),
         &config.host_path_rules()?,
     )?;
+    if let Some((path, lock)) = &config.lock {
+        packages::match_lock(&mut planned, Some(lock), path)?;
+    }
     if config.provenance
         && config.save.is_none()
         && !planned.iter().any(|p| p.stage.meta.capabilities.output)
@@ -537,6 +607,7 @@ impl Run<'_> {
         duration: Duration,
         cached: bool,
         changes: Option<changes::Summary>,
+        packages: Option<StagePackages>,
     ) -> StageReport {
         StageReport {
             index: p.index,
@@ -545,6 +616,7 @@ impl Run<'_> {
             duration,
             cached,
             changes,
+            packages,
             stage: Arc::clone(&p.stage),
             signer: p.signer.clone(),
         }
@@ -559,7 +631,7 @@ impl Run<'_> {
         p: &PlannedStage,
         ws: &mut Workspace,
         outputs_written: &mut Vec<PathBuf>,
-    ) -> Result<changes::Summary, BuildError> {
+    ) -> Result<(changes::Summary, Option<StagePackages>), BuildError> {
         let failed = |message: String| BuildError::Stage {
             index: p.index,
             name: p.stage.name().to_string(),
@@ -578,7 +650,12 @@ impl Run<'_> {
             writes::Allowed::Only(set) => Some(set),
             _ => None,
         };
-        run_stage(&self.hosts, p, ws, &outputs, scoped)?;
+        let ran = run_stage(&self.hosts, p, ws, &outputs, scoped)?;
+        let stage_packages = ran.resolved.map(|resolved| StagePackages {
+            set: packages::set_of(&resolved, p.lock.as_ref(), crate::mtime::unix_now()),
+            downloaded: ran.ingested,
+            resolved: Some(resolved),
+        });
         outputs::take(&outputs).map_err(failed)?;
         let record = changes::Record {
             stage: p.stage.name().to_string(),
@@ -614,12 +691,18 @@ impl Run<'_> {
                 p.stage.name(),
                 has_outputs.then_some(outputs.as_path()),
                 Some(&record),
+                stage_packages
+                    .as_ref()
+                    .and_then(|s| Some((&s.set, s.resolved.as_ref()?))),
             )?;
             outputs_written.extend(place_outputs_of(&[object], self.output_dir)?);
-            Ok(changes::Summary {
-                counts,
-                record: Some(object.changes_path()),
-            })
+            Ok((
+                changes::Summary {
+                    counts,
+                    record: Some(object.changes_path()),
+                },
+                stage_packages,
+            ))
         } else {
             ws.advance()?;
             for e in std::fs::read_dir(&outputs)
@@ -628,12 +711,25 @@ impl Run<'_> {
             {
                 outputs_written.push(place_output(&e.path(), self.output_dir)?);
             }
-            Ok(changes::Summary {
-                counts,
-                record: None,
-            })
+            Ok((
+                changes::Summary {
+                    counts,
+                    record: None,
+                },
+                stage_packages,
+            ))
         }
     }
+}
+
+/// What a cached package stage installed, from its object.
+fn cached_packages(chain: &[Object], id: &str) -> Option<StagePackages> {
+    let object = chain.iter().find(|o| o.info.id == id)?;
+    Some(StagePackages {
+        set: object.info.packages.clone()?,
+        downloaded: None,
+        resolved: object.resolved(),
+    })
 }
 
 /// What a cached stage changed, from its object's info.
@@ -661,7 +757,7 @@ fn unpack(
     from.unpack(ws.path(), config.policy.as_ref(), config.max_tree_size)?;
     if config.cache {
         let id = resolved.ids.from.as_deref().expect("an id for --from");
-        ws.checkpoint(store, id, "--from", None, None)?;
+        ws.checkpoint(store, id, "--from", None, None, None)?;
     } else {
         ws.advance()?;
     }
@@ -758,9 +854,15 @@ pub fn build(
     let handoff = config.handoff;
     let everything_cached = restored.done.is_some_and(|d| d + 1 == planned.len());
     let restored_a_tree = !restored.chain.is_empty();
-    let cached: Vec<Option<changes::Summary>> = planned[..first]
+    let cached: Vec<(Option<changes::Summary>, Option<StagePackages>)> = planned[..first]
         .iter()
-        .map(|p| cached_changes(&restored.chain, &resolved.ids.stages[p.index]))
+        .map(|p| {
+            let id = &resolved.ids.stages[p.index];
+            (
+                cached_changes(&restored.chain, id),
+                cached_packages(&restored.chain, id),
+            )
+        })
         .collect();
     let ws = Workspace::new(
         build_dir.path(),
@@ -772,6 +874,7 @@ pub fn build(
     let scratch = build_dir.path().join("scratch");
     std::fs::create_dir(&scratch).context("creating the scratch directory")?;
     let mut ws = unpack(ws, &resolved, restored_a_tree, &store, config)?;
+    let package_cache = PackageCache::open(store.root())?;
 
     let run = Run {
         config,
@@ -783,6 +886,7 @@ pub fn build(
             limits: config.limits,
             source_epoch: resolved.epoch,
             scratch: &scratch,
+            packages: &package_cache,
             reporter: Arc::clone(&reporter),
         },
         build_dir: build_dir.path(),
@@ -798,7 +902,7 @@ pub fn build(
         from_hashed: resolved.from.as_ref().is_some_and(|f| f.hashed),
         source_epoch: resolved.epoch,
     };
-    for (p, summary) in planned[..first].iter().zip(cached) {
+    for (p, (summary, packages)) in planned[..first].iter().zip(cached) {
         reporter.stage_started(run.info(p));
         reporter.stage_finished(
             run.info(p),
@@ -809,7 +913,7 @@ pub fn build(
         );
         report
             .stages
-            .push(run.stage_report(p, Duration::ZERO, true, summary));
+            .push(run.stage_report(p, Duration::ZERO, true, summary, packages));
     }
     for p in &planned[first..] {
         if signals::interrupted() {
@@ -828,12 +932,12 @@ pub fn build(
             elapsed,
             outcome,
             error.as_deref(),
-            result.as_ref().ok(),
+            result.as_ref().ok().map(|(summary, _)| summary),
         );
-        let summary = result?;
+        let (summary, packages) = result?;
         report
             .stages
-            .push(run.stage_report(p, elapsed, false, Some(summary)));
+            .push(run.stage_report(p, elapsed, false, Some(summary), packages));
     }
     trace.at("stages done");
     if let Some(path) = &config.sbom {

@@ -31,6 +31,8 @@ pub struct PlannedStage {
     /// [`plan`] assessed it (empty from [`plan_stages`] alone): the SBOM
     /// and the provenance name it without checking a signature again.
     pub signer: String,
+    /// Its entries of the build's lock (package stages).
+    pub lock: Option<osbuild_lock::StageLock>,
 }
 
 /// The host paths named by a stage's `host-paths` options, each resolved
@@ -203,6 +205,7 @@ pub fn plan_stages(
             options_value: call.options.clone(),
             host_paths: paths,
             signer: String::new(),
+            lock: None,
         });
     }
     (planned, errors)
@@ -242,6 +245,12 @@ pub fn ids(
         // is another result, not one to reuse.
         let code = match policy.and_then(|policy| policy.writes_for(p.stage.name())) {
             Some(rules) => format!("{code}+writes:{}", rules.describe()),
+            None => code,
+        };
+        // A locked package stage's result is its lock's packages: a new
+        // lock, a new result; the same lock, the same one.
+        let code = match &p.lock {
+            Some(lock) => format!("{code}+lock:{}", lock.resolved.digest()),
             None => code,
         };
         let id = store::ids::stage(

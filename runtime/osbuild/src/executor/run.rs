@@ -16,6 +16,7 @@ use crate::progress::Reporter;
 use crate::reach::grants;
 use crate::signals;
 use crate::stage::Kind;
+use crate::store::packages::{Ingested, PackageCache};
 use crate::store::workspace::Workspace;
 use crate::userns::IdMap;
 use crate::wasm::WasmHost;
@@ -39,7 +40,18 @@ pub struct Hosts<'a> {
     pub source_epoch: i64,
     /// A directory of the build's for the hosts' scratch space.
     pub scratch: &'a Path,
+    /// The store's package cache, for stages with `packages`.
+    pub packages: &'a PackageCache,
     pub reporter: Arc<dyn Reporter>,
+}
+
+/// What a stage's run leaves beside its tree and outputs.
+#[derive(Default)]
+pub struct StageRun {
+    /// What a package stage reports it installed.
+    pub resolved: Option<osbuild_lock::Resolved>,
+    /// What its downloads added to the package cache.
+    pub ingested: Option<Ingested>,
 }
 
 /// Runs `p` on `ws`'s tree, its outputs into `outputs`.
@@ -49,7 +61,7 @@ pub fn run_stage(
     ws: &mut Workspace,
     outputs: &Path,
     writes: Option<&crate::stage::PathSet>,
-) -> Result<(), BuildError> {
+) -> Result<StageRun, BuildError> {
     let name = p.stage.name().to_string();
     let output = StageOutput::start(Arc::clone(&hosts.reporter), p.index, &name)?;
     let native = p.stage.kind() == Kind::Native;
@@ -62,6 +74,15 @@ pub fn run_stage(
     } else {
         None
     };
+    let prepared = match p.stage.meta.capabilities.packages {
+        Some(_) if native => Some(super::packages::Prepared::new(
+            hosts.packages,
+            p,
+            hosts.scratch,
+        )?),
+        _ => None,
+    };
+    let cache_files = hosts.packages.files();
     let inv = Invocation {
         stage: &p.stage,
         tree: ws.path(),
@@ -76,6 +97,7 @@ pub fn run_stage(
         scratch: hosts.scratch,
         host_paths: &p.host_paths,
         ids: ids.as_ref(),
+        packages: prepared.as_ref().map(|pr| pr.binds(&cache_files)),
         interrupted: signals::interrupted,
         writes,
     };
@@ -83,6 +105,31 @@ pub fn run_stage(
         hosts.native.run(inv)
     } else {
         hosts.wasm.run(inv)
+    };
+    // What it downloaded is kept whether it succeeded or not: the next
+    // attempt need not fetch it again.
+    let ingested = match prepared {
+        Some(pr) => {
+            let resolved = result.as_ref().ok().and_then(|r| r.resolved.as_ref());
+            let got = pr.finish(hosts.packages, resolved)?;
+            let line = format!(
+                "osbuild: package cache: kept {} downloaded file(s) ({:.1} MB), {} known already{}",
+                got.added,
+                got.added_bytes as f64 / 1e6,
+                got.known,
+                if got.refused.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; left out {} (not a package file it may add)",
+                        got.refused.join(", ")
+                    )
+                }
+            );
+            hosts.reporter.output(p.index, &name, &line);
+            Some(got)
+        }
+        None => None,
     };
     let tail = output.finish();
     if ids.is_some() {
@@ -106,5 +153,19 @@ pub fn run_stage(
         other => failure(other.to_string()),
     })?;
     native::make_requested_nodes(ws.path(), &ran.device_nodes)
-        .map_err(|e| failure(format!("{e:#}")))
+        .map_err(|e| failure(format!("{e:#}")))?;
+    if p.stage.meta.capabilities.packages.is_some() {
+        let Some(resolved) = &ran.resolved else {
+            return Err(failure(
+                "declares packages but reported none it installed (osbuild_stage::packages::report)".into(),
+            ));
+        };
+        if let Some(lock) = &p.lock {
+            super::packages::check_against_lock(resolved, lock).map_err(failure)?;
+        }
+    }
+    Ok(StageRun {
+        resolved: ran.resolved,
+        ingested,
+    })
 }

@@ -303,6 +303,19 @@ impl StageHost for NativeHost {
             "--bind={}:{STATUS}{idmap}",
             status_dir.path().display()
         ));
+        if let Some(p) = &inv.packages {
+            use osbuild_lock::paths;
+            // Not id-mapped: root-owned and read-only to the stage's root.
+            args.push(format!("--bind-ro={}:{}", p.cache.display(), paths::CACHE));
+            args.push(format!(
+                "--bind={}:{}{idmap}",
+                p.incoming.display(),
+                paths::NEW
+            ));
+            if let Some(lock) = p.lock {
+                args.push(format!("--bind-ro={}:{}", lock.display(), paths::LOCK));
+            }
+        }
         let root_dir = tempfile::Builder::new()
             .prefix("root-")
             .tempdir_in(inv.scratch)
@@ -476,6 +489,10 @@ impl StageHost for NativeHost {
                     .unwrap_or_default();
                 Ok(Ran {
                     device_nodes: NodeRequest::parse_all(&requests)?,
+                    resolved: match inv.packages {
+                        Some(_) => read_resolved(status_dir.path())?,
+                        None => None,
+                    },
                 })
             }
             Some(Some(RunnerResult::Exited(c))) => Err(StageError::Failed {
@@ -511,6 +528,31 @@ fn read_status(path: &Path, max: u64) -> Option<String> {
     let mut text = String::new();
     file.take(max).read_to_string(&mut text).ok()?;
     Some(text)
+}
+
+/// The most a package stage's report may be (~20 000 packages).
+const MAX_RESOLVED: u64 = 32 << 20;
+
+/// What a package stage reports it installed, if it did: checked field by
+/// field (it becomes a lock, and names files and URLs).
+fn read_resolved(status: &Path) -> Result<Option<osbuild_lock::Resolved>, StageError> {
+    let path = status.join("packages.json");
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let bad = |why: String| StageError::Failed {
+        message: format!("its report of the packages it installed is unusable: {why}"),
+        option: None,
+    };
+    let text = read_status(&path, MAX_RESOLVED + 1)
+        .ok_or_else(|| bad("not a regular file of text".into()))?;
+    if text.len() as u64 > MAX_RESOLVED {
+        return Err(bad(format!("larger than {MAX_RESOLVED} bytes")));
+    }
+    let resolved: osbuild_lock::Resolved =
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    resolved.check("report").map_err(|e| bad(e.to_string()))?;
+    Ok(Some(resolved.sorted()))
 }
 
 /// The most a stage may write to its node requests.

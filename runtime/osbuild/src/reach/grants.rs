@@ -117,6 +117,12 @@ fn native(caps: &Capabilities, host_paths: &[PathBuf]) -> Vec<String> {
             format!("{} bound in (no capability with it)", d.nodes())
         });
     }
+    if let Some(format) = caps.packages {
+        v.push(format!(
+            "the store's package cache read-only (every cached package file, each named by its sha256); the .{} files it downloads kept there by the sha256 osbuild computes (with a lock: only the locked ones)",
+            format.as_str()
+        ));
+    }
     if !userns && matches!(caps.tree.writes(), Writes::Only(_)) {
         v.push(
             "its write set is checked from its layer after it ran, but as the host's root (OSBUILD_NATIVE_USERNS=0) it could change the store's layers below the tree directly: no boundary here".into(),

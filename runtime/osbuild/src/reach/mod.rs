@@ -49,6 +49,10 @@ pub enum Refusal {
     NativeWithoutRoot,
     #[error("{}", grants::LOOP_IN_USERNS)]
     LoopInUserNamespace,
+    #[error(
+        "declares `packages`, which only native stages have (the package cache is bound into their container): declare it on a native stage"
+    )]
+    PackagesInWasm,
     #[error("policy: {0}")]
     Policy(#[from] Violation),
 }
@@ -100,6 +104,10 @@ pub fn assess(
     let mut refusals = Vec::new();
     let mut notes = Vec::new();
     let imports = match &stage.code {
+        Code::Wasm(_) if caps.packages.is_some() => {
+            refusals.push(Refusal::PackagesInWasm);
+            None
+        }
         Code::Wasm(_) => match imports::of(stage) {
             Some(Ok(list)) => {
                 refusals.extend(imports::refusals(caps, &list));

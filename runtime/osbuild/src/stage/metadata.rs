@@ -313,6 +313,13 @@ pub struct Capabilities {
     /// would: a node for a disk is a way to that disk.
     #[serde(default, skip_serializing_if = "is_false")]
     pub device_nodes: bool,
+    /// Installs packages of this format through the store's package cache
+    /// (native stages): it reads every cached package file, and osbuild
+    /// keeps what it downloads (each by the sha256 osbuild computes); with
+    /// a lock, it is handed the locked packages and must install exactly
+    /// those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackageFormat>,
     /// Host programs a native stage runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_tools: Vec<String>,
@@ -327,6 +334,23 @@ pub struct Capabilities {
     /// Time it needs beyond the default limit, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+}
+
+/// The package files a stage installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageFormat {
+    Deb,
+    Rpm,
+}
+
+impl PackageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageFormat::Deb => "deb",
+            PackageFormat::Rpm => "rpm",
+        }
+    }
 }
 
 /// A host device a native stage may have bound in: a closed list, so a

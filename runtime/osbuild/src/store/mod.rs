@@ -272,6 +272,9 @@ pub struct ObjectInfo {
     /// record is `changes.json` beside this); none for `--from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<crate::changes::Counts>,
+    /// What a package stage installed (the list is `packages.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<packages::PackageSet>,
 }
 
 /// A file a stage wrote to the output directory, as stored.
@@ -320,6 +323,14 @@ impl Object {
     /// Where the record of what the stage changed is kept.
     pub fn changes_path(&self) -> PathBuf {
         self.dir.join(crate::changes::FILE_NAME)
+    }
+
+    /// What its package stage installed, as recorded.
+    pub fn resolved(&self) -> Option<osbuild_lock::Resolved> {
+        let text = std::fs::read(self.dir.join(packages::RESOLVED_FILE)).ok()?;
+        let r: osbuild_lock::Resolved = serde_json::from_slice(&text).ok()?;
+        r.check("stored").ok()?;
+        Some(r)
     }
 
     /// Whether its output files are still exactly as stored.
@@ -630,13 +641,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Evicts least recently used objects until the store holds at most
-    /// `max` bytes. Objects in use, and objects others sit on, stay.
-    /// Objects whose parent is gone are useless and go first. Returns the
-    /// evicted ids.
+    /// Evicts least recently used objects and cached packages, oldest use
+    /// first, until the store holds at most `max` bytes. Objects in use,
+    /// and objects others sit on, stay; packages stay while a package
+    /// stage runs. Objects whose parent is gone are useless and go first.
+    /// Returns the evicted ids (and `package:SHA256` for packages).
     pub fn evict(&self, max: u64) -> anyhow::Result<Vec<String>> {
         let mut evicted = Vec::new();
         let mut skip: std::collections::HashSet<String> = Default::default();
+        let cache = packages::PackageCache::open(&self.root)?;
+        let lock = cache.for_eviction()?;
+        let mut cached: std::collections::VecDeque<packages::Cached> = match &lock {
+            Some(_) => cache.list()?.into(),
+            None => Default::default(),
+        };
         loop {
             let objects = self.list()?;
             let ids: std::collections::HashSet<&str> =
@@ -645,23 +663,35 @@ impl Store {
                 o.info.parent.as_deref().is_some_and(|p| !ids.contains(p))
                     && !skip.contains(&o.info.id)
             });
-            let total: u64 = objects.iter().map(|o| o.info.size).sum();
+            let total: u64 = objects.iter().map(|o| o.info.size).sum::<u64>()
+                + cached.iter().map(|c| c.size).sum::<u64>();
             let victim = match orphan {
-                Some(o) => o,
+                Some(o) => Some(o),
                 None if total <= max => break,
                 None => {
                     let parents: std::collections::HashSet<&str> = objects
                         .iter()
                         .filter_map(|o| o.info.parent.as_deref())
                         .collect();
-                    match objects.iter().find(|o| {
+                    objects.iter().find(|o| {
                         !parents.contains(o.info.id.as_str()) && !skip.contains(&o.info.id)
-                    }) {
-                        Some(o) => o,
-                        None => break,
-                    }
+                    })
                 }
             };
+            // The package used longest ago goes when it is older than the
+            // oldest object that could go (or no object can).
+            let package_first = match cached.front() {
+                None => false,
+                Some(_) if orphan.is_some() => false,
+                Some(c) => victim.is_none_or(|o| c.last_used < o.last_used),
+            };
+            if package_first {
+                let c = cached.pop_front().expect("checked");
+                cache.remove(&c.sha256)?;
+                evicted.push(format!("package:{}", c.sha256));
+                continue;
+            }
+            let Some(victim) = victim else { break };
             let id = victim.info.id.clone();
             if self.discard(&id)? {
                 evicted.push(id);
@@ -672,8 +702,10 @@ impl Store {
         Ok(evicted)
     }
 
-    /// Removes every object (waits for running builds to finish).
-    pub fn clear(root: &Path) -> anyhow::Result<usize> {
+    /// Removes every object and, with `everything`, compiled stages,
+    /// remembered digests and cached packages too (waits for running
+    /// builds to finish).
+    pub fn clear(root: &Path, everything: bool) -> anyhow::Result<usize> {
         let lock = File::create(root.join("lock"))
             .with_context(|| format!("opening {}/lock", root.display()))?;
         flock(lock.as_fd(), FlockOperation::LockExclusive).context("locking the store")?;
@@ -684,7 +716,18 @@ impl Store {
                 n += 1;
             }
         }
-        for sub in ["tmp", "components", "native-stages", "file-digests"] {
+        let subs: &[&str] = if everything {
+            &[
+                "tmp",
+                "components",
+                "native-stages",
+                "file-digests",
+                "packages",
+            ]
+        } else {
+            &["tmp"]
+        };
+        for sub in subs {
             remove_tree(&root.join(sub))?;
         }
         Ok(n)

@@ -58,6 +58,22 @@ pub struct Cached {
     pub last_used: i64,
 }
 
+/// The package set a stage's result holds (its object's info; the whole
+/// report is [`RESOLVED_FILE`] beside it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PackageSet {
+    pub count: usize,
+    /// [`osbuild_lock::Resolved::digest`].
+    pub sha256: String,
+    /// Installed from a lock.
+    pub locked: bool,
+    /// When the set was resolved (the lock's time, or the stage's run).
+    pub resolved_at: i64,
+}
+
+/// Where an object keeps what its stage installed.
+pub const RESOLVED_FILE: &str = "packages.json";
+
 /// Held while a package stage runs: eviction leaves the cache alone.
 pub struct InUse(#[allow(dead_code, reason = "held for its lock")] File);
 

@@ -607,6 +607,7 @@ impl Workspace {
         stage: &str,
         outputs: Option<&Path>,
         record: Option<&changes::Record>,
+        packages: Option<(&super::packages::PackageSet, &osbuild_lock::Resolved)>,
     ) -> anyhow::Result<&Object> {
         let staged = self.dir.join(format!("object-{}", self.generation));
         std::fs::create_dir(&staged)?;
@@ -624,6 +625,13 @@ impl Workspace {
             serde_json::to_writer(std::io::BufWriter::new(file), record)
                 .context("writing the stage's change record")?;
         }
+        if let Some((_, resolved)) = packages {
+            std::fs::write(
+                staged.join(super::packages::RESOLVED_FILE),
+                serde_json::to_vec(resolved)?,
+            )
+            .context("writing the stage's package list")?;
+        }
         let info = match self.handoff {
             Handoff::Overlay => {
                 if self.mounted {
@@ -640,6 +648,7 @@ impl Workspace {
                     outputs: names,
                     created: 0,
                     changes: record.map(changes::Record::counts),
+                    packages: packages.map(|(set, _)| set.clone()),
                 }
             }
             Handoff::Copy => {
@@ -653,6 +662,7 @@ impl Workspace {
                     outputs: names,
                     created: 0,
                     changes: record.map(changes::Record::counts),
+                    packages: packages.map(|(set, _)| set.clone()),
                 }
             }
         };

@@ -1,0 +1,201 @@
+//! `osbuild lock`: the packages each package stage installs, pinned in
+//! `PIPELINE.lock.json` beside the pipeline; and finding a build's lock.
+//!
+//! A lock is what a real run of the stage installed: the pipeline is built
+//! up to its last package stage (mmdebstrap and dnf resolve with apt's and
+//! dnf's own solvers, against the signed indexes), and each stage's report
+//! becomes its entries. A result the store already has gives its recorded
+//! set; `--update` runs the package stages again against the mirrors and
+//! prints what changed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use osbuild::error::BuildError;
+use osbuild::executor::{self, BuildConfig};
+use osbuild::pipeline::Pipeline;
+use osbuild::progress::Reporter;
+use osbuild_lock::{LockFile, StageLock};
+
+/// The most a lock file may be.
+const MAX_LOCK: u64 = 64 << 20;
+
+/// `debian.json` → `debian.lock.json`, beside it.
+pub fn path_for(pipeline: &Path) -> PathBuf {
+    let stem = pipeline
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    pipeline.with_file_name(format!("{stem}.lock.json"))
+}
+
+/// Reads and checks a lock file.
+pub fn read(path: &Path) -> Result<LockFile, BuildError> {
+    let at = path.display().to_string();
+    let bytes = osbuild::stage::read_regular_file(path, MAX_LOCK, true)
+        .map_err(|e| BuildError::input(&at, format!("cannot read the lock: {e}")))?;
+    LockFile::parse(&bytes).map_err(|e| BuildError::input(format!("{at}: {}", e.at), e.message))
+}
+
+/// The build's lock: `--lock FILE`, else `PIPELINE.lock.json` beside the
+/// pipeline if there is one.
+pub fn for_build(
+    explicit: Option<&Path>,
+    pipeline: Option<&Path>,
+) -> Result<Option<(String, LockFile)>, BuildError> {
+    let path = match (explicit, pipeline) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(pipeline)) => {
+            let beside = path_for(pipeline);
+            if std::fs::symlink_metadata(&beside).is_err() {
+                return Ok(None);
+            }
+            beside
+        }
+        (None, None) => return Ok(None),
+    };
+    let lock = read(&path)?;
+    Ok(Some((path.display().to_string(), lock)))
+}
+
+pub struct LockRequest<'a> {
+    pub pipeline_path: &'a Path,
+    pub pipeline: &'a Pipeline,
+    /// Where the lock goes (default: beside the pipeline).
+    pub output: Option<PathBuf>,
+    pub update: bool,
+}
+
+/// `osbuild lock [--update] PIPELINE`.
+pub fn run(
+    req: LockRequest<'_>,
+    mut config: BuildConfig,
+    reporter: Arc<dyn Reporter>,
+) -> Result<(), BuildError> {
+    let out = req
+        .output
+        .clone()
+        .unwrap_or_else(|| path_for(req.pipeline_path));
+    let old = if std::fs::symlink_metadata(&out).is_ok() {
+        if !req.update {
+            return Err(BuildError::input(
+                out.display().to_string(),
+                "exists: osbuild lock --update resolves the packages again and prints what changed",
+            ));
+        }
+        Some(read(&out)?)
+    } else {
+        None
+    };
+    let mut last = None;
+    for (i, call) in req.pipeline.stages.iter().enumerate() {
+        let stage = config
+            .registry
+            .find(&call.name)
+            .map_err(|e| BuildError::input(format!("pipeline[{i}].name"), e))?;
+        if stage.is_some_and(|s| s.meta.capabilities.packages.is_some()) {
+            last = Some(i);
+        }
+    }
+    let Some(last) = last else {
+        return Err(BuildError::input(
+            req.pipeline_path.display().to_string(),
+            "no stage of the pipeline installs packages (io.weldr.mmdebstrap, io.weldr.dnf): there is nothing to lock",
+        ));
+    };
+    // The stages up to the last package stage have the same ids as in
+    // the whole pipeline: what is cached is reused.
+    let prefix = Pipeline {
+        name: req.pipeline.name.clone(),
+        source_epoch: req.pipeline.source_epoch,
+        stages: req.pipeline.stages[..=last].to_vec(),
+    };
+    config.lock = None;
+    // --update asks the mirrors again: nothing cached is reused.
+    config.cache = !req.update;
+    config.sbom = None;
+    config.provenance = false;
+    config.save = None;
+    let report = executor::build(&prefix, &config, reporter)?;
+    let mut stages = Vec::new();
+    for s in &report.stages {
+        let Some(packages) = &s.packages else {
+            continue;
+        };
+        let Some(resolved) = packages.resolved.clone() else {
+            return Err(BuildError::input(
+                format!("pipeline[{}]", s.index),
+                format!(
+                    "the store's result for {} keeps no package list (made by an older osbuild): osbuild lock --update runs it again",
+                    s.name
+                ),
+            ));
+        };
+        stages.push(StageLock {
+            index: s.index,
+            name: s.name.clone(),
+            options_sha256: executor::options_digest_of(&req.pipeline.stages[s.index].options),
+            resolved_at: packages.set.resolved_at,
+            resolved: resolved.sorted(),
+        });
+    }
+    let lock = LockFile {
+        version: osbuild_lock::FORMAT,
+        stages,
+    };
+    write(&out, &lock)?;
+    for s in &lock.stages {
+        println!(
+            "stage {} {}: {} packages",
+            s.index + 1,
+            s.name,
+            s.resolved.packages.len()
+        );
+        if let Some(old) = old.as_ref().and_then(|o| o.stage(s.index)) {
+            let changes = osbuild_lock::diff(&old.resolved.packages, &s.resolved.packages);
+            if changes.is_empty() {
+                println!("  no package changed");
+            }
+            for c in changes {
+                println!("  {c}");
+            }
+        }
+    }
+    eprintln!("osbuild: wrote {}", out.display());
+    Ok(())
+}
+
+fn write(path: &Path, lock: &LockFile) -> Result<(), BuildError> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| {
+        BuildError::input(
+            path.display().to_string(),
+            format!("cannot write the lock: {e}"),
+        )
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(lock.to_text().as_bytes()).map_err(fail)?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_sits_beside_the_pipeline() {
+        assert_eq!(
+            path_for(Path::new("examples/debian.json")),
+            Path::new("examples/debian.lock.json")
+        );
+        assert_eq!(path_for(Path::new("p")), Path::new("p.lock.json"));
+    }
+}
