@@ -83,8 +83,11 @@ pub struct BuildArgs {
     pub inspect: bool,
     /// Install packages exactly as this lock says (osbuild lock)
     /// [default: PIPELINE.lock.json beside the pipeline, if there is one].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_lock")]
     pub lock: Option<PathBuf>,
+    /// Ignore the lock beside the pipeline: resolve against the mirrors.
+    #[arg(long)]
+    pub no_lock: bool,
     /// Write an SPDX 2.3 SBOM (JSON) of the final tree: its Debian
     /// packages, with versions, licenses and purls, and the stages that
     /// built it. The same tree gives the same bytes.
@@ -703,7 +706,11 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         .map(osbuild::signing::SigningKey::load)
         .transpose()
         .map_err(|e| BuildError::input("--provenance-key", format!("{e:#}")))?;
-    let lock = crate::lock::for_build(args.lock.as_deref(), args.pipeline.as_deref())?;
+    let lock = if args.no_lock {
+        None
+    } else {
+        crate::lock::for_build(args.lock.as_deref(), args.pipeline.as_deref())?
+    };
     let config = BuildConfig {
         lock,
         limits: limits(args.memory, args.timeout, policy.as_ref()),

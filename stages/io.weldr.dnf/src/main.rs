@@ -4,10 +4,15 @@
 
 use std::process::Command;
 
+use osbuild_stage::anyhow::Context as _;
+use osbuild_stage::packages;
 use osbuild_stage::{OptionError, Tree, anyhow};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize, Debug)]
+mod helper;
+mod locked;
+
+#[derive(Deserialize, Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 struct Repo {
     id: Option<String>,
@@ -36,6 +41,11 @@ fn yes() -> bool {
     true
 }
 
+/// A repository's id: its own, or `repoN` by its place.
+fn repo_id(r: &Repo, i: usize) -> String {
+    r.id.clone().unwrap_or_else(|| format!("repo{i}"))
+}
+
 fn default_dbpath() -> String {
     "/var/lib/rpm".into()
 }
@@ -45,8 +55,9 @@ fn default_dbpath() -> String {
 const CACHE: &str = "/tmp/osbuild-dnf";
 
 /// The dnf command line, without the packages' side effects: it uses only
-/// the repositories given (reposdir=/dev/null).
-fn command(o: &Options, tree: &str, home: &str) -> Command {
+/// the repositories given (reposdir=/dev/null): the options' or, with a
+/// lock, the same ids over local repositories of the locked packages.
+fn command(o: &Options, repos: &[Repo], tree: &str, home: &str) -> Command {
     let mut cmd = Command::new("dnf");
     cmd.env("HOME", home)
         .arg("-y")
@@ -55,12 +66,14 @@ fn command(o: &Options, tree: &str, home: &str) -> Command {
         .arg("--setopt=reposdir=/dev/null")
         .arg(format!("--setopt=cachedir={CACHE}"))
         .arg("--setopt=history_record=False")
+        // Downloads stay in the cache directory, for osbuild to keep.
+        .arg("--setopt=keepcache=True")
         .arg(format!(
             "--setopt=install_weak_deps={}",
             o.install_weak_deps
         ));
-    for (i, r) in o.repos.iter().enumerate() {
-        let id = r.id.clone().unwrap_or_else(|| format!("repo{i}"));
+    for (i, r) in repos.iter().enumerate() {
+        let id = repo_id(r, i);
         cmd.arg(format!("--repofrompath={id},{}", r.baseurl));
         cmd.arg(format!("--setopt={id}.gpgcheck={}", r.gpgcheck));
         if let Some(key) = &r.gpgkey {
@@ -116,8 +129,20 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&home)?;
     std::fs::write(home.join(".rpmmacros"), format!("%_dbpath {}\n", o.dbpath))?;
     let root = tree.host_path().to_string_lossy().into_owned();
-    let mut cmd = command(&o, &root, &home.to_string_lossy());
+    let lock = packages::lock()?;
+    let repos: Vec<Repo> = match &lock {
+        Some(lock) => locked::repositories(&o, lock)?,
+        None => {
+            let linked = helper::prefill(&o)?;
+            println!("package cache: {linked} of the repositories' packages are cached");
+            o.repos.clone()
+        }
+    };
+    let mut cmd = command(&o, &repos, &root, &home.to_string_lossy());
     let ran = osbuild_stage::host::run(&mut cmd, "dnf");
+    if lock.is_none() {
+        keep_downloads()?;
+    }
     // dnf's cache and logs are build leftovers, not part of the image.
     for leftover in [
         CACHE,
@@ -130,7 +155,69 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
             tree.remove_all(leftover)?;
         }
     }
-    ran
+    ran?;
+    let installed = installed(&root, &o.dbpath)?;
+    let resolved = match lock {
+        Some(lock) => {
+            locked::check_installed(&installed, &lock)?;
+            lock
+        }
+        None => helper::report(&o, &installed)?,
+    };
+    packages::report(resolved)
+}
+
+/// What rpm's database in the tree says is installed: (name, epoch,
+/// version, release, arch), gpg keys left out.
+fn installed(root: &str, dbpath: &str) -> anyhow::Result<Vec<[String; 5]>> {
+    let out = osbuild_stage::host::output(
+        Command::new("rpm")
+            .arg(format!("--root={root}"))
+            .arg(format!("--dbpath={dbpath}"))
+            .args([
+                "-qa",
+                "--qf",
+                "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n",
+            ]),
+        "rpm",
+    )?;
+    let mut v: Vec<[String; 5]> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<String> = l.split('\t').map(str::to_string).collect();
+            if f.first().is_some_and(|n| n == "gpg-pubkey") {
+                return None;
+            }
+            f.try_into().ok()
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Moves what dnf downloaded (and kept: keepcache) to osbuild; the links
+/// to cached files it found in place are not downloads.
+fn keep_downloads() -> anyhow::Result<()> {
+    let Ok(repos) = std::fs::read_dir(CACHE) else {
+        return Ok(());
+    };
+    for repo in repos.flatten() {
+        let Ok(files) = std::fs::read_dir(repo.path().join("packages")) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let is_file = f.file_type().is_ok_and(|t| t.is_file());
+            let name = f.file_name();
+            if is_file && name.to_string_lossy().ends_with(".rpm") {
+                let dest = packages::new_dir().join(&name);
+                if std::fs::rename(f.path(), &dest).is_err() {
+                    std::fs::copy(f.path(), &dest)
+                        .with_context(|| format!("handing {} to osbuild", dest.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 osbuild_stage::native_stage!(run);
@@ -148,7 +235,7 @@ mod tests {
             "exclude": ["kernel"]
         }))
         .unwrap();
-        let cmd = command(&o, "/run/osbuild/tree", "/tmp/h");
+        let cmd = command(&o, &o.repos, "/run/osbuild/tree", "/tmp/h");
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -179,7 +266,7 @@ mod tests {
             "packages": ["httpd"], "repos": [{"baseurl": "https://x/y"}], "releasever": "40"
         }))
         .unwrap();
-        let args: Vec<String> = command(&o, "/t", "/h")
+        let args: Vec<String> = command(&o, &o.repos, "/t", "/h")
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
