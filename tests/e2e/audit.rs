@@ -49,7 +49,7 @@ fn audit_prints_every_stage_and_its_json_matches_the_table() {
     assert_eq!(audits[0]["capabilities"]["privileged"], true);
     assert!(
         table.stdout.contains(
-            "declares: tree read-write, network, privileged, host-tools mmdebstrap apt dpkg"
+            "declares: tree read-write, network, privileged, packages deb, host-tools mmdebstrap apt-get dpkg gpgv"
         ),
         "{}",
         table.stdout

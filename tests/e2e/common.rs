@@ -74,6 +74,20 @@ pub fn osbuild(args: &[&str]) -> Run {
     Run::from(cmd.output().expect("running osbuild"))
 }
 
+/// Runs osbuild with `args` in a network namespace of its own with no
+/// interface but loopback: nothing it starts reaches the network.
+pub fn osbuild_offline(args: &[&str]) -> Run {
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--net").arg(OSBUILD).args(args);
+    cmd.env_remove("SOURCE_DATE_EPOCH");
+    Run::from(cmd.output().expect("running unshare --net osbuild"))
+}
+
+/// The Debian mirror the tests use (`OSBUILD_MIRROR`, else deb.debian.org).
+pub fn mirror() -> String {
+    std::env::var("OSBUILD_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+}
+
 pub fn sh(script: &str) -> String {
     let out = Command::new("sh")
         .arg("-ec")
@@ -243,8 +257,7 @@ pub fn debian_base() -> PathBuf {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     if !path.exists() {
         let tmp = dir.join("debian-bookworm-config.tmp.tar");
-        let mirror = std::env::var("OSBUILD_MIRROR")
-            .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+        let mirror = mirror();
         sh(&format!(
             "SOURCE_DATE_EPOCH=1700000000 mmdebstrap --quiet --variant=minbase \
              --include=systemd,systemd-sysv,tzdata,openssh-server,chrony,procps,kmod,locales,dbus \

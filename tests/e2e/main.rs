@@ -19,6 +19,7 @@ mod library_accounts;
 mod library_config;
 mod monitor;
 mod native;
+mod packages;
 mod provenance;
 mod rootless;
 mod store;

@@ -315,7 +315,7 @@ fn sigkill_in_the_middle_of_a_stage_leaves_nothing_a_later_build_would_use() {
         store.display()
     )))
     .unwrap();
-    let stages: Vec<&str> = list
+    let stages: Vec<&str> = list["objects"]
         .as_array()
         .unwrap()
         .iter()
@@ -406,7 +406,7 @@ fn a_tiny_cache_limit_evicts_and_builds_still_succeed() {
             b.store.display()
         )))
         .unwrap();
-        v.as_array().unwrap().len()
+        v["objects"].as_array().unwrap().len()
     };
     let pipeline = json!({"pipeline": [probe("write-tree"), hostname("a")]});
     b.run(pipeline.clone(), &[]).ok();
@@ -614,7 +614,8 @@ fn the_copy_handoff_caches_and_deletes_the_same_way() {
     )))
     .unwrap();
     assert!(
-        list.as_array()
+        list["objects"]
+            .as_array()
             .unwrap()
             .iter()
             .all(|o| o["layer"] == "full"),

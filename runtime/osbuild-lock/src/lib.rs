@@ -14,6 +14,8 @@
 //!   by sha256, from the store's package cache ([`paths::CACHE`]) or
 //!   downloaded ([`paths::NEW`]).
 //!
+//! [`guest`] is the stage's side: the cache, the lock, the report.
+//!
 //! A lock is input like a pipeline (anyone may hand one over), so every
 //! field is checked before it reaches a file name, a URL fetch or a
 //! command line: [`LockFile::parse`] and [`Resolved::check`].
@@ -22,6 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub mod guest;
 
 /// The lock file's format; another number is refused, never guessed at.
 pub const FORMAT: u32 = 1;
@@ -54,11 +58,6 @@ pub struct Package {
     /// Hex, lower case.
     pub sha256: String,
     pub size: u64,
-    /// The priority the repository's index gives it (Debian's archive
-    /// overrides the package's own; mmdebstrap's variants pick packages
-    /// by it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<String>,
 }
 
 /// A repository a stage resolved against.
@@ -71,6 +70,24 @@ pub struct Repository {
     /// states it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
+    /// The repository's signed metadata as fetched (Debian's `InRelease`),
+    /// by sha256: a locked build checks its signature and every locked
+    /// package against the indexes it vouches for, offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_sha256: Option<String>,
+    /// The package indexes the packages were found in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexFile>,
+}
+
+/// A package index a signed release names.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IndexFile {
+    /// As the release names it: `main/binary-amd64/Packages`.
+    pub path: String,
+    /// sha256 of the index, uncompressed.
+    pub sha256: String,
 }
 
 /// What one stage installed.
@@ -197,9 +214,6 @@ impl Package {
                 format!("{:?} is not 64 lower-case hex digits", self.sha256),
             ));
         }
-        if let Some(p) = &self.priority {
-            word(&format!("{at}.priority"), p, 32, b"-")?;
-        }
         Ok(())
     }
 
@@ -232,6 +246,32 @@ impl Resolved {
         }
         for (i, r) in self.repositories.iter().enumerate() {
             check_url(&format!("{at}.repositories[{i}].url"), &r.url)?;
+            if r.release_sha256.as_deref().is_some_and(|s| !is_sha256(s)) {
+                return Err(err(
+                    format!("{at}.repositories[{i}].release_sha256"),
+                    "not 64 lower-case hex digits",
+                ));
+            }
+            for (j, idx) in r.indexes.iter().enumerate() {
+                let at = format!("{at}.repositories[{i}].indexes[{j}]");
+                let path_ok = !idx.path.is_empty()
+                    && idx.path.len() <= 200
+                    && !idx.path.starts_with('/')
+                    && !idx.path.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+                    && idx
+                        .path
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+-/".contains(&b));
+                if !path_ok {
+                    return Err(err(
+                        format!("{at}.path"),
+                        format!("{:?} is not an index path (main/binary-amd64/Packages)", idx.path),
+                    ));
+                }
+                if !is_sha256(&idx.sha256) {
+                    return Err(err(format!("{at}.sha256"), "not 64 lower-case hex digits"));
+                }
+            }
             if let Some(d) = &r.date
                 && (d.len() > 64 || !d.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
             {
@@ -242,6 +282,20 @@ impl Resolved {
             }
         }
         Ok(())
+    }
+
+    /// Every digest it names: packages, signed releases and indexes (what
+    /// a locked build may add to the package cache).
+    pub fn digests(&self) -> impl Iterator<Item = &str> {
+        self.packages
+            .iter()
+            .map(|p| p.sha256.as_str())
+            .chain(self.repositories.iter().flat_map(|r| {
+                r.release_sha256
+                    .as_deref()
+                    .into_iter()
+                    .chain(r.indexes.iter().map(|i| i.sha256.as_str()))
+            }))
     }
 
     /// Sorted by name, architecture and version, so that the same set is
@@ -269,9 +323,6 @@ impl Resolved {
                 h.update(field.as_bytes());
             }
             h.update(p.size.to_le_bytes());
-            let priority = p.priority.as_deref().unwrap_or("");
-            h.update((priority.len() as u64).to_le_bytes());
-            h.update(priority.as_bytes());
         }
         hex::encode(h.finalize())
     }

@@ -8,7 +8,6 @@ fn pkg(name: &str, version: &str, sha: char) -> Package {
         url: format!("http://deb.debian.org/debian/pool/main/x/{name}/{name}_{version}_amd64.deb"),
         sha256: sha.to_string().repeat(64),
         size: 10,
-        priority: None,
     }
 }
 
@@ -101,15 +100,20 @@ fn the_digest_covers_every_package_field() {
     let mut other = base.clone();
     other.packages[0].sha256 = "b".repeat(64);
     assert_ne!(other.digest(), d);
-    let mut other = base.clone();
-    other.packages[0].priority = Some("required".into());
-    assert_ne!(other.digest(), d);
+
     // The repositories' dates say when; they do not change what is installed.
     let mut other = base.clone();
     other.repositories.push(Repository {
         url: "http://m/".into(),
         date: Some("x".into()),
+        release_sha256: Some("c".repeat(64)),
+        indexes: vec![IndexFile {
+            path: "main/binary-amd64/Packages".into(),
+            sha256: "d".repeat(64),
+        }],
     });
+    other.check("x").unwrap();
+    assert_eq!(other.digests().count(), 3);
     assert_eq!(other.digest(), d);
 }
 
@@ -133,4 +137,23 @@ fn a_diff_names_each_package_with_old_and_new_versions() {
         ]
     );
     assert!(diff(&old, &old).is_empty());
+}
+
+#[test]
+fn a_hostile_index_path_is_refused() {
+    for path in ["../../etc/passwd", "/etc/passwd", "main//Packages", "main/Packages\n", ""] {
+        let r = Resolved {
+            repositories: vec![Repository {
+                url: "http://m/".into(),
+                date: None,
+                release_sha256: None,
+                indexes: vec![IndexFile {
+                    path: path.into(),
+                    sha256: "d".repeat(64),
+                }],
+            }],
+            packages: vec![],
+        };
+        assert_eq!(r.check("x").unwrap_err().at, "x.repositories[0].indexes[0].path", "{path:?}");
+    }
 }

@@ -57,8 +57,7 @@ mod error;
 pub mod formats;
 #[cfg(not(target_family = "wasm"))]
 pub mod host;
-#[cfg(not(target_family = "wasm"))]
-pub mod packages;
+
 mod tree;
 
 pub use context::{Context, context};

@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use osbuild_stage::anyhow::{self, Context as _};
-use osbuild_stage::packages::{self, Package, Repository, Resolved};
+use osbuild_lock::guest as packages;
+use osbuild_lock::{Package, Repository, Resolved};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -48,7 +49,7 @@ fn base_request(o: &Options, mode: &str) -> Value {
         "cachedir": CACHE,
         "releasever": o.releasever,
         "repos": repos_json(&o.repos),
-        "cache": packages::paths::CACHE,
+        "cache": osbuild_lock::paths::CACHE,
     })
 }
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use osbuild_stage::anyhow::{self, Context as _};
-use osbuild_stage::packages::{self, Package, Resolved};
+use osbuild_lock::guest as packages;
+use osbuild_lock::{Package, Resolved};
 
 use crate::{Options, Repo, helper};
 

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use osbuild_stage::anyhow::Context as _;
-use osbuild_stage::packages;
+use osbuild_lock::guest as packages;
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::{Deserialize, Serialize};
 
@@ -164,7 +164,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
         }
         None => helper::report(&o, &installed)?,
     };
-    packages::report(resolved)
+    Ok(packages::report(resolved)?)
 }
 
 /// What rpm's database in the tree says is installed: (name, epoch,

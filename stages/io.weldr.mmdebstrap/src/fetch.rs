@@ -6,7 +6,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use osbuild_stage::anyhow;
-use osbuild_stage::packages::{self, Package};
+use osbuild_lock::Package;
+use osbuild_lock::guest as packages;
 
 /// Downloads at once: enough to hide a mirror's latency, few enough not
 /// to be throttled.

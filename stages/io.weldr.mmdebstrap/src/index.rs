@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use osbuild_stage::anyhow::{self, Context as _};
-use osbuild_stage::packages::{Package, Repository};
+use osbuild_lock::guest as packages;
+use osbuild_lock::{IndexFile, Package, Repository};
+use sha2::{Digest, Sha256};
 
 use crate::deb822;
 
@@ -117,16 +119,29 @@ impl Scratch {
                 anyhow::bail!("the index {file} is not signed by the keyring; nothing was built");
             }
             if !repositories.iter().any(|r| r.url == repo) {
+                let release = target.field("Base-URI").and_then(|base| self.release(base));
                 repositories.push(Repository {
                     url: repo.to_string(),
-                    date: target
-                        .field("Base-URI")
-                        .and_then(|base| self.release_date(base)),
+                    date: release.as_ref().and_then(|(_, date)| date.clone()),
+                    release_sha256: release.map(|(sha, _)| sha),
+                    indexes: Vec::new(),
                 });
             }
             let mut cat = Command::new("/usr/lib/apt/apt-helper");
             cat.args(["cat-file", file]);
             let text = osbuild_stage::host::output(&mut cat, "apt")?;
+            // The index as the release names it, kept for locked builds
+            // to check packages against offline.
+            if let (Some(path), Some(r)) = (
+                target.field("MetaKey"),
+                repositories.iter_mut().find(|r| r.url == repo),
+            ) {
+                let sha = keep(&format!("{}_Packages", flat(file)), text.as_bytes())?;
+                r.indexes.push(IndexFile {
+                    path: path.to_string(),
+                    sha256: sha,
+                });
+            }
             for p in deb822::paragraphs(&text) {
                 let (Some(name), Some(version), Some(arch), Some(filename), Some(sha), Some(size)) = (
                     p.field("Package"),
@@ -145,7 +160,6 @@ impl Scratch {
                     url: format!("{}{filename}", repo),
                     sha256: sha.to_ascii_lowercase(),
                     size,
-                    priority: p.field("Priority").map(str::to_string),
                 };
                 // The first index that has a package wins, as with apt.
                 entries
@@ -162,18 +176,40 @@ impl Scratch {
         })
     }
 
-    /// The `Date` of the signed Release file for `base`
-    /// (`http://m/debian/dists/bookworm/`), as apt keeps it.
-    fn release_date(&self, base: &str) -> Option<String> {
+    /// The signed Release file for `base` (`http://m/debian/dists/bookworm/`)
+    /// as apt fetched it: kept for osbuild (its sha256), with its `Date`.
+    fn release(&self, base: &str) -> Option<(String, Option<String>)> {
         let bare = base.split_once("://").map_or(base, |(_, rest)| rest);
         let bare = bare.rsplit_once('@').map_or(bare, |(_, host)| host);
         let name = format!("{}InRelease", bare.replace('/', "_"));
-        let text = std::fs::read_to_string(self.dir.join("lists").join(name)).ok()?;
-        let header = text
+        let bytes = std::fs::read(self.dir.join("lists").join(&name)).ok()?;
+        let sha = keep(&name, &bytes).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        let date = text
             .split("\n\n")
-            .find(|p| p.contains("\nDate:") || p.starts_with("Date:"))?;
-        deb822::Paragraph { text: header }
-            .field("Date")
-            .map(str::to_string)
+            .find(|p| p.contains("\nDate:") || p.starts_with("Date:"))
+            .and_then(|header| deb822::Paragraph { text: header }.field("Date"))
+            .map(str::to_string);
+        Some((sha, date))
     }
+}
+
+/// A list file's name without apt's compression extension.
+fn flat(file: &str) -> String {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    let name = [".lz4", ".gz", ".xz", ".zst", ".bz2", ".lzma"]
+        .iter()
+        .find_map(|e| name.strip_suffix(e))
+        .unwrap_or(name);
+    name.strip_suffix("_Packages").unwrap_or(name).to_string()
+}
+
+/// Hands `bytes` to osbuild's package cache as `name`; their sha256.
+pub fn keep(name: &str, bytes: &[u8]) -> anyhow::Result<String> {
+    let sha = hex::encode(Sha256::digest(bytes));
+    if packages::cached(&sha).is_none() {
+        let path = packages::new_dir().join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(sha)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use osbuild_stage::anyhow::Context as _;
-use osbuild_stage::packages;
+use osbuild_lock::guest as packages;
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::Deserialize;
 
@@ -14,6 +14,7 @@ mod deb822;
 mod fetch;
 mod index;
 mod repo;
+mod signed;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +143,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     let locked = packages::lock()?;
     let installed = match locked {
         Some(lock) => {
-            let source = from_lock(&lock, &o.suite)?;
+            let source = from_lock(&lock, &o.suite, &keyring)?;
             cmd.arg(&o.suite).arg(target).arg(source);
             osbuild_stage::host::run(&mut cmd, "mmdebstrap")?;
             check_installed(tree, &lock)?;
@@ -180,7 +181,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
         }
     };
     populate_dev(tree)?;
-    packages::report(installed)
+    Ok(packages::report(installed)?)
 }
 
 /// The local repository of the cached packages the mirrors' indexes name
@@ -213,41 +214,50 @@ fn cache_repo(index: &index::Index, suite: &str) -> anyhow::Result<Option<String
     repo::write(Path::new(CACHE_REPO), suite, &members).map(Some)
 }
 
-/// Every locked package from the cache or, failing that, downloaded and
-/// checked by sha256; then the local repository of exactly those.
-fn from_lock(lock: &packages::Resolved, suite: &str) -> anyhow::Result<String> {
-    let mut members = Vec::new();
+/// Every locked package checked against the archive's signed indexes,
+/// then from the cache or, failing that, downloaded and checked by sha256;
+/// then the local repository of exactly those, their paragraphs as the
+/// signed indexes have them.
+fn from_lock(
+    lock: &osbuild_lock::Resolved,
+    suite: &str,
+    keyring: &str,
+) -> anyhow::Result<String> {
+    let stanzas = signed::check(lock, keyring, suite)?;
+    let mut files = Vec::new();
     let mut missing = Vec::new();
     for p in &lock.packages {
         match packages::cached(&p.sha256) {
-            Some(file) => members.push((p, file)),
+            Some(file) => files.push((p, file)),
             None => missing.push(p),
         }
     }
     println!(
         "package cache: {} of {} locked packages cached, {} to download",
-        members.len(),
+        files.len(),
         lock.packages.len(),
         missing.len()
     );
-    for (p, file) in fetch::download_all(&missing)? {
-        members.push((p, file));
-    }
-    let stanzas = fetch::in_parallel(&members, |(p, file)| repo::locked_stanza(p, file))?;
-    let members: Vec<repo::Member> = members
+    files.extend(fetch::download_all(&missing)?);
+    let by_sha: std::collections::HashMap<&str, &Path> = files
+        .iter()
+        .map(|(p, f)| (p.sha256.as_str(), f.as_path()))
+        .collect();
+    let members: Vec<repo::Member> = lock
+        .packages
         .iter()
         .zip(stanzas)
-        .map(|((p, file), stanza)| repo::Member {
+        .map(|(p, stanza)| repo::Member {
             stanza,
             sha256: p.sha256.clone(),
-            file: file.clone(),
+            file: by_sha[p.sha256.as_str()].to_path_buf(),
         })
         .collect();
     repo::write(Path::new(LOCK_REPO), suite, &members)
 }
 
 /// The installed packages are exactly the locked ones.
-fn check_installed(tree: &Tree, lock: &packages::Resolved) -> anyhow::Result<()> {
+fn check_installed(tree: &Tree, lock: &osbuild_lock::Resolved) -> anyhow::Result<()> {
     let status = tree.read_to_string("/var/lib/dpkg/status")?;
     let installed: BTreeSet<(String, String, String)> =
         deb822::installed(&status).into_iter().collect();
@@ -275,7 +285,7 @@ fn check_installed(tree: &Tree, lock: &packages::Resolved) -> anyhow::Result<()>
 }
 
 /// What was installed, each package as the index states it.
-fn resolved_from(tree: &Tree, index: &index::Index) -> anyhow::Result<packages::Resolved> {
+fn resolved_from(tree: &Tree, index: &index::Index) -> anyhow::Result<osbuild_lock::Resolved> {
     let status = tree.read_to_string("/var/lib/dpkg/status")?;
     let mut out = Vec::new();
     for key in deb822::installed(&status) {
@@ -289,7 +299,7 @@ fn resolved_from(tree: &Tree, index: &index::Index) -> anyhow::Result<packages::
         })?;
         out.push(entry.package.clone());
     }
-    Ok(packages::Resolved {
+    Ok(osbuild_lock::Resolved {
         repositories: index.repositories.clone(),
         packages: out,
     })

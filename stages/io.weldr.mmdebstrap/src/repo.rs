@@ -6,10 +6,8 @@
 //! the package the index says it is.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use osbuild_stage::anyhow::{self, Context as _};
-use osbuild_stage::packages::Package;
 
 use crate::deb822;
 
@@ -43,57 +41,4 @@ pub fn write(dir: &Path, suite: &str, members: &[Member]) -> anyhow::Result<Stri
         format!("Suite: {suite}\nCodename: {suite}\n"),
     )?;
     Ok(format!("deb [trusted=yes] copy://{} ./", dir.display()))
-}
-
-/// The index paragraph for a locked package, from its file's own control
-/// data (`dpkg-deb -f`), checked against the lock's name, version and
-/// architecture, with the lock's size and digest (already verified).
-pub fn locked_stanza(p: &Package, file: &Path) -> anyhow::Result<String> {
-    let mut cmd = Command::new("dpkg-deb");
-    cmd.arg("--field").arg(file);
-    let out = cmd
-        .output()
-        .with_context(|| format!("running dpkg-deb on {}", p.file_name()))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{} (sha256 {}) is not a Debian package: {}",
-            p.file_name(),
-            p.sha256,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let control = String::from_utf8_lossy(&out.stdout).into_owned();
-    let para = deb822::Paragraph {
-        text: control.trim_end(),
-    };
-    let found = (
-        para.field("Package").unwrap_or(""),
-        para.field("Version").unwrap_or(""),
-        para.field("Architecture").unwrap_or(""),
-    );
-    if found != (p.name.as_str(), p.version.as_str(), p.architecture.as_str()) {
-        anyhow::bail!(
-            "the lock says {} is {}, but the file (sha256 {}) is {} {} ({}): make the lock again with osbuild lock --update",
-            p.file_name(),
-            p.label(),
-            p.sha256,
-            found.0,
-            found.1,
-            found.2
-        );
-    }
-    let mut stanza = para.text.to_string();
-    let mut set = |name: &str, value: &str| {
-        stanza = deb822::Paragraph {
-            text: stanza.trim_end(),
-        }
-        .with_field(name, value);
-    };
-    set("Size", &p.size.to_string());
-    set("SHA256", &p.sha256);
-    // The archive's priority, not the package's own: variants pick by it.
-    if let Some(priority) = &p.priority {
-        set("Priority", priority);
-    }
-    Ok(stanza)
 }

@@ -101,15 +101,10 @@ impl Prepared {
                 let path = scratch.join(format!("lock-{}.json", p.index));
                 std::fs::write(&path, serde_json::to_vec(&lock.resolved)?)
                     .with_context(|| format!("writing {}", path.display()))?;
-                for pkg in &lock.resolved.packages {
-                    cache.touch(&pkg.sha256);
+                for sha in lock.resolved.digests() {
+                    cache.touch(sha);
                 }
-                let shas = lock
-                    .resolved
-                    .packages
-                    .iter()
-                    .map(|p| p.sha256.clone())
-                    .collect();
+                let shas = lock.resolved.digests().map(str::to_string).collect();
                 (Some(path), Some(shas))
             }
             None => (None, None),
@@ -140,8 +135,8 @@ impl Prepared {
         let got = cache
             .ingest(&self.incoming, self.locked.as_ref())
             .context("keeping the stage's downloads in the package cache")?;
-        for p in resolved.iter().flat_map(|r| &r.packages) {
-            cache.touch(&p.sha256);
+        for sha in resolved.iter().flat_map(|r| r.digests()) {
+            cache.touch(sha);
         }
         Ok(got)
     }

@@ -127,6 +127,19 @@ pub fn run_stage(
                 }
             );
             hosts.reporter.output(p.index, &name, &line);
+            if let Some(r) = resolved {
+                let line = format!(
+                    "osbuild: installed {} packages (set {}), {}",
+                    r.packages.len(),
+                    &r.digest()[..12],
+                    if p.lock.is_some() {
+                        "exactly the lock's"
+                    } else {
+                        "unlocked: osbuild lock pins them"
+                    }
+                );
+                hosts.reporter.output(p.index, &name, &line);
+            }
             Some(got)
         }
         None => None,

@@ -30,6 +30,15 @@ use sha2::{Digest, Sha256};
 /// The largest package file kept (the largest Debian packages are ~1 GB).
 pub const MAX_PACKAGE: u64 = 4 << 30;
 
+/// The most one stage's downloads may add, in files and bytes (a full
+/// desktop is ~3000 packages, ~3 GB): a stage cannot fill the store's disk
+/// through the cache beyond this.
+pub const MAX_FILES_PER_STAGE: usize = 50_000;
+pub const MAX_BYTES_PER_STAGE: u64 = 64 << 30;
+
+/// A file in `tmp/` older than this is what a killed build left.
+const STALE_SECS: i64 = 3600;
+
 pub struct PackageCache {
     dir: PathBuf,
 }
@@ -77,10 +86,14 @@ pub const RESOLVED_FILE: &str = "packages.json";
 /// Held while a package stage runs: eviction leaves the cache alone.
 pub struct InUse(#[allow(dead_code, reason = "held for its lock")] File);
 
+/// A package file's name, or a signed release's or package index's
+/// (kept so that a locked build can check packages against them offline).
 fn is_package_name(name: &str) -> bool {
     !name.starts_with(['.', '-'])
         && name.len() <= 255
-        && [".deb", ".udeb", ".rpm"].iter().any(|e| name.ends_with(e))
+        && [".deb", ".udeb", ".rpm", "_InRelease", "_Packages"]
+            .iter()
+            .any(|e| name.ends_with(e))
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._+~%:^-".contains(&b))
@@ -101,7 +114,23 @@ impl PackageCache {
         }
         // Readable by the stages' unprivileged ids, as the files are.
         std::fs::set_permissions(dir.join("sha256"), std::fs::Permissions::from_mode(0o755))?;
-        Ok(PackageCache { dir })
+        let cache = PackageCache { dir };
+        cache.remove_stale();
+        Ok(cache)
+    }
+
+    /// Removes half-written copies a killed build left (a running build's
+    /// are younger).
+    fn remove_stale(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("tmp")) else {
+            return;
+        };
+        let now = crate::mtime::unix_now();
+        for e in entries.flatten() {
+            if e.metadata().is_ok_and(|m| now - m.mtime() > STALE_SECS) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// The files by sha256: what stages see, read-only.
@@ -146,6 +175,10 @@ impl PackageCache {
         }
         names.sort();
         for name in names {
+            if out.added >= MAX_FILES_PER_STAGE || out.added_bytes >= MAX_BYTES_PER_STAGE {
+                out.refused.push(name);
+                continue;
+            }
             match self.keep(&dir, &name, only)? {
                 Kept::Added(bytes) => {
                     out.added += 1;
