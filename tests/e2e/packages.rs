@@ -65,7 +65,10 @@ impl Builds {
 
     fn clear_objects(&self) {
         self.run(&["store", "clear", "--objects"]).ok();
-        assert!(!cache(&self.store).is_empty(), "store clear --objects emptied the package cache");
+        assert!(
+            !cache(&self.store).is_empty(),
+            "store clear --objects emptied the package cache"
+        );
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -88,27 +91,41 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
     assert!(count1 > 50, "{p1}");
     assert_eq!(p1["locked"], false);
     assert_eq!(p1["downloaded"]["added"].as_u64().unwrap(), count1, "{p1}");
-    assert_eq!(cache(&b.store).len() as u64, count1);
+    // The mirror's signed release and its package index are kept too.
+    assert_eq!(p1["downloaded"]["added_indexes"], 2, "{p1}");
+    assert_eq!(cache(&b.store).len() as u64, count1 + 2);
     assert_content_addressed(&b.store);
 
     // One package more: only it and what it newly needs are downloaded.
     let unlocked = b.path("unlocked.tar");
-    let run = b.run(&["--json", "--save", unlocked.to_str().unwrap(), two.to_str().unwrap()]);
+    let run = b.run(&[
+        "--json",
+        "--save",
+        unlocked.to_str().unwrap(),
+        two.to_str().unwrap(),
+    ]);
     let second = report(&run);
     let p2 = &second["stages"][0]["packages"];
     let count2 = p2["count"].as_u64().unwrap();
     let added = p2["downloaded"]["added"].as_u64().unwrap();
     assert!(added >= 1, "{p2}");
-    assert_eq!(added, count2 - count1, "downloaded more than the new packages: {p2}");
+    assert_eq!(
+        added,
+        count2 - count1,
+        "downloaded more than the new packages: {p2}"
+    );
+    assert_eq!(p2["downloaded"]["added_indexes"], 0, "{p2}");
     assert!(
-        run.stderr.contains(&format!("package cache: {count1} of the mirrors' packages are cached")),
+        run.stderr.contains(&format!(
+            "package cache: {count1} of the mirrors' packages are cached"
+        )),
         "{}",
         run.stderr
     );
-    assert_eq!(cache(&b.store).len() as u64, count2);
+    assert_eq!(cache(&b.store).len() as u64, count2 + 2);
     let listed: Value =
         serde_json::from_str(&b.run(&["store", "list", "--json"]).ok().stdout).unwrap();
-    assert_eq!(listed["packages"]["count"].as_u64().unwrap(), count2);
+    assert_eq!(listed["packages"]["count"].as_u64().unwrap(), count2 + 2);
     assert!(
         listed["packages"]["files"]
             .as_array()
@@ -132,11 +149,22 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
         assert!(cached.contains_key(sha), "{p} is not in the package cache");
         assert!(p["url"].as_str().unwrap().starts_with(&mirror()), "{p}");
     }
-    let less = packages.iter().find(|p| p["name"] == "less").unwrap().clone();
-    assert!(stage["resolved"]["repositories"][0]["date"].is_string(), "{stage}");
+    let less = packages
+        .iter()
+        .find(|p| p["name"] == "less")
+        .unwrap()
+        .clone();
+    assert!(
+        stage["resolved"]["repositories"][0]["date"].is_string(),
+        "{stage}"
+    );
     b.run(&["lock", two.to_str().unwrap()])
         .fails_with(2, "exists: osbuild lock --update");
-    let inspect = b.run(&["--inspect", two.to_str().unwrap()]).ok().stdout.clone();
+    let inspect = b
+        .run(&["--inspect", two.to_str().unwrap()])
+        .ok()
+        .stdout
+        .clone();
     assert!(
         inspect.contains(&format!("locked: {count2} packages, resolved ")),
         "{inspect}"
@@ -174,13 +202,20 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
         .unwrap();
     let url = entry["url"].as_str().unwrap().to_string();
     entry["version"] = json!("999:1.0-1");
-    entry["url"] = json!(url.replace(&format!("less_{}", less["version"].as_str().unwrap()), "less_999%3a1.0-1"));
+    entry["url"] = json!(url.replace(
+        &format!("less_{}", less["version"].as_str().unwrap()),
+        "less_999%3a1.0-1"
+    ));
     entry["sha256"] = json!("1".repeat(64));
     let bad_version = b.path("bad-version.lock.json");
     std::fs::write(&bad_version, bad.to_string()).unwrap();
-    b.run(&["--lock", bad_version.to_str().unwrap(), two.to_str().unwrap()])
-        .fails_with(1, "less 999:1.0-1 (amd64)")
-        .fails_with(1, "is not in the signed indexes");
+    b.run(&[
+        "--lock",
+        bad_version.to_str().unwrap(),
+        two.to_str().unwrap(),
+    ])
+    .fails_with(1, "less 999:1.0-1 (amd64)")
+    .fails_with(1, "is not in the signed indexes");
     // A digest the archive did not sign for the file.
     let mut bad = lock.clone();
     let entry = bad["stages"][0]["resolved"]["packages"]
@@ -220,9 +255,17 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
         .remove("release_sha256");
     let no_release = b.path("no-release.lock.json");
     std::fs::write(&no_release, bad.to_string()).unwrap();
-    b.run(&["--lock", no_release.to_str().unwrap(), two.to_str().unwrap()])
-        .fails_with(1, "the lock names no signed release for");
-    assert_eq!(cache(&b.store), before, "a failed build changed the package cache");
+    b.run(&[
+        "--lock",
+        no_release.to_str().unwrap(),
+        two.to_str().unwrap(),
+    ])
+    .fails_with(1, "the lock names no signed release for");
+    assert_eq!(
+        cache(&b.store),
+        before,
+        "a failed build changed the package cache"
+    );
     assert_content_addressed(&b.store);
     // A lock made for other options is refused before anything runs.
     b.run(&["--lock", lock_path.to_str().unwrap(), one.to_str().unwrap()])
@@ -232,7 +275,9 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
     let update = b.run(&["lock", "--update", two.to_str().unwrap()]);
     update.ok();
     assert!(
-        update.stdout.contains(&format!("stage 1 io.weldr.mmdebstrap: {count2} packages\n  no package changed")),
+        update.stdout.contains(&format!(
+            "stage 1 io.weldr.mmdebstrap: {count2} packages\n  no package changed"
+        )),
         "{}",
         update.stdout
     );
@@ -367,7 +412,10 @@ fn dnf_installs_exactly_the_locked_version_of_two_and_caches_it() {
         update.stdout
     );
     let lock: Value = serde_json::from_slice(&std::fs::read(&lock_path).unwrap()).unwrap();
-    assert_eq!(lock["stages"][0]["resolved"]["packages"][0]["version"], "2.0-1");
+    assert_eq!(
+        lock["stages"][0]["resolved"]["packages"][0]["version"],
+        "2.0-1"
+    );
 
     // A digest the repository's file does not have: refused, naming it,
     // and nothing of it kept.
@@ -376,9 +424,15 @@ fn dnf_installs_exactly_the_locked_version_of_two_and_caches_it() {
     let bad_path = b.path("bad.lock.json");
     std::fs::write(&bad_path, bad.to_string()).unwrap();
     let before = cache(&b.store);
-    b.run(&["--allow-host-path", &allow, "--lock", bad_path.to_str().unwrap(), p])
-        .fails_with(1, "osbuild-test-two-2.0-1.noarch.rpm")
-        .fails_with(1, "not the lock's 3333");
+    b.run(&[
+        "--allow-host-path",
+        &allow,
+        "--lock",
+        bad_path.to_str().unwrap(),
+        p,
+    ])
+    .fails_with(1, "osbuild-test-two-2.0-1.noarch.rpm")
+    .fails_with(1, "not the lock's 3333");
     assert_eq!(cache(&b.store), before);
     assert_content_addressed(&b.store);
 }
@@ -392,7 +446,12 @@ fn two_builds_fill_one_package_cache_at_once() {
     let two = write_pipeline(dir.path(), "two.json", minbase(&["bzip2"]));
     let spawn = |p: &Path| {
         std::process::Command::new(OSBUILD)
-            .args(["--store", b.store.to_str().unwrap(), "--json", p.to_str().unwrap()])
+            .args([
+                "--store",
+                b.store.to_str().unwrap(),
+                "--json",
+                p.to_str().unwrap(),
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -402,7 +461,11 @@ fn two_builds_fill_one_package_cache_at_once() {
     let mut counts = Vec::new();
     for child in [a, c] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let r: Value = serde_json::from_slice(&out.stdout).unwrap();
         counts.push(r["stages"][0]["packages"]["count"].as_u64().unwrap());
     }
@@ -410,9 +473,17 @@ fn two_builds_fill_one_package_cache_at_once() {
     // nothing half-written left.
     assert_content_addressed(&b.store);
     let files = cache(&b.store).len() as u64;
-    assert!(files >= counts[0].max(counts[1]) + 1, "{files} files for {counts:?}");
-    assert!(files < counts[0] + counts[1], "{files} files for {counts:?}: shared packages twice?");
-    let tmp: Vec<_> = std::fs::read_dir(b.store.join("packages/tmp")).unwrap().collect();
+    assert!(
+        files > counts[0].max(counts[1]),
+        "{files} files for {counts:?}"
+    );
+    assert!(
+        files < counts[0] + counts[1],
+        "{files} files for {counts:?}: shared packages twice?"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(b.store.join("packages/tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
     // Each lock's packages are all there: a build with it runs offline.
     for p in [&one, &two] {

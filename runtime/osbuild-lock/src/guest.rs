@@ -47,7 +47,12 @@ pub fn lock() -> Result<Option<Resolved>, GuestError> {
     let text = match std::fs::read(paths::LOCK) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(GuestError::Io { path: paths::LOCK, source }),
+        Err(source) => {
+            return Err(GuestError::Io {
+                path: paths::LOCK,
+                source,
+            });
+        }
     };
     let resolved: Resolved = serde_json::from_slice(&text).map_err(|source| GuestError::Json {
         path: paths::LOCK,

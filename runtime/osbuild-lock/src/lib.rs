@@ -257,7 +257,10 @@ impl Resolved {
                 let path_ok = !idx.path.is_empty()
                     && idx.path.len() <= 200
                     && !idx.path.starts_with('/')
-                    && !idx.path.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+                    && !idx
+                        .path
+                        .split('/')
+                        .any(|s| s.is_empty() || s == "." || s == "..")
                     && idx
                         .path
                         .bytes()
@@ -265,7 +268,10 @@ impl Resolved {
                 if !path_ok {
                     return Err(err(
                         format!("{at}.path"),
-                        format!("{:?} is not an index path (main/binary-amd64/Packages)", idx.path),
+                        format!(
+                            "{:?} is not an index path (main/binary-amd64/Packages)",
+                            idx.path
+                        ),
                     ));
                 }
                 if !is_sha256(&idx.sha256) {

@@ -3,9 +3,9 @@
 
 use std::process::Command;
 
-use osbuild_stage::anyhow::{self, Context as _};
 use osbuild_lock::guest as packages;
 use osbuild_lock::{Package, Repository, Resolved};
+use osbuild_stage::anyhow::{self, Context as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

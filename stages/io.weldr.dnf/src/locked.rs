@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use osbuild_stage::anyhow::{self, Context as _};
 use osbuild_lock::guest as packages;
 use osbuild_lock::{Package, Resolved};
+use osbuild_stage::anyhow::{self, Context as _};
 
 use crate::{Options, Repo, helper};
 

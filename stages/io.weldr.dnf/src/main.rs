@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-use osbuild_stage::anyhow::Context as _;
 use osbuild_lock::guest as packages;
+use osbuild_stage::anyhow::Context as _;
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::{Deserialize, Serialize};
 

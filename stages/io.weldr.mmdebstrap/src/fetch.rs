@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
-use osbuild_stage::anyhow;
 use osbuild_lock::Package;
 use osbuild_lock::guest as packages;
+use osbuild_stage::anyhow;
 
 /// Downloads at once: enough to hide a mirror's latency, few enough not
 /// to be throttled.

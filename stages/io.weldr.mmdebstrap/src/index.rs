@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use osbuild_stage::anyhow::{self, Context as _};
 use osbuild_lock::guest as packages;
 use osbuild_lock::{IndexFile, Package, Repository};
+use osbuild_stage::anyhow::{self, Context as _};
 use sha2::{Digest, Sha256};
 
 use crate::deb822;

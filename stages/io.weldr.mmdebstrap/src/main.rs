@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use osbuild_stage::anyhow::Context as _;
 use osbuild_lock::guest as packages;
+use osbuild_stage::anyhow::Context as _;
 use osbuild_stage::{OptionError, Tree, anyhow};
 use serde::Deserialize;
 
@@ -218,11 +218,7 @@ fn cache_repo(index: &index::Index, suite: &str) -> anyhow::Result<Option<String
 /// then from the cache or, failing that, downloaded and checked by sha256;
 /// then the local repository of exactly those, their paragraphs as the
 /// signed indexes have them.
-fn from_lock(
-    lock: &osbuild_lock::Resolved,
-    suite: &str,
-    keyring: &str,
-) -> anyhow::Result<String> {
+fn from_lock(lock: &osbuild_lock::Resolved, suite: &str, keyring: &str) -> anyhow::Result<String> {
     let stanzas = signed::check(lock, keyring, suite)?;
     let mut files = Vec::new();
     let mut missing = Vec::new();

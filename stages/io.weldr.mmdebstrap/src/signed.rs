@@ -60,7 +60,11 @@ pub fn check(lock: &Resolved, keyring: &str, suite: &str) -> anyhow::Result<Vec<
                 && para
                     .field("Filename")
                     .is_some_and(|f| p.url == format!("{}{f}", repo.url));
-            if same { Ok(stanza.clone()) } else { Err(not_signed(p)) }
+            if same {
+                Ok(stanza.clone())
+            } else {
+                Err(not_signed(p))
+            }
         })
         .collect()
 }

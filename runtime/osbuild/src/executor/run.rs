@@ -113,9 +113,10 @@ pub fn run_stage(
             let resolved = result.as_ref().ok().and_then(|r| r.resolved.as_ref());
             let got = pr.finish(hosts.packages, resolved)?;
             let line = format!(
-                "osbuild: package cache: kept {} downloaded file(s) ({:.1} MB), {} known already{}",
+                "osbuild: package cache: kept {} downloaded package(s) ({:.1} MB) and {} index file(s), {} known already{}",
                 got.added,
                 got.added_bytes as f64 / 1e6,
+                got.added_indexes,
                 got.known,
                 if got.refused.is_empty() {
                     String::new()

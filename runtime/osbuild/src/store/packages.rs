@@ -46,9 +46,12 @@ pub struct PackageCache {
 /// What one stage's downloads added.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Ingested {
-    /// Files new to the cache, and their bytes.
+    /// Package files new to the cache, and their bytes.
     pub added: usize,
     pub added_bytes: u64,
+    /// Signed releases and package indexes new to the cache (kept so that
+    /// a locked build can check packages against them offline).
+    pub added_indexes: usize,
     /// Files the cache had already.
     pub known: usize,
     /// Files left out: not a regular file of a package's name, too large,
@@ -85,6 +88,10 @@ pub const RESOLVED_FILE: &str = "packages.json";
 
 /// Held while a package stage runs: eviction leaves the cache alone.
 pub struct InUse(#[allow(dead_code, reason = "held for its lock")] File);
+
+fn is_index_name(name: &str) -> bool {
+    name.ends_with("_InRelease") || name.ends_with("_Packages")
+}
 
 /// A package file's name, or a signed release's or package index's
 /// (kept so that a locked build can check packages against them offline).
@@ -174,15 +181,22 @@ impl PackageCache {
             }
         }
         names.sort();
+        let (mut files, mut bytes) = (0usize, 0u64);
         for name in names {
-            if out.added >= MAX_FILES_PER_STAGE || out.added_bytes >= MAX_BYTES_PER_STAGE {
+            if files >= MAX_FILES_PER_STAGE || bytes >= MAX_BYTES_PER_STAGE {
                 out.refused.push(name);
                 continue;
             }
+            files += 1;
             match self.keep(&dir, &name, only)? {
-                Kept::Added(bytes) => {
+                Kept::Added(n) if is_index_name(&name) => {
+                    bytes += n;
+                    out.added_indexes += 1;
+                }
+                Kept::Added(n) => {
+                    bytes += n;
                     out.added += 1;
-                    out.added_bytes += bytes;
+                    out.added_bytes += n;
                 }
                 Kept::Known => out.known += 1,
                 Kept::Refused => out.refused.push(name),
@@ -343,7 +357,7 @@ mod tests {
         std::fs::hard_link(d.join("b_1_all.deb"), d.join("hard_1_all.deb")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &d.join("fifo_1_all.deb"),
+            d.join("fifo_1_all.deb"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
