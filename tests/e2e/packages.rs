@@ -247,7 +247,10 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
     b.run(&["--lock", unsigned.to_str().unwrap(), two.to_str().unwrap()])
         .fails_with(1, "the lock's evil ")
         .fails_with(1, "a lock cannot add packages the archive did not sign");
-    // A lock that names no signed release is refused too.
+    // A lock that names no signed release is refused too (on an empty
+    // object store: its packages are the good lock's, whose result is
+    // stored, and would be reused).
+    b.clear_objects();
     let mut bad = lock.clone();
     bad["stages"][0]["resolved"]["repositories"][0]
         .as_object_mut()
@@ -493,4 +496,39 @@ fn two_builds_fill_one_package_cache_at_once() {
     for p in [&one, &two] {
         osbuild_offline(&b.args(&[p.to_str().unwrap()])).ok();
     }
+}
+
+/// The package cache is a capability like the others: audit shows it,
+/// and a policy that does not name the stage refuses it before anything
+/// runs.
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn the_packages_capability_is_audited_and_refusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "p.json", minbase(&[]));
+    let audit = osbuild(&["audit", p.to_str().unwrap()]);
+    audit.ok();
+    assert!(audit.stdout.contains("packages deb"), "{}", audit.stdout);
+    assert!(
+        audit
+            .stdout
+            .contains("the store's package cache read-only (every cached package file"),
+        "{}",
+        audit.stdout
+    );
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"packages": ["io.weldr.dnf"]}"#).unwrap();
+    let store = dir.path().join("store");
+    osbuild(&[
+        "--store",
+        store.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ])
+    .fails_with(
+        2,
+        "pipeline[0].name: stage io.weldr.mmdebstrap refused: policy: uses the store's package cache",
+    );
+    assert!(!store.join("packages/sha256").exists() || cache(&store).is_empty());
 }

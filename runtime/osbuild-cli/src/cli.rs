@@ -1052,7 +1052,13 @@ fn lock_command(
 ) -> Result<(), BuildError> {
     let pipeline = load_pipeline(Some(path))?;
     let mut config = records_config(common, from)?;
-    config.cache_max_size = parse_size("20G").expect("a valid size");
+    // The stages' outputs (a lock runs them only for their packages) go
+    // to a directory of their own, removed after.
+    let outputs = tempfile::Builder::new()
+        .prefix("osbuild-lock-outputs-")
+        .tempdir()
+        .context("creating a directory for the stages' outputs")?;
+    config.output_dir = outputs.path().to_path_buf();
     require_private_mounts()?;
     crate::lock::run(
         crate::lock::LockRequest {

@@ -50,12 +50,49 @@ pub fn for_build(
             if std::fs::symlink_metadata(&beside).is_err() {
                 return Ok(None);
             }
+            trusted_beside(&beside, pipeline)?;
             beside
         }
         (None, None) => return Ok(None),
     };
     let lock = read(&path)?;
+    eprintln!(
+        "osbuild: using the lock {} ({} package stage(s))",
+        path.display(),
+        lock.stages.len()
+    );
     Ok(Some((path.display().to_string(), lock)))
+}
+
+/// A lock found beside the pipeline (not named with `--lock`) is used
+/// only if whoever owns the pipeline, or root, owns it and no one else
+/// may write it: in a shared directory (`/tmp`) another user could
+/// otherwise lay one there for the next build to take.
+fn trusted_beside(lock: &Path, pipeline: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::MetadataExt;
+    let at = lock.display().to_string();
+    let meta = std::fs::metadata(lock)
+        .map_err(|e| BuildError::input(&at, format!("cannot read the lock: {e}")))?;
+    let owner = std::fs::metadata(pipeline).map(|m| m.uid()).ok();
+    if meta.uid() != 0 && Some(meta.uid()) != owner {
+        return Err(BuildError::input(
+            at,
+            format!(
+                "is owned by uid {}, neither root nor the pipeline's owner: it may not be the pipeline author's; name it with --lock if you trust it, or --no-lock",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(BuildError::input(
+            at,
+            format!(
+                "may be written by others (mode {:o}): chmod go-w it, or name it with --lock if you trust it",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub struct LockRequest<'a> {

@@ -158,9 +158,9 @@ fn word(at: &str, value: &str, max: usize, extra: &[u8]) -> Result<(), LockError
     }
 }
 
-/// The characters a package's file name may have (Debian's pool names
-/// percent-encode an epoch's colon; RPM's have `^` and `~`).
-const FILE_NAME_EXTRA: &[u8] = b"._+~%:^-";
+/// The characters a package's file name may have (RPM's have `^` and `~`;
+/// Debian's pool names never an epoch's colon).
+const FILE_NAME_EXTRA: &[u8] = b"._+~:^-";
 
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -172,9 +172,11 @@ pub fn check_url(at: &str, url: &str) -> Result<(), LockError> {
     let scheme_ok = ["http://", "https://", "file:///"]
         .iter()
         .any(|s| url.starts_with(s) && url.len() > s.len());
+    // No `%`: an escape would hide a `..` or a `/` from the checks below
+    // (and from the file name), to be decoded by whatever fetches it.
     let chars_ok = url
         .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"\"'\\`<>{}|^".contains(&b));
+        .all(|b| b.is_ascii_graphic() && !b"\"'\\`<>{}|^%".contains(&b));
     if !scheme_ok || !chars_ok || url.len() > 2048 {
         return Err(err(
             at,

@@ -45,6 +45,14 @@ fn hostile_fields_are_refused_by_json_path() {
         (Box::new(|p| p.url = "ftp://m/pool/x.deb".into()), ".url"),
         (Box::new(|p| p.url = "http://m/pool/..".into()), ".url"),
         (
+            Box::new(|p| p.url = "http://m/pool/%2e%2e/%2e%2e/x.deb".into()),
+            ".url",
+        ),
+        (
+            Box::new(|p| p.url = "file:///srv/repo/x%2Fy.rpm".into()),
+            ".url",
+        ),
+        (
             Box::new(|p| p.url = "http://m/pool/script.sh".into()),
             ".url",
         ),

@@ -7,6 +7,7 @@
 //!   "privileged": [],
 //!   "devices": [],
 //!   "device-nodes": [],
+//!   "packages": ["io.weldr.mmdebstrap", "io.weldr.dnf"],
 //!   "digests": { "io.weldr.hostname": ["sha256:…"] },
 //!   "writes": { "*": ["!/usr/bin/**", "!/root/**"], "com.example.motd": ["/etc/motd"] },
 //!   "signers": { "*": ["ssh-ed25519 AAAA… build-team"], "io.weldr.*": ["builtin"] }
@@ -17,8 +18,8 @@
 //! except `from-device-nodes` (archives with device nodes other than
 //! null, zero, ...), which is off unless set to `true`, and `host-paths`
 //! (host directories stages may read), which allows none unless listed.
-//! `network`, `privileged` and `devices` name the stages that may have that
-//! capability; `digests` pins stages to exact code (any stage named there
+//! `network`, `privileged`, `devices`, `device-nodes` and `packages` name
+//! the stages that may have that capability; `digests` pins stages to exact code (any stage named there
 //! must have one of the digests listed); `writes` bounds where stages
 //! may declare they write (see [`crate::reach::writes`]); `signers` names
 //! the keys whose signature a stage needs (`builtin`: osbuild's own
@@ -50,6 +51,9 @@ pub struct Policy {
     /// Stages allowed to create device nodes beyond the harmless ones.
     #[serde(rename = "device-nodes")]
     pub device_nodes: Option<Vec<String>>,
+    /// Stages allowed the store's package cache (they read every cached
+    /// package, other pipelines' too).
+    pub packages: Option<Vec<String>>,
     /// `--from` archives may carry any device node (default: only the
     /// harmless ones, such as `/dev/null`). Unlike the other keys, missing
     /// means no.
@@ -187,6 +191,9 @@ impl Policy {
         if caps.device_nodes && !named(&self.device_nodes) {
             v.push(Violation::DeviceNodes);
         }
+        if caps.packages.is_some() && !named(&self.packages) {
+            v.push(Violation::Packages);
+        }
         let digest = format!("sha256:{}", stage.digest);
         let pins = self.digests.as_ref().and_then(|d| d.get(name));
         if stage.shadows_builtin && pins.is_none() {
@@ -241,6 +248,10 @@ pub enum Violation {
     Devices(Vec<String>),
     #[error("creates device nodes (device-nodes); the policy does not allow it")]
     DeviceNodes,
+    #[error(
+        "uses the store's package cache (packages: it reads every cached package, other pipelines' too); the policy does not allow it"
+    )]
+    Packages,
     #[error(
         "is loaded from {origin}, in place of the built-in stage of that name; what the policy allows {name} is for the built-in: pin this code (\"digests\": {{\"{name}\": [\"{digest}\"]}}) to run it"
     )]

@@ -143,7 +143,7 @@ fn run(tree: &Tree, o: Options) -> anyhow::Result<()> {
     let locked = packages::lock()?;
     let installed = match locked {
         Some(lock) => {
-            let source = from_lock(&lock, &o.suite, &keyring)?;
+            let source = from_lock(&lock, &o.suite, &keyring, &mirrors)?;
             cmd.arg(&o.suite).arg(target).arg(source);
             osbuild_stage::host::run(&mut cmd, "mmdebstrap")?;
             check_installed(tree, &lock)?;
@@ -218,8 +218,13 @@ fn cache_repo(index: &index::Index, suite: &str) -> anyhow::Result<Option<String
 /// then from the cache or, failing that, downloaded and checked by sha256;
 /// then the local repository of exactly those, their paragraphs as the
 /// signed indexes have them.
-fn from_lock(lock: &osbuild_lock::Resolved, suite: &str, keyring: &str) -> anyhow::Result<String> {
-    let stanzas = signed::check(lock, keyring, suite)?;
+fn from_lock(
+    lock: &osbuild_lock::Resolved,
+    suite: &str,
+    keyring: &str,
+    mirrors: &[String],
+) -> anyhow::Result<String> {
+    let stanzas = signed::check(lock, keyring, suite, mirrors)?;
     let mut files = Vec::new();
     let mut missing = Vec::new();
     for p in &lock.packages {

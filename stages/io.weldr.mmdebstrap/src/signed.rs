@@ -24,10 +24,37 @@ use sha2::{Digest, Sha256};
 use crate::deb822;
 
 /// The checked index paragraph of each locked package, in the lock's order.
-pub fn check(lock: &Resolved, keyring: &str, suite: &str) -> anyhow::Result<Vec<String>> {
+/// Only the stage's own mirrors count, and only releases of its suite.
+pub fn check(
+    lock: &Resolved,
+    keyring: &str,
+    suite: &str,
+    mirrors: &[String],
+) -> anyhow::Result<Vec<String>> {
     let mut offered: HashMap<String, (String, &Repository)> = HashMap::new();
     for (i, repo) in lock.repositories.iter().enumerate() {
+        if !mirrors
+            .iter()
+            .any(|m| format!("{}/", m.trim_end_matches('/')) == repo.url)
+        {
+            anyhow::bail!(
+                "the lock's repository {} is none of the stage's mirrors ({}): a lock cannot add a repository; make it again with osbuild lock --update",
+                repo.url,
+                mirrors.join(", ")
+            );
+        }
         let release = release_text(repo, i, keyring, suite)?;
+        let header = deb822::paragraphs(&release)
+            .next()
+            .unwrap_or(deb822::Paragraph { text: "" });
+        if header.field("Suite") != Some(suite) && header.field("Codename") != Some(suite) {
+            anyhow::bail!(
+                "the lock's release of {} is for {} ({}), not {suite}: a lock cannot bring in another suite; make it again with osbuild lock --update",
+                repo.url,
+                header.field("Codename").unwrap_or("?"),
+                header.field("Suite").unwrap_or("?")
+            );
+        }
         let listed = sha256_section(&release);
         for idx in &repo.indexes {
             if listed.get(idx.path.as_str()) != Some(&idx.sha256.as_str()) {
@@ -106,18 +133,54 @@ fn release_text(repo: &Repository, i: usize, keyring: &str, suite: &str) -> anyh
         }
     };
     let out = PathBuf::from(format!("/tmp/osbuild-release-{i}.txt"));
+    // A home of its own: gpgv falls back to ~/.gnupg's keyring otherwise.
+    let home = Path::new("/tmp/osbuild-gpgv-home");
+    std::fs::create_dir_all(home)?;
     let mut gpgv = Command::new("gpgv");
+    gpgv.env("GNUPGHOME", home).env("HOME", home);
     for k in keyrings(keyring)? {
         gpgv.arg("--keyring").arg(k);
     }
-    gpgv.arg("--output").arg(&out).arg(&file);
-    osbuild_stage::host::output(&mut gpgv, "gpgv").with_context(|| {
+    gpgv.args(["--status-fd", "1", "--output"])
+        .arg(&out)
+        .arg(&file);
+    let what = || {
         format!(
             "checking the signature of {}'s release (sha256 {sha}) with {keyring}",
             repo.url
         )
-    })?;
+    };
+    let status = osbuild_stage::host::output(&mut gpgv, "gpgv").with_context(what)?;
+    good_signature(&status).with_context(what)?;
     std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))
+}
+
+/// gpgv's status lines say a good signature by a key that is neither
+/// expired nor revoked, as apt requires (gpgv alone exits 0 for those).
+fn good_signature(status: &str) -> anyhow::Result<()> {
+    let words: Vec<&str> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("[GNUPG:] "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for bad in [
+        "EXPKEYSIG",
+        "REVKEYSIG",
+        "EXPSIG",
+        "BADSIG",
+        "ERRSIG",
+        "NO_PUBKEY",
+        "KEYEXPIRED",
+        "KEYREVOKED",
+    ] {
+        if words.contains(&bad) {
+            anyhow::bail!("gpgv says {bad}: not a good signature by a valid key of the keyring");
+        }
+    }
+    if !words.contains(&"VALIDSIG") {
+        anyhow::bail!("gpgv found no good signature");
+    }
+    Ok(())
 }
 
 /// The keyring files: the file, or each `.gpg` file of the directory.
@@ -132,6 +195,11 @@ fn keyrings(keyring: &str) -> anyhow::Result<Vec<PathBuf>> {
         .filter(|p| p.extension().is_some_and(|e| e == "gpg"))
         .collect();
     files.sort();
+    if files.is_empty() {
+        anyhow::bail!(
+            "the keyring directory {keyring} has no .gpg keyring to check a locked release with (armored .asc keys are not read here): name a .gpg keyring file"
+        );
+    }
     Ok(files)
 }
 
@@ -165,8 +233,11 @@ fn index_text(
 ) -> anyhow::Result<String> {
     if let Some(file) = packages::cached(sha) {
         let bytes = std::fs::read(&file)?;
-        // osbuild named it by its digest; a file is only ever under its own.
-        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        // osbuild named it by its digest; checked again all the same (a
+        // crash can leave a file short).
+        if sha256_hex(&bytes) == sha {
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
     }
     let xz = format!("{path}.xz");
     let xz_sha = listed.get(xz.as_str()).ok_or_else(|| {
@@ -226,5 +297,29 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s["main/binary-amd64/Packages"], "aaaa");
         assert_eq!(s["main/binary-amd64/Packages.xz"], "bbbb");
+    }
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::good_signature;
+
+    #[test]
+    fn only_a_valid_signature_by_a_valid_key_is_good() {
+        let valid = "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG 6ED0E7B82643E131 Debian\n[GNUPG:] VALIDSIG ABCD 2023-01-01\n";
+        good_signature(valid).unwrap();
+        for bad in [
+            "EXPKEYSIG 1 x",
+            "REVKEYSIG 1 x",
+            "EXPSIG 1 x",
+            "BADSIG 1 x",
+            "ERRSIG 1",
+            "NO_PUBKEY 1",
+        ] {
+            let status = format!("{valid}[GNUPG:] {bad}\n");
+            assert!(good_signature(&status).is_err(), "{bad}");
+        }
+        assert!(good_signature("[GNUPG:] GOODSIG 1 x\n").is_err());
+        assert!(good_signature("").is_err());
     }
 }

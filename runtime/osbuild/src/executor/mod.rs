@@ -212,7 +212,11 @@ impl FromArchive {
         let input =
             |e: std::io::Error| BuildError::input("--from", format!("{}: {e}", path.display()));
         let mut file = std::fs::File::open(path).map_err(input)?;
-        let identity = FileIdentity::of(&file.metadata().map_err(input)?);
+        let meta = file.metadata().map_err(input)?;
+        let identity = FileIdentity::of(&meta);
+        // Only a regular file's times tell that its content changed (a
+        // device's do not).
+        let digests = digests.filter(|_| meta.is_file());
         let remembered = digests.and_then(|d| d.lookup(&identity));
         let hashed = remembered.is_none();
         let digest = match remembered {
@@ -222,7 +226,7 @@ impl FromArchive {
                 // Written while it was read: the digest is of no one file.
                 Self::check_unchanged(&file, &identity, path)?;
                 if let Some(d) = digests {
-                    d.remember(&identity, &digest);
+                    d.remember_unless_racy(&identity, &digest);
                 }
                 digest
             }
@@ -303,7 +307,24 @@ impl FromArchive {
                 BuildError::Other(e.context(format!("unpacking {}", from.display())))
             }
         })?;
-        // The tree is stored under the digest: it must be of these bytes.
+        // The tree is stored under the digest: it must be of these bytes,
+        // whatever the file's times say (they move in ticks of the clock).
+        let mut file = self
+            .file
+            .try_clone()
+            .with_context(|| format!("reading {}", from.display()))?;
+        std::io::Seek::rewind(&mut file).with_context(|| format!("reading {}", from.display()))?;
+        let again = store::ids::reader_digest(&mut file)
+            .with_context(|| format!("reading {}", from.display()))?;
+        if again != self.digest {
+            return Err(BuildError::input(
+                "--from",
+                format!(
+                    "{} changed while osbuild read it; nothing was built: build again once nothing writes to it",
+                    from.display()
+                ),
+            ));
+        }
         Self::check_unchanged(&self.file, &self.identity, from)
     }
 }

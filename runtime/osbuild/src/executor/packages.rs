@@ -133,7 +133,11 @@ impl Prepared {
         resolved: Option<&Resolved>,
     ) -> anyhow::Result<Ingested> {
         let got = cache
-            .ingest(&self.incoming, self.locked.as_ref())
+            .ingest(
+                &self.incoming,
+                self.locked.as_ref(),
+                crate::signals::interrupted,
+            )
             .context("keeping the stage's downloads in the package cache")?;
         for sha in resolved.iter().flat_map(|r| r.digests()) {
             cache.touch(sha);

@@ -111,37 +111,13 @@ pub fn run_stage(
     let ingested = match prepared {
         Some(pr) => {
             let resolved = result.as_ref().ok().and_then(|r| r.resolved.as_ref());
-            let got = pr.finish(hosts.packages, resolved)?;
-            let line = format!(
-                "osbuild: package cache: kept {} downloaded package(s) ({:.1} MB) and {} index file(s), {} known already{}",
-                got.added,
-                got.added_bytes as f64 / 1e6,
-                got.added_indexes,
-                got.known,
-                if got.refused.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; left out {} (not a package file it may add)",
-                        got.refused.join(", ")
-                    )
+            match pr.finish(hosts.packages, resolved) {
+                Ok(got) => {
+                    report_packages(hosts, p, &name, &got, resolved);
+                    Some(Ok(got))
                 }
-            );
-            hosts.reporter.output(p.index, &name, &line);
-            if let Some(r) = resolved {
-                let line = format!(
-                    "osbuild: installed {} packages (set {}), {}",
-                    r.packages.len(),
-                    &r.digest()[..12],
-                    if p.lock.is_some() {
-                        "exactly the lock's"
-                    } else {
-                        "unlocked: osbuild lock pins them"
-                    }
-                );
-                hosts.reporter.output(p.index, &name, &line);
+                Err(e) => Some(Err(e)),
             }
-            Some(got)
         }
         None => None,
     };
@@ -149,6 +125,9 @@ pub fn run_stage(
     if ids.is_some() {
         ws.unshift()?;
     }
+    // The tree is the host's again before a failure to keep the downloads
+    // is reported.
+    let ingested = ingested.transpose()?;
     let failure = |message: String| BuildError::Stage {
         index: p.index,
         name: name.clone(),
@@ -182,4 +161,45 @@ pub fn run_stage(
         resolved: ran.resolved,
         ingested,
     })
+}
+
+/// What a package stage's run left in the cache, and which set it
+/// installed, in the stage's log.
+fn report_packages(
+    hosts: &Hosts<'_>,
+    p: &PlannedStage,
+    name: &str,
+    got: &Ingested,
+    resolved: Option<&osbuild_lock::Resolved>,
+) {
+    let line = format!(
+        "osbuild: package cache: kept {} downloaded package(s) ({:.1} MB) and {} index file(s), {} known already{}",
+        got.added,
+        got.added_bytes as f64 / 1e6,
+        got.added_indexes,
+        got.known,
+        if got.refused_count == 0 {
+            String::new()
+        } else {
+            format!(
+                "; left out {} file(s) it may not add: {}",
+                got.refused_count,
+                got.refused.join(", ")
+            )
+        }
+    );
+    hosts.reporter.output(p.index, name, &line);
+    if let Some(r) = resolved {
+        let line = format!(
+            "osbuild: installed {} packages (set {}), {}",
+            r.packages.len(),
+            &r.digest()[..12],
+            if p.lock.is_some() {
+                "exactly the lock's"
+            } else {
+                "unlocked: osbuild lock pins them"
+            }
+        );
+        hosts.reporter.output(p.index, name, &line);
+    }
 }

@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// A file changed more recently than this (ns) when it was hashed is not
+/// remembered: file times move in ticks, coarse on older kernels.
+pub const RACY_NS: i128 = 2_000_000_000;
+
 /// At most this many entries are kept; the least recently written go
 /// first (one per archive a build started from).
 const MAX_ENTRIES: usize = 256;
@@ -77,6 +81,18 @@ impl FileDigests {
         let _ = self.write(identity, sha256);
     }
 
+    /// [`remember`](Self::remember), unless the file changed within the
+    /// last [`RACY_NS`]: a write in the same tick of the clock as the one
+    /// hashed would leave its times as they were (git's "racy clean").
+    pub fn remember_unless_racy(&self, identity: &Identity, sha256: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        if now - identity.ctime_ns.max(identity.mtime_ns) > RACY_NS {
+            self.remember(identity, sha256);
+        }
+    }
+
     fn write(&self, identity: &Identity, sha256: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let entry = Entry {
@@ -132,6 +148,23 @@ mod tests {
         assert_eq!(after.size, before.size);
         assert_ne!(after.ctime_ns, before.ctime_ns);
         assert_eq!(digests.lookup(&after), None);
+    }
+
+    #[test]
+    fn a_file_changed_just_now_is_not_remembered() {
+        let store = tempfile::tempdir().unwrap();
+        let digests = FileDigests::in_store(store.path());
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let fresh = Identity::of(&f.as_file().metadata().unwrap());
+        digests.remember_unless_racy(&fresh, &"a".repeat(64));
+        assert_eq!(digests.lookup(&fresh), None);
+        let old = Identity {
+            ctime_ns: fresh.ctime_ns - 2 * RACY_NS,
+            mtime_ns: fresh.mtime_ns - 2 * RACY_NS,
+            ..fresh
+        };
+        digests.remember_unless_racy(&old, &"a".repeat(64));
+        assert_eq!(digests.lookup(&old), Some("a".repeat(64)));
     }
 
     #[test]

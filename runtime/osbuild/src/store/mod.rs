@@ -650,11 +650,10 @@ impl Store {
         let mut evicted = Vec::new();
         let mut skip: std::collections::HashSet<String> = Default::default();
         let cache = packages::PackageCache::open(&self.root)?;
+        // While a package stage runs, packages count against the limit
+        // but stay (results go in their place).
         let lock = cache.for_eviction()?;
-        let mut cached: std::collections::VecDeque<packages::Cached> = match &lock {
-            Some(_) => cache.list()?.into(),
-            None => Default::default(),
-        };
+        let mut cached: std::collections::VecDeque<packages::Cached> = cache.list()?.into();
         loop {
             let objects = self.list()?;
             let ids: std::collections::HashSet<&str> =
@@ -682,7 +681,7 @@ impl Store {
             // oldest object that could go (or no object can).
             let package_first = match cached.front() {
                 None => false,
-                Some(_) if orphan.is_some() => false,
+                Some(_) if orphan.is_some() || lock.is_none() => false,
                 Some(c) => victim.is_none_or(|o| c.last_used < o.last_used),
             };
             if package_first {

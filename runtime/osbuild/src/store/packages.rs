@@ -55,8 +55,22 @@ pub struct Ingested {
     /// Files the cache had already.
     pub known: usize,
     /// Files left out: not a regular file of a package's name, too large,
-    /// or (with a lock) not a file the lock names. Their names.
+    /// or (with a lock) not a file the lock names. The first names, and
+    /// how many in all.
     pub refused: Vec<String>,
+    pub refused_count: usize,
+}
+
+impl Ingested {
+    /// The most refused names kept for the report.
+    const NAMES: usize = 20;
+
+    fn refuse(&mut self, name: String) {
+        self.refused_count += 1;
+        if self.refused.len() < Self::NAMES {
+            self.refused.push(name);
+        }
+    }
 }
 
 /// One cached package, for `osbuild store list`.
@@ -162,6 +176,7 @@ impl PackageCache {
         &self,
         incoming: &Path,
         only: Option<&HashSet<String>>,
+        interrupted: fn() -> bool,
     ) -> anyhow::Result<Ingested> {
         let mut out = Ingested::default();
         let dir = rustix::fs::open(
@@ -170,48 +185,59 @@ impl PackageCache {
             rustix::fs::Mode::empty(),
         )
         .with_context(|| format!("opening {}", incoming.display()))?;
+        // At most one entry past the limit is read: a stage that leaves
+        // millions of names costs the host nothing more.
         let mut names = Vec::new();
+        let mut more = false;
         for entry in rustix::fs::Dir::read_from(&dir)
             .with_context(|| format!("reading {}", incoming.display()))?
         {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                names.push(name);
-            }
-        }
-        names.sort();
-        let (mut files, mut bytes) = (0usize, 0u64);
-        for name in names {
-            if files >= MAX_FILES_PER_STAGE || bytes >= MAX_BYTES_PER_STAGE {
-                out.refused.push(name);
+            if name == "." || name == ".." {
                 continue;
             }
-            files += 1;
-            match self.keep(&dir, &name, only)? {
-                Kept::Added(n) if is_index_name(&name) => {
-                    bytes += n;
-                    out.added_indexes += 1;
-                }
+            if names.len() == MAX_FILES_PER_STAGE {
+                more = true;
+                break;
+            }
+            names.push(name);
+        }
+        names.sort();
+        // Every byte read counts, whether the file is new or known.
+        let mut budget = MAX_BYTES_PER_STAGE;
+        for name in names {
+            if interrupted() {
+                anyhow::bail!("interrupted while keeping the stage's downloads");
+            }
+            match self.keep(&dir, &name, only, &mut budget)? {
+                Kept::Added(_) if is_index_name(&name) => out.added_indexes += 1,
                 Kept::Added(n) => {
-                    bytes += n;
                     out.added += 1;
                     out.added_bytes += n;
                 }
                 Kept::Known => out.known += 1,
-                Kept::Refused => out.refused.push(name),
+                Kept::Refused => out.refuse(name),
             }
+        }
+        if more {
+            out.refuse(format!(
+                "(more than {MAX_FILES_PER_STAGE} files: the rest unread)"
+            ));
         }
         Ok(out)
     }
 
     /// One file of the stage's: opened without following anything, a
-    /// regular file with no other link, copied while hashed.
+    /// regular file with no other link, hashed, and copied only if new
+    /// (the stage is gone: nothing changes it in between). `budget`: the
+    /// bytes the stage may still have read.
     fn keep(
         &self,
         dir: &impl AsFd,
         name: &str,
         only: Option<&HashSet<String>>,
+        budget: &mut u64,
     ) -> anyhow::Result<Kept> {
         if !is_package_name(name) {
             return Ok(Kept::Refused);
@@ -227,25 +253,18 @@ impl PackageCache {
         };
         let mut file = File::from(fd);
         let meta = file.metadata()?;
-        if !meta.file_type().is_file() || meta.nlink() != 1 || meta.len() > MAX_PACKAGE {
+        if !meta.file_type().is_file()
+            || meta.nlink() != 1
+            || meta.len() > MAX_PACKAGE
+            || meta.len() > *budget
+        {
             return Ok(Kept::Refused);
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.join("tmp"))
-            .context("creating a file in the package cache")?;
+        *budget -= meta.len();
         let mut hash = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > MAX_PACKAGE {
-                return Ok(Kept::Refused);
-            }
-            hash.update(&buf[..n]);
-            tmp.write_all(&buf[..n])?;
+        let copied = copy_capped(&mut file, &mut hash, meta.len())?;
+        if copied != meta.len() {
+            return Ok(Kept::Refused);
         }
         let sha = hex::encode(hash.finalize());
         if only.is_some_and(|set| !set.contains(&sha)) {
@@ -255,6 +274,16 @@ impl PackageCache {
         if path.exists() {
             self.touch(&sha);
             return Ok(Kept::Known);
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.join("tmp"))
+            .context("creating a file in the package cache")?;
+        std::io::Seek::rewind(&mut file)?;
+        let mut again = Sha256::new();
+        let mut tee = Tee(&mut again, tmp.as_file_mut());
+        if copy_capped(&mut file, &mut tee, meta.len())? != meta.len()
+            || hex::encode(again.finalize()) != sha
+        {
+            return Ok(Kept::Refused);
         }
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o444))?;
@@ -270,7 +299,7 @@ impl PackageCache {
             }
         }
         let _ = std::fs::write(self.dir.join("names").join(&sha), name);
-        Ok(Kept::Added(total))
+        Ok(Kept::Added(meta.len()))
     }
 
     /// Marks a cached package used now (eviction goes oldest use first).
@@ -333,6 +362,28 @@ enum Kept {
     Refused,
 }
 
+/// Writes to both.
+struct Tee<'a, A: Write, B: Write>(&'a mut A, &'a mut B);
+
+impl<A: Write, B: Write> Write for Tee<'_, A, B> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
+}
+
+/// Copies at most `max` bytes (one more tells a file that grew); returns
+/// how many.
+fn copy_capped(from: &mut File, to: &mut impl Write, max: u64) -> std::io::Result<u64> {
+    std::io::copy(&mut from.take(max + 1), to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,7 +414,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let got = cache.ingest(d, None).unwrap();
+        let got = cache.ingest(d, None, || false).unwrap();
         assert_eq!((got.added, got.added_bytes, got.known), (1, 9, 0));
         let mut refused = got.refused.clone();
         refused.sort();
@@ -389,8 +440,31 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "a_1_all.deb");
         // Again: known, not added twice.
-        let again = cache.ingest(d, None).unwrap();
+        let again = cache.ingest(d, None, || false).unwrap();
         assert_eq!((again.added, again.known), (0, 1));
+    }
+
+    #[test]
+    fn a_file_past_the_size_cap_is_refused_unread_and_ctrl_c_stops_it() {
+        let store = tempfile::tempdir().unwrap();
+        let cache = PackageCache::open(store.path()).unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        // Sparse: costs the stage nothing, would cost the host 4 GiB read.
+        File::create(incoming.path().join("huge_1_all.deb"))
+            .unwrap()
+            .set_len(MAX_PACKAGE + 1)
+            .unwrap();
+        let got = cache.ingest(incoming.path(), None, || false).unwrap();
+        assert_eq!((got.added, got.refused_count), (0, 1));
+        assert_eq!(got.refused, ["huge_1_all.deb"]);
+        assert_eq!(
+            std::fs::read_dir(store.path().join("packages/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let e = cache.ingest(incoming.path(), None, || true).unwrap_err();
+        assert!(e.to_string().contains("interrupted"), "{e}");
     }
 
     #[test]
@@ -401,7 +475,9 @@ mod tests {
         std::fs::write(incoming.path().join("a_1_all.deb"), b"locked").unwrap();
         std::fs::write(incoming.path().join("b_1_all.deb"), b"not locked").unwrap();
         let only: HashSet<String> = [digest(b"locked")].into();
-        let got = cache.ingest(incoming.path(), Some(&only)).unwrap();
+        let got = cache
+            .ingest(incoming.path(), Some(&only), || false)
+            .unwrap();
         assert_eq!(got.added, 1);
         assert_eq!(got.refused, ["b_1_all.deb"]);
         assert!(!cache.files().join(digest(b"not locked")).exists());
