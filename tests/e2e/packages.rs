@@ -204,7 +204,7 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
     entry["version"] = json!("999:1.0-1");
     entry["url"] = json!(url.replace(
         &format!("less_{}", less["version"].as_str().unwrap()),
-        "less_999%3a1.0-1"
+        "less_999.1.0-1"
     ));
     entry["sha256"] = json!("1".repeat(64));
     let bad_version = b.path("bad-version.lock.json");

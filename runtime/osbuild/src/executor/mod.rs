@@ -360,10 +360,19 @@ fn age(resolved_at: i64, now: i64) -> String {
 fn describe_packages(p: &PlannedStage, object: Option<&Object>, now: i64) -> Option<String> {
     p.stage.meta.capabilities.packages?;
     if let Some(lock) = &p.lock {
+        // The lock's own time is the lock writer's word; the archives'
+        // dates are what their signed releases say.
+        let dates: Vec<String> = lock
+            .resolved
+            .repositories
+            .iter()
+            .map(|r| format!("{} {}", r.url, r.date.as_deref().unwrap_or("(no date)")))
+            .collect();
         return Some(format!(
-            "locked: {} packages, {}",
+            "locked: {} packages, {}; repositories: {}",
             lock.resolved.packages.len(),
-            age(lock.resolved_at, now)
+            age(lock.resolved_at, now),
+            dates.join(", ")
         ));
     }
     Some(match object.and_then(|o| o.info.packages.as_ref()) {
