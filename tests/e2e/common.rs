@@ -83,6 +83,30 @@ pub fn osbuild_offline(args: &[&str]) -> Run {
     Run::from(cmd.output().expect("running unshare --net osbuild"))
 }
 
+/// A signing key made for a test, in `DIR/gnupg` (`GNUPGHOME`), its
+/// public half exported to `DIR/keys/test.asc` (returned).
+pub fn test_gpg_key(dir: &Path) -> PathBuf {
+    let d = dir.display();
+    sh(&format!(
+        r#"
+        export GNUPGHOME={d}/gnupg HOME={d}
+        mkdir -m 700 {d}/gnupg
+        mkdir -p {d}/keys
+        gpg --batch --quiet --gen-key <<'KEY'
+%no-protection
+Key-Type: RSA
+Key-Length: 2048
+Name-Real: osbuild test
+Name-Email: test@osbuild.invalid
+Expire-Date: 0
+%commit
+KEY
+        gpg --armor --export test@osbuild.invalid > {d}/keys/test.asc
+        "#
+    ));
+    dir.join("keys/test.asc")
+}
+
 /// The Debian mirror the tests use (`OSBUILD_MIRROR`, else deb.debian.org).
 pub fn mirror() -> String {
     std::env::var("OSBUILD_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())

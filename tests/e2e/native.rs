@@ -86,22 +86,12 @@ fn mixed_pipeline_mmdebstrap_wasm_stages_qcow2() {
 /// A local repository of one rpm, signed with a key made for the test:
 /// (repository dir, the public key's file).
 fn signed_repo(d: &Path) -> (PathBuf, PathBuf) {
+    let key = test_gpg_key(d);
     let d = d.display();
     sh(&format!(
         r#"
         export GNUPGHOME={d}/gnupg HOME={d}
-        mkdir -m 700 {d}/gnupg
-        mkdir -p {d}/rpm/SPECS {d}/repo {d}/keys
-        gpg --batch --quiet --gen-key <<'KEY'
-%no-protection
-Key-Type: RSA
-Key-Length: 2048
-Name-Real: osbuild test
-Name-Email: test@osbuild.invalid
-Expire-Date: 0
-%commit
-KEY
-        gpg --armor --export test@osbuild.invalid > {d}/keys/test.asc
+        mkdir -p {d}/rpm/SPECS {d}/repo
         cat > {d}/rpm/SPECS/hello.spec <<'SPEC'
 Name:           osbuild-test-hello
 Version:        1.2
@@ -123,10 +113,7 @@ SPEC
         createrepo_c --quiet {d}/repo
         "#
     ));
-    (
-        PathBuf::from(format!("{d}/repo")),
-        PathBuf::from(format!("{d}/keys/test.asc")),
-    )
+    (PathBuf::from(format!("{d}/repo")), key)
 }
 
 #[test]

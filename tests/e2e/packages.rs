@@ -191,24 +191,32 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
     // And the unlocked build installed the same: the same bytes.
     assert_eq!(sha256(&offline), sha256(&unlocked));
 
+    // The lock with less's entry changed, written to NAME.
+    let with_less = |name: &str, change: &dyn Fn(&mut Value)| -> PathBuf {
+        let mut bad = lock.clone();
+        let entry = bad["stages"][0]["resolved"]["packages"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|p| p["name"] == "less")
+            .unwrap();
+        change(entry);
+        let path = b.path(name);
+        std::fs::write(&path, bad.to_string()).unwrap();
+        path
+    };
+    let url = less["url"].as_str().unwrap().to_string();
+
     // A version neither the mirror nor the cache has.
     let before = cache(&b.store);
-    let mut bad = lock.clone();
-    let entry = bad["stages"][0]["resolved"]["packages"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|p| p["name"] == "less")
-        .unwrap();
-    let url = entry["url"].as_str().unwrap().to_string();
-    entry["version"] = json!("999:1.0-1");
-    entry["url"] = json!(url.replace(
-        &format!("less_{}", less["version"].as_str().unwrap()),
-        "less_999.1.0-1"
-    ));
-    entry["sha256"] = json!("1".repeat(64));
-    let bad_version = b.path("bad-version.lock.json");
-    std::fs::write(&bad_version, bad.to_string()).unwrap();
+    let bad_version = with_less("bad-version.lock.json", &|entry| {
+        entry["version"] = json!("999:1.0-1");
+        entry["url"] = json!(url.replace(
+            &format!("less_{}", less["version"].as_str().unwrap()),
+            "less_999.1.0-1"
+        ));
+        entry["sha256"] = json!("1".repeat(64));
+    });
     b.run(&[
         "--lock",
         bad_version.to_str().unwrap(),
@@ -217,16 +225,9 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
     .fails_with(1, "less 999:1.0-1 (amd64)")
     .fails_with(1, "is not in the signed indexes");
     // A digest the archive did not sign for the file.
-    let mut bad = lock.clone();
-    let entry = bad["stages"][0]["resolved"]["packages"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|p| p["name"] == "less")
-        .unwrap();
-    entry["sha256"] = json!("2".repeat(64));
-    let bad_sha = b.path("bad-sha.lock.json");
-    std::fs::write(&bad_sha, bad.to_string()).unwrap();
+    let bad_sha = with_less("bad-sha.lock.json", &|entry| {
+        entry["sha256"] = json!("2".repeat(64));
+    });
     let file_name = url.rsplit('/').next().unwrap();
     b.run(&["--lock", bad_sha.to_str().unwrap(), two.to_str().unwrap()])
         .fails_with(1, file_name)
@@ -289,29 +290,11 @@ fn mmdebstrap_downloads_each_package_once_and_a_lock_builds_offline_to_the_same_
 /// A signed local repository with `osbuild-test-two` 1.0 (and, once
 /// [`add_version_two`] ran, 2.0): (repository dir, public key).
 fn two_versions_repo(d: &Path) -> (PathBuf, PathBuf) {
-    let d = d.display();
-    sh(&format!(
-        r#"
-        export GNUPGHOME={d}/gnupg HOME={d}
-        mkdir -m 700 {d}/gnupg
-        mkdir -p {d}/rpm/SPECS {d}/repo {d}/keys
-        gpg --batch --quiet --gen-key <<'KEY'
-%no-protection
-Key-Type: RSA
-Key-Length: 2048
-Name-Real: osbuild test
-Name-Email: test@osbuild.invalid
-Expire-Date: 0
-%commit
-KEY
-        gpg --armor --export test@osbuild.invalid > {d}/keys/test.asc
-        "#
-    ));
-    build_version(&PathBuf::from(d.to_string()), "1.0");
-    (
-        PathBuf::from(format!("{d}/repo")),
-        PathBuf::from(format!("{d}/keys/test.asc")),
-    )
+    let key = test_gpg_key(d);
+    std::fs::create_dir_all(d.join("rpm/SPECS")).unwrap();
+    std::fs::create_dir_all(d.join("repo")).unwrap();
+    build_version(d, "1.0");
+    (d.join("repo"), key)
 }
 
 fn build_version(d: &Path, version: &str) {
