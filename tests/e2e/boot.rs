@@ -339,10 +339,13 @@ fn debian_examples_are_reproducible_and_boot_from_bios_and_uefi() {
         example(BIOS_EXAMPLE).to_str().unwrap(),
     ])
     .ok();
+    // Store b: a new store (osbuild makes it), then store a's packages.
+    let store_b = b.path().join("store");
+    osbuild(&["--store", store_b.to_str().unwrap(), "store", "list"]).ok();
     sh(&format!(
-        "mkdir -p {b}/store && cp -a {a}/packages {b}/store/",
+        "rm -rf {b}/packages && cp -a {a}/packages {b}/",
         a = store_a.display(),
-        b = b.path().display()
+        b = store_b.display()
     ));
     let (image_b, took_b) = build_by(
         osbuild_offline,
