@@ -13,7 +13,7 @@ use crate::{Resolved, paths};
 
 /// The cached file of `sha256`, if the cache has it.
 pub fn cached(sha256: &str) -> Option<PathBuf> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crate::is_sha256(sha256) {
         return None;
     }
     let path = Path::new(paths::CACHE).join(sha256);

@@ -162,7 +162,8 @@ fn word(at: &str, value: &str, max: usize, extra: &[u8]) -> Result<(), LockError
 /// Debian's pool names never an epoch's colon).
 const FILE_NAME_EXTRA: &[u8] = b"._+~:^-";
 
-fn is_sha256(s: &str) -> bool {
+/// 64 lower-case hex digits: how every digest here is written.
+pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

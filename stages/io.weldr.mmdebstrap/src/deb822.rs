@@ -1,5 +1,5 @@
 //! Debian control paragraphs (`Packages` indexes, dpkg's `status`,
-//! `dpkg-deb -f` output): just enough to look fields up and to rewrite
+//! apt's index targets): just enough to look fields up and to rewrite
 //! one. Pure: no I/O.
 
 /// One paragraph, as the text it was.

@@ -70,14 +70,13 @@ impl FileDigests {
     pub fn lookup(&self, identity: &Identity) -> Option<String> {
         let text = std::fs::read(self.dir.join(identity.key())).ok()?;
         let entry: Entry = serde_json::from_slice(&text).ok()?;
-        let well_formed =
-            entry.sha256.len() == 64 && entry.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-        (entry.identity == *identity && well_formed).then_some(entry.sha256)
+        (entry.identity == *identity && osbuild_lock::is_sha256(&entry.sha256))
+            .then_some(entry.sha256)
     }
 
     /// Remembers a digest; failing to is no error (the next build hashes
     /// the file again).
-    pub fn remember(&self, identity: &Identity, sha256: &str) {
+    fn remember(&self, identity: &Identity, sha256: &str) {
         let _ = self.write(identity, sha256);
     }
 
