@@ -69,6 +69,24 @@ pub struct BuildArgs {
     /// (bytes, or with K, M, G, T).
     #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = parse_size)]
     pub cache_max_size: u64,
+    /// Before running a stage, look for its result in this registry
+    /// (oci://HOST[:PORT]/REPOSITORY; repeatable, the first that has it
+    /// wins) and pull it into the store. Every blob is checked against its
+    /// digest; a registry that is down is skipped with a note.
+    #[arg(long, value_name = "REF", value_parser = parse_location)]
+    pub cache_from: Vec<osbuild_registry::Location>,
+    /// After the build, push its results to this registry
+    /// (oci://HOST[:PORT]/REPOSITORY); only what it lacks is uploaded.
+    #[arg(long, value_name = "REF", value_parser = parse_location)]
+    pub cache_to: Option<osbuild_registry::Location>,
+    /// Fail the build when a --cache-from registry cannot be reached,
+    /// instead of running the stages.
+    #[arg(long, requires = "cache_from")]
+    pub cache_from_required: bool,
+    /// Registry credentials ({"auths": {"HOST:PORT": {"auth": base64(user:password)}}}),
+    /// read before Podman's and Docker's own files.
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
     /// The most file content a --from archive may unpack to: a gzip bomb
     /// stops there, and nothing is left behind.
     #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_TREE_SIZE, value_parser = parse_size)]
@@ -711,11 +729,13 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
     } else {
         crate::lock::for_build(args.lock.as_deref(), args.pipeline.as_deref())?
     };
+    let remote = remote_config(&args)?;
     let config = BuildConfig {
         lock,
         limits: limits(args.memory, args.timeout, policy.as_ref()),
         policy,
         cache: !args.no_cache,
+        remote,
         cache_max_size: args.cache_max_size,
         handoff: args.handoff.map(Handoff::from),
         from: args.from,
@@ -876,6 +896,7 @@ fn result_json(
                 "sha256": digest,
                 "hashed": r.from_hashed,
             })),
+            "remote": r.remote,
         }),
         Err(e) => {
             let error = match e {
@@ -1004,6 +1025,33 @@ fn store_command(common: &CommonArgs, action: StoreCommand) -> anyhow::Result<()
     Ok(())
 }
 
+fn parse_location(text: &str) -> Result<osbuild_registry::Location, String> {
+    osbuild_registry::Location::parse(text).map_err(|e| e.to_string())
+}
+
+/// `--cache-from`, `--cache-to` and the credentials for them.
+fn remote_config(args: &BuildArgs) -> Result<executor::RemoteConfig, BuildError> {
+    let any = !args.cache_from.is_empty() || args.cache_to.is_some();
+    if any && args.no_cache {
+        return Err(BuildError::input(
+            "--no-cache",
+            "--cache-from and --cache-to share the store's results: they do not go with --no-cache",
+        ));
+    }
+    let credentials = if any || args.registry_auth.is_some() {
+        osbuild_registry::auth::Credentials::load(args.registry_auth.as_deref())
+            .map_err(|e| BuildError::input("--registry-auth", e))?
+    } else {
+        Default::default()
+    };
+    Ok(executor::RemoteConfig {
+        from: args.cache_from.clone(),
+        to: args.cache_to.clone(),
+        required: args.cache_from_required,
+        credentials,
+    })
+}
+
 fn human_size(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -1028,6 +1076,7 @@ fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildCon
         limits: limits(None, None, policy.as_ref()),
         policy,
         cache: true,
+        remote: Default::default(),
         cache_max_size: u64::MAX,
         handoff: None,
         from,

@@ -49,6 +49,12 @@ pub trait Reporter: Send + Sync {
     );
     /// The build's result object (what `--json` prints).
     fn build_finished(&self, _result: &serde_json::Value) {}
+    /// Something the person running the build should know that is not a
+    /// stage's (the remote store: what was pulled and pushed, a registry
+    /// that could not be used). Always shown, even with `--quiet`.
+    fn note(&self, text: &str) {
+        let _ = writeln!(std::io::stderr().lock(), "osbuild: {text}");
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -146,6 +152,14 @@ impl Reporter for TerminalReporter {
         bar.set_message(s.name.to_string());
         bar.enable_steady_tick(Duration::from_millis(100));
         *self.bar.lock().unwrap() = Some(bar);
+    }
+
+    fn note(&self, text: &str) {
+        let text = format!("osbuild: {text}");
+        match &*self.bar.lock().unwrap() {
+            Some(bar) => bar.println(&text),
+            None => eprintln!("{text}"),
+        }
     }
 
     fn output(&self, _index: usize, _name: &str, line: &str) {
@@ -246,6 +260,10 @@ impl Reporter for JsonReporter {
             v["changes"] = serde_json::to_value(c).unwrap_or_default();
         }
         self.emit(v);
+    }
+
+    fn note(&self, text: &str) {
+        self.emit(json!({"event": "note", "text": text}));
     }
 
     fn build_finished(&self, result: &serde_json::Value) {

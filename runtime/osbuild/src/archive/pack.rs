@@ -24,7 +24,15 @@ pub struct TarWriter<W: Write> {
     /// First path seen for each multiply-linked inode.
     links: HashMap<(u64, u64), Vec<u8>>,
     pub entries: u64,
+    /// Writing an overlayfs upper layer as an OCI layer: the prefix of
+    /// overlayfs's own xattrs, which are not written; whiteouts become
+    /// `.wh.NAME` and opaque directories get a `.wh..wh..opq` entry.
+    layer: Option<String>,
 }
+
+/// The OCI layer spellings of a whiteout and of an opaque directory.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     // "LEN KEY=VALUE\n", where LEN counts the whole record including itself.
@@ -47,7 +55,54 @@ impl<W: Write> TarWriter<W> {
             out,
             links: HashMap::new(),
             entries: 0,
+            layer: None,
         }
+    }
+
+    /// A writer of an overlayfs upper layer (whose own xattrs start with
+    /// `overlay_prefix`) as an OCI image layer.
+    pub fn for_layer(out: W, overlay_prefix: &str) -> Self {
+        TarWriter {
+            layer: Some(overlay_prefix.to_string()),
+            ..TarWriter::new(out)
+        }
+    }
+
+    /// An empty regular file owned by root, mode 0644, time 0: the OCI
+    /// layer's whiteout markers.
+    fn append_marker(&mut self, name: &[u8]) -> anyhow::Result<()> {
+        let mut header = Header::new_ustar();
+        let mut pax = Vec::new();
+        Self::set_name(&mut header, name, &mut pax)?;
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(0);
+        header.set_entry_type(EntryType::Regular);
+        header.set_cksum();
+        self.write_pax(&pax)?;
+        self.out.write_all(header.as_bytes())?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn write_pax(&mut self, pax: &[u8]) -> io::Result<()> {
+        if pax.is_empty() {
+            return Ok(());
+        }
+        let mut ph = Header::new_ustar();
+        let pname = b"./PaxHeaders/entry";
+        ph.as_ustar_mut().unwrap().name[..pname.len()].copy_from_slice(pname);
+        ph.set_mode(0o644);
+        ph.set_mtime(0);
+        ph.set_uid(0);
+        ph.set_gid(0);
+        ph.set_size(pax.len() as u64);
+        ph.set_entry_type(EntryType::XHeader);
+        ph.set_cksum();
+        self.out.write_all(ph.as_bytes())?;
+        self.write_block_padded(pax)
     }
 
     fn write_block_padded(&mut self, data: &[u8]) -> io::Result<()> {
@@ -110,6 +165,13 @@ impl<W: Write> TarWriter<W> {
             .list_xattrs(rel, false)
             .with_context(|| format!("listing xattrs of {}", rel.display()))?
         {
+            if self
+                .layer
+                .as_ref()
+                .is_some_and(|p| xattr.starts_with(p.as_str()))
+            {
+                continue;
+            }
             let value = root
                 .get_xattr(rel, &xattr, false)
                 .with_context(|| format!("reading xattr {xattr} of {}", rel.display()))?
@@ -186,20 +248,7 @@ impl<W: Write> TarWriter<W> {
         }
         header.set_cksum();
 
-        if !pax.is_empty() {
-            let mut ph = Header::new_ustar();
-            let pname = b"./PaxHeaders/entry";
-            ph.as_ustar_mut().unwrap().name[..pname.len()].copy_from_slice(pname);
-            ph.set_mode(0o644);
-            ph.set_mtime(0);
-            ph.set_uid(0);
-            ph.set_gid(0);
-            ph.set_size(pax.len() as u64);
-            ph.set_entry_type(EntryType::XHeader);
-            ph.set_cksum();
-            self.out.write_all(ph.as_bytes())?;
-            self.write_block_padded(&pax)?;
-        }
+        self.write_pax(&pax)?;
         self.out.write_all(header.as_bytes())?;
         if let Some(mut file) = data {
             let copied = io::copy(&mut io::Read::take(&mut file, size), &mut self.out)?;
@@ -228,6 +277,44 @@ impl<W: Write> TarWriter<W> {
             .with_context(|| format!("reading {}", rel.display()))?;
         let mut name = b"./".to_vec();
         name.extend_from_slice(rel.as_os_str().as_bytes());
+        if let Some(prefix) = self.layer.clone() {
+            let base = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+            if base.starts_with(WHITEOUT_PREFIX) {
+                anyhow::bail!(
+                    "{}: a name starting with .wh. cannot be kept in an OCI layer (it means a deletion there)",
+                    rel.display()
+                );
+            }
+            if meta.kind == EntryKind::CharDevice && meta.rdev == 0 {
+                let mut marker = b"./".to_vec();
+                if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    marker.extend_from_slice(parent.as_os_str().as_bytes());
+                    marker.push(b'/');
+                }
+                marker.extend_from_slice(WHITEOUT_PREFIX);
+                marker.extend_from_slice(base);
+                return self.append_marker(&marker);
+            }
+            if meta.kind == EntryKind::Directory {
+                if !rel.as_os_str().is_empty() {
+                    name.push(b'/');
+                }
+                self.append(root, rel, &name, &meta)?;
+                let opaque = root
+                    .get_xattr(rel, &format!("{prefix}opaque"), false)
+                    .with_context(|| format!("reading the xattrs of {}", rel.display()))?
+                    .is_some_and(|v| v == b"y");
+                if opaque {
+                    let mut marker = name.clone();
+                    marker.extend_from_slice(OPAQUE_MARKER);
+                    self.append_marker(&marker)?;
+                }
+                for n in root.read_dir(rel)? {
+                    self.append_tree(root, &rel.join(n), interrupted)?;
+                }
+                return Ok(());
+            }
+        }
         if meta.kind == EntryKind::Directory && !rel.as_os_str().is_empty() {
             name.push(b'/');
         }

@@ -296,6 +296,93 @@ pub fn unpack_file(
     max_bytes: u64,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<u64, UnpackError> {
+    unpack_inner(
+        file,
+        archive,
+        tree,
+        allow_devices,
+        max_bytes,
+        None,
+        interrupted,
+    )
+}
+
+/// [`unpack_file`] of an OCI image layer into an overlayfs upper layer
+/// (whose own xattrs start with `overlay_prefix`): `.wh.NAME` becomes a
+/// whiteout (a 0:0 character device), `.wh..wh..opq` marks its directory
+/// opaque. What [`super::pack::TarWriter::for_layer`] writes.
+pub fn unpack_layer(
+    file: std::fs::File,
+    archive: &Path,
+    tree: &Path,
+    allow_devices: bool,
+    max_bytes: u64,
+    overlay_prefix: &str,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<u64, UnpackError> {
+    unpack_inner(
+        file,
+        archive,
+        tree,
+        allow_devices,
+        max_bytes,
+        Some(overlay_prefix),
+        interrupted,
+    )
+}
+
+/// A `.wh.` entry of an OCI layer, made what overlayfs reads.
+fn layer_marker(
+    root: &Root,
+    raw: &[u8],
+    rel: &Path,
+    base: &[u8],
+    kind: EntryType,
+    overlay_prefix: &str,
+) -> Result<(), UnpackError> {
+    use super::pack::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+    if kind != EntryType::Regular {
+        return Err(refused(raw, "a .wh. marker that is not an empty file"));
+    }
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    match root.metadata(parent, false) {
+        Ok(m) if m.kind == EntryKind::Directory => {}
+        Ok(_) => return Err(refused(raw, "a .wh. marker in something not a directory")),
+        Err(e) => return Err(io_refusal(raw, e)),
+    }
+    if base == OPAQUE_MARKER {
+        return root
+            .set_xattr(parent, &format!("{overlay_prefix}opaque"), b"y", false)
+            .map_err(|e| io_refusal(raw, e));
+    }
+    let name = &base[WHITEOUT_PREFIX.len()..];
+    if name.is_empty() || name == b"." || name == b".." || name.starts_with(WHITEOUT_PREFIX) {
+        return Err(refused(raw, "a whiteout that names no entry"));
+    }
+    let target = parent.join(std::ffi::OsStr::from_bytes(name));
+    match root.metadata(&target, false) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(_) => {
+            return Err(refused(raw, "a whiteout for an entry the layer also holds"));
+        }
+        Err(e) => return Err(io_refusal(raw, e)),
+    }
+    root.make_node(&target, NodeKind::CharDevice, 0, 0, 0)
+        .map_err(|e| io_refusal(raw, e))?;
+    root.set_owner(&target, 0, 0, false)
+        .map_err(|e| io_refusal(raw, e))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn unpack_inner(
+    file: std::fs::File,
+    archive: &Path,
+    tree: &Path,
+    allow_devices: bool,
+    max_bytes: u64,
+    layer: Option<&str>,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<u64, UnpackError> {
     let mut written = 0u64;
     let budget = HeaderBudget::default();
     let reader = Budgeted {
@@ -333,6 +420,14 @@ pub fn unpack_file(
             .mtime
             .unwrap_or((header.mtime().context("bad mtime")? as i64, 0));
         let kind = header.entry_type();
+        if let Some(prefix) = layer
+            && let Some(base) = rel.file_name().map(|n| n.as_bytes())
+            && base.starts_with(super::pack::WHITEOUT_PREFIX)
+        {
+            layer_marker(&root, &raw, &rel, base, kind, prefix)?;
+            count += 1;
+            continue;
+        }
         let is_root = rel.as_os_str().is_empty();
         if is_root && kind != EntryType::Directory {
             return Err(refused(

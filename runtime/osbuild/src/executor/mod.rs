@@ -9,10 +9,12 @@
 mod outputs;
 mod packages;
 mod plan;
+mod remote;
 mod run;
 
 pub use packages::options_digest_of;
 pub use plan::{Ids, PlannedStage, Restore, find_restore, ids, plan, plan_stages};
+pub use remote::{RemoteConfig, RemoteReport};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct BuildConfig {
     pub policy: Option<Policy>,
     /// Read and write the object store (`--no-cache` turns it off).
     pub cache: bool,
+    /// Registries that share results with other machines.
+    pub remote: RemoteConfig,
     /// Evict least recently used objects beyond this many bytes.
     pub cache_max_size: u64,
     /// How the tree moves between stages and the store; `None`: the best that works here.
@@ -100,6 +104,8 @@ pub struct BuildReport {
     /// the store remembered the digest of the unchanged file).
     pub from_hashed: bool,
     pub source_epoch: i64,
+    /// What `--cache-from` and `--cache-to` moved (none without them).
+    pub remote: Option<RemoteReport>,
 }
 
 /// What happened to one stage of a finished build.
@@ -870,6 +876,24 @@ pub fn build(
 
     let build_dir = store.build_dir()?;
     let native = NativeHost::new(build_dir.path().join("native"));
+    let mut remote_report = (!config.remote.is_empty()).then(RemoteReport::default);
+    if let Some(rr) = remote_report.as_mut().filter(|_| config.cache) {
+        let devices = config.policy.as_ref().is_some_and(|p| p.from_device_nodes);
+        remote::pull(
+            &config.remote,
+            &store,
+            &resolved.ids,
+            planned,
+            build_dir.path(),
+            (config.max_tree_size, devices),
+            reporter.as_ref(),
+            rr,
+        )?;
+        if let Some(note) = remote::pulled_note(&config.remote, rr) {
+            reporter.note(&note);
+        }
+        trace.at("pulled");
+    }
     let restored = restore(&store, config, &resolved.ids)?;
     let first = restored.first();
     let _prefetch = prefetch(&host, &planned[first..]);
@@ -931,6 +955,7 @@ pub fn build(
         from_digest: resolved.from.as_ref().map(|f| f.digest.clone()),
         from_hashed: resolved.from.as_ref().is_some_and(|f| f.hashed),
         source_epoch: resolved.epoch,
+        remote: None,
     };
     for (p, (summary, packages)) in planned[..first].iter().zip(cached) {
         reporter.stage_started(run.info(p));
@@ -984,6 +1009,18 @@ pub fn build(
     report.outputs = outputs_written;
     trace.at("saved");
     drop(ws);
+    if let Some(rr) = remote_report.as_mut().filter(|_| config.cache) {
+        remote::push(
+            &config.remote,
+            &store,
+            &resolved.ids,
+            build_dir.path(),
+            reporter.as_ref(),
+            rr,
+        )?;
+        trace.at("pushed");
+    }
+    report.remote = remote_report;
     if config.cache {
         store
             .evict(config.cache_max_size)

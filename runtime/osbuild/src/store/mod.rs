@@ -20,6 +20,7 @@
 pub mod file_digests;
 pub mod ids;
 pub mod packages;
+pub mod remote;
 pub mod workspace;
 
 use std::fs::File;
