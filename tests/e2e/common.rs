@@ -420,3 +420,110 @@ pub fn small_os_archive(dir: &Path) -> PathBuf {
     ));
     archive
 }
+
+/// A real registry (Debian's docker-registry) on 127.0.0.1, storing in a
+/// directory of its own; stopped when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    pub port: u16,
+    /// The registry's storage (`docker/registry/v2/...` under it).
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        // A free port: the kernel picks one, the registry takes it over.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect(
+                "starting docker-registry (Debian's docker-registry package: tools/setup packages)",
+            );
+        let registry = Registry {
+            child,
+            port,
+            data,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not listen on 127.0.0.1:{port} within 10 s");
+    }
+
+    /// `oci://127.0.0.1:PORT/REPO`.
+    pub fn url(&self, repo: &str) -> String {
+        format!("oci://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// Where the registry keeps the blob `sha256:HEX`.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.data
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// The manifest `repo:tag` holds, read from the registry's storage.
+    pub fn manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        let link = self
+            .data
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link");
+        let digest =
+            std::fs::read_to_string(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        serde_json::from_slice(&std::fs::read(self.blob_path(digest.trim())).unwrap()).unwrap()
+    }
+
+    /// Every blob the registry stores, checked: its content hashes to its name.
+    pub fn verify_blobs(&self) -> usize {
+        let root = self.data.join("docker/registry/v2/blobs/sha256");
+        let mut n = 0;
+        for prefix in std::fs::read_dir(&root).unwrap() {
+            for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+                let blob = blob.unwrap().path();
+                let name = blob.file_name().unwrap().to_string_lossy().into_owned();
+                assert_eq!(sha256(&blob.join("data")), name, "{}", blob.display());
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -21,5 +21,6 @@ mod monitor;
 mod native;
 mod packages;
 mod provenance;
+mod registry;
 mod rootless;
 mod store;

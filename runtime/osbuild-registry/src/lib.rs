@@ -415,10 +415,24 @@ impl Remote {
             let mut hasher = Sha256::new();
             let mut got = 0u64;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| Error::Io {
-                    what: format!("fetching {what}"),
-                    detail: e,
-                })?;
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    // oci-client checks the digest too, at the end: by then
+                    // every byte went through `hasher`, which names the
+                    // content that came.
+                    Err(e)
+                        if e.get_ref()
+                            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>()) =>
+                    {
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(Error::Io {
+                            what: format!("fetching {what}"),
+                            detail: e,
+                        });
+                    }
+                };
                 got += chunk.len() as u64;
                 if got > limit {
                     return Err(Error::TooLarge {

@@ -113,6 +113,8 @@ pub fn pull(
         interrupted: &crate::signals::interrupted,
     };
     let mut down = vec![false; remotes.len()];
+    // Objects found wrong: a chain that holds one is not tried again.
+    let mut bad: Vec<(usize, String)> = Vec::new();
     // From the newest result down: the first the local store has ends
     // the search (the build starts there or later).
     for top in (0..chain.len()).rev() {
@@ -123,7 +125,7 @@ pub fn pull(
             if down[r] {
                 continue;
             }
-            match pull_chain(remote, &chain, top, &cx, report) {
+            match pull_chain(remote, &chain, top, &cx, report, &mut bad, r) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) if e.is_unreachable() => {
@@ -160,7 +162,32 @@ fn pull_chain(
     top: usize,
     cx: &PullContext<'_>,
     report: &mut RemoteReport,
+    bad: &mut Vec<(usize, String)>,
+    r: usize,
 ) -> Result<bool, PullError> {
+    let mut current = chain[top].id;
+    let result = pull_chain_inner(remote, chain, top, cx, report, bad, r, &mut current);
+    if matches!(&result, Err(e) if !e.is_unreachable()) {
+        bad.push((r, current.to_string()));
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pull_chain_inner<'c>(
+    remote: &Remote,
+    chain: &[Link<'c>],
+    top: usize,
+    cx: &PullContext<'_>,
+    report: &mut RemoteReport,
+    bad: &[(usize, String)],
+    r: usize,
+    current: &mut &'c str,
+) -> Result<bool, PullError> {
+    let is_bad = |id: &str| bad.iter().any(|(b, i)| *b == r && i == id);
+    if is_bad(chain[top].id) {
+        return Ok(false);
+    }
     let Some(found) = objects::find(remote, chain[top].id)? else {
         return Ok(false);
     };
@@ -180,6 +207,10 @@ fn pull_chain(
             )));
         }
         at -= 1;
+        *current = chain[at].id;
+        if is_bad(chain[at].id) {
+            return Ok(false);
+        }
         let Some(found) = objects::find(remote, chain[at].id)? else {
             return Ok(false);
         };
@@ -187,6 +218,7 @@ fn pull_chain(
     }
     for (i, found) in wanted.into_iter().rev() {
         let link = &chain[i];
+        *current = link.id;
         let (_, bytes) = objects::pull(
             remote,
             &Expected {

@@ -308,9 +308,11 @@ pub fn pull(
         Layer::Full => config.parent.is_none(),
     };
     if !parent_ok {
+        let name = |p: Option<&str>| p.map_or("nothing".to_string(), str::to_string);
         return Err(refused(format!(
-            "{what}: it sits on {:?}, this build's previous result is {:?}",
-            config.parent, want.parent
+            "{what}: it sits on {}, which is not this build's previous result ({})",
+            name(config.parent.as_deref()),
+            name(want.parent)
         )));
     }
     let layers = layers(&manifest, &config, &what).map_err(refused)?;
@@ -350,7 +352,9 @@ pub fn pull(
         archive::unpack::UnpackError::Interrupted => {
             PullError::Local(anyhow::anyhow!(crate::error::BuildError::Interrupted))
         }
-        archive::unpack::UnpackError::Io(e) => PullError::Local(e),
+        // Content that came whole (its digest checked) but is not a tree
+        // osbuild can unpack is the object's fault, not this machine's.
+        archive::unpack::UnpackError::Io(e) => refused(format!("{what}: its tree: {e:#}")),
     })?;
 
     let mut outputs = Vec::new();

@@ -1,0 +1,515 @@
+//! The remote store against a real registry (Debian's docker-registry,
+//! started by each test on 127.0.0.1): results pushed by one store are
+//! pulled into another, byte for byte; what a registry hands over that
+//! is not what it should be is never used.
+
+use std::path::PathBuf;
+
+use crate::common::*;
+use serde_json::{Value, json};
+
+/// A pipeline whose layers hold a whiteout (a removed file), an opaque
+/// directory (removed and made again) and an output image.
+fn pipeline() -> Value {
+    json!({"source_epoch": 1700000000, "pipeline": [
+        {"name": "io.weldr.files", "options": {
+            "remove": ["/usr/share/doc/owned", "/usr/lib/systemd/system"],
+            "mkdir": [{"path": "/usr/lib/systemd/system"}],
+            "write": [{"path": "/usr/lib/systemd/system/new.service", "content": "[Service]\nExecStart=/bin/true\n"}]
+        }},
+        {"name": "io.weldr.hostname", "options": {"hostname": "pulled"}},
+        {"name": "io.weldr.qcow2", "options": {"target": "disk.qcow2", "bootloader": "none"}}
+    ]})
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    pipeline: PathBuf,
+    base: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    let base = small_os_archive(dir.path());
+    let pipeline = write_pipeline(dir.path(), "pipeline.json", pipeline());
+    Setup {
+        dir,
+        pipeline,
+        base,
+    }
+}
+
+impl Setup {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Builds with the store `store`, saving to `NAME.tar` and writing
+    /// outputs to `NAME-out/`; `--json`'s result.
+    fn build(&self, name: &str, extra: &[&str]) -> (Run, Value) {
+        let store = self.path(&format!("store-{name}"));
+        let save = self.path(&format!("{name}.tar"));
+        let out = self.path(&format!("{name}-out"));
+        let mut args = vec![
+            "--store",
+            store.to_str().unwrap(),
+            "--from",
+            self.base.to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            "--output-directory",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(extra);
+        args.push(self.pipeline.to_str().unwrap());
+        let run = osbuild(&args);
+        let result = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        (run, result)
+    }
+}
+
+fn cached(result: &Value) -> Vec<bool> {
+    result["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cached"].as_bool().unwrap())
+        .collect()
+}
+
+fn ids(result: &Value) -> Vec<String> {
+    result["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn an_empty_store_filled_from_the_registry_runs_nothing_and_gives_the_same_bytes() {
+    let registry = Registry::start();
+    let s = setup();
+    let r = registry.url("team/osbuild-cache");
+
+    let (run, a) = s.build("a", &["--cache-to", &r]);
+    run.ok();
+    assert_eq!(cached(&a), [false, false, false]);
+    // The --from object and one per stage.
+    assert_eq!(a["remote"]["pushed"]["objects"], 4, "{a}");
+    assert!(
+        run.stderr.contains(&format!("{r}: pushed 4 objects")),
+        "{}",
+        run.stderr
+    );
+    let ids = ids(&a);
+    let manifest = registry.manifest("team/osbuild-cache", &ids[2]);
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.osbuild.object.v1"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        manifest["layers"][1]["annotations"]["org.opencontainers.image.title"],
+        "disk.qcow2"
+    );
+
+    let (run, b) = s.build("b", &["--cache-from", &r]);
+    run.ok();
+    assert_eq!(cached(&b), [true, true, true], "{}", run.stderr);
+    assert_eq!(b["remote"]["pulled"]["objects"], 4, "{b}");
+    assert!(b["remote"]["pulled"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("b.tar")));
+    assert_eq!(
+        sha256(&s.path("a-out/disk.qcow2")),
+        sha256(&s.path("b-out/disk.qcow2"))
+    );
+    // The whiteout and the opaque directory came through: what the first
+    // stage removed is gone from the pulled tree too.
+    let listing = sh(&format!("tar -tf {}", s.path("b.tar").display()));
+    assert!(!listing.contains("usr/share/doc/owned"), "{listing}");
+    assert!(!listing.contains("ssh.service"), "{listing}");
+    assert!(
+        listing.contains("usr/lib/systemd/system/new.service"),
+        "{listing}"
+    );
+
+    // A second push of the same results sends nothing.
+    let (run, again) = s.build("a", &["--cache-to", &r]);
+    run.ok();
+    assert_eq!(again["remote"]["pushed"]["objects"], 0, "{again}");
+    assert_eq!(again["remote"]["pushed"]["bytes"], 0, "{again}");
+    assert_eq!(again["remote"]["present"], 4, "{again}");
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_blob_altered_in_the_registry_is_detected_and_the_stage_runs() {
+    let registry = Registry::start();
+    let s = setup();
+    let r = registry.url("cache");
+    let (run, a) = s.build("a", &["--cache-to", &r]);
+    run.ok();
+    let ids = ids(&a);
+    // The hostname stage's tree, changed on the registry's disk behind its
+    // manifest (same length: only the digest can tell).
+    let manifest = registry.manifest("cache", &ids[1]);
+    let digest = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = registry.blob_path(digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let (run, b) = s.build("b", &["--cache-from", &r]);
+    run.ok();
+    // The files stage's result is fine and used; the hostname stage and
+    // the one on it run.
+    assert_eq!(cached(&b), [true, false, false], "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "the tree of object {} in {r}: the content does not match its digest (expected {digest}",
+            ids[1]
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("not used; the stage runs instead"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("b.tar")));
+    assert_eq!(
+        sha256(&s.path("a-out/disk.qcow2")),
+        sha256(&s.path("b-out/disk.qcow2"))
+    );
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn two_builds_pushing_at_once_both_succeed_and_the_registry_verifies() {
+    let registry = Registry::start();
+    let s = setup();
+    let r = registry.url("shared");
+    let args = |name: &str| -> Vec<String> {
+        vec![
+            "--store".into(),
+            s.path(&format!("store-{name}")).display().to_string(),
+            "--from".into(),
+            s.base.display().to_string(),
+            "--save".into(),
+            s.path(&format!("{name}.tar")).display().to_string(),
+            "--output-directory".into(),
+            s.path(&format!("{name}-out")).display().to_string(),
+            "--cache-to".into(),
+            r.clone(),
+            s.pipeline.display().to_string(),
+        ]
+    };
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            std::process::Command::new(OSBUILD)
+                .args(args(n))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("b.tar")));
+    // Every blob is what its name says, and the objects are whole: an
+    // empty store gets everything from them.
+    assert!(registry.verify_blobs() >= 4 * 3);
+    let (run, c) = s.build("c", &["--cache-from", &r]);
+    run.ok();
+    assert_eq!(cached(&c), [true, true, true], "{}", run.stderr);
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("c.tar")));
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_registry_that_is_down_is_skipped_unless_required() {
+    let s = setup();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = format!("oci://127.0.0.1:{port}/cache");
+    let (run, a) = s.build("a", &["--cache-from", &r, "--cache-to", &r]);
+    run.ok();
+    assert_eq!(cached(&a), [false, false, false]);
+    assert!(
+        run.stderr
+            .contains(&format!("{r}: cannot reach the registry 127.0.0.1:{port}"))
+            && run.stderr.contains("building without it"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("the build's result stands, the registry lacks it"),
+        "{}",
+        run.stderr
+    );
+    let (run, _) = s.build("b", &["--cache-from", &r, "--cache-from-required"]);
+    run.fails_with(2, "--cache-from-required");
+    assert!(!s.path("b.tar").exists());
+    // A reference that is not one is refused before anything runs.
+    let (run, _) = s.build("c", &["--cache-from", "https://127.0.0.1/cache"]);
+    run.fails_with(2, "it must start with oci://");
+}
+
+/// A tar header of root's, time 0, `size` bytes.
+fn header(kind: tar::EntryType, path: &str, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_path(path).unwrap();
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
+
+/// A tar with the entries `add` makes, zstd-compressed: a tree layer.
+fn layer(add: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut root = header(tar::EntryType::Directory, "./", 0o755, 0);
+    root.set_cksum();
+    b.append(&root, std::io::empty()).unwrap();
+    add(&mut b);
+    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+}
+
+/// Pushes a hand-made object under `tag`: `config` and the tree `tree`,
+/// plus `extra` layers (media type, content, title).
+fn push_object(url: &str, tag: &str, config: &Value, tree: &[u8], extra: &[(&str, &[u8], &str)]) {
+    use osbuild_registry::{Descriptor, Manifest, Remote, auth::Credentials};
+    let remote = Remote::new(
+        osbuild_registry::Location::parse(url).unwrap(),
+        &Credentials::default(),
+    )
+    .unwrap();
+    let (config, _) = remote
+        .push_bytes(
+            "application/vnd.osbuild.object.config.v1+json",
+            &serde_json::to_vec(config).unwrap(),
+        )
+        .unwrap();
+    let (tree, _) = remote
+        .push_bytes("application/vnd.oci.image.layer.v1.tar+zstd", tree)
+        .unwrap();
+    let mut layers = vec![tree];
+    for (media_type, data, title) in extra {
+        let (mut d, _): (Descriptor, u64) = remote.push_bytes(media_type, data).unwrap();
+        d.annotations = Some(
+            [(
+                "org.opencontainers.image.title".to_string(),
+                title.to_string(),
+            )]
+            .into(),
+        );
+        layers.push(d);
+    }
+    remote
+        .push_manifest(
+            tag,
+            &Manifest {
+                schema_version: 2,
+                media_type: Some(osbuild_registry::MANIFEST_TYPE.into()),
+                config,
+                layers,
+                subject: None,
+                artifact_type: Some("application/vnd.osbuild.object.v1".into()),
+                annotations: None,
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn hostile_objects_are_refused_and_the_stage_runs() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "p.json",
+        json!({"source_epoch": 1700000000, "pipeline": [
+            {"name": "io.weldr.hostname", "options": {"hostname": "honest"}}
+        ]}),
+    );
+    let build = |name: &str, extra: &[&str]| -> (Run, Value) {
+        let store = dir.path().join(format!("store-{name}"));
+        let save = dir.path().join(format!("{name}.tar"));
+        let mut args = vec![
+            "--store",
+            store.to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(extra);
+        args.push(pipeline.to_str().unwrap());
+        let run = osbuild(&args);
+        let v = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        (run, v)
+    };
+    let (run, honest) = build("honest", &[]);
+    run.ok();
+    let id = ids(&honest)[0].clone();
+    let format = osbuild::store::ids::RESULT_FORMAT;
+    let config = |id: &str, parent: Value| {
+        json!({"format": format, "id": id, "parent": parent, "stage": "io.weldr.hostname",
+               "layer": "overlay", "outputs": []})
+    };
+    // A directory of the test's, which a symlink in the tree aims at.
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("hostname"), "host's own\n").unwrap();
+
+    let through_symlink = layer(|b| {
+        let mut h = header(tar::EntryType::Symlink, "./etc", 0o777, 0);
+        h.set_link_name(&victim).unwrap();
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        let mut h = header(tar::EntryType::Regular, "./etc/hostname", 0o644, 7);
+        h.set_cksum();
+        b.append(&h, &b"hacked\n"[..]).unwrap();
+    });
+    let overlay_xattr = layer(|b| {
+        b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])])
+            .unwrap();
+        let mut h = header(tar::EntryType::Directory, "./usr/", 0o755, 0);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    });
+    let fine = layer(|_| {});
+    // Not a tar at all, its digest right all the same.
+    let garbage = zstd::encode_all(&[0x55u8; 4096][..], 3).unwrap();
+    let other = "0".repeat(64);
+    let cases: Vec<(&str, Value, Vec<u8>, Vec<(&str, &[u8], &str)>, String)> = vec![
+        (
+            "symlink",
+            config(&id, Value::Null),
+            through_symlink,
+            vec![],
+            "passes through a symlink".into(),
+        ),
+        (
+            "xattr",
+            config(&id, Value::Null),
+            overlay_xattr,
+            vec![],
+            "carries the extended attribute trusted.overlay.redirect".into(),
+        ),
+        (
+            "garbage",
+            config(&id, Value::Null),
+            garbage,
+            vec![],
+            "its tree: reading".into(),
+        ),
+        (
+            "parent",
+            config(&id, json!(other)),
+            fine.clone(),
+            vec![],
+            format!("it sits on {other}, which is not this build's previous result"),
+        ),
+        (
+            "id",
+            config(&other, Value::Null),
+            fine.clone(),
+            vec![],
+            format!("its config says it is {other} of stage io.weldr.hostname"),
+        ),
+        (
+            "output",
+            config(&id, Value::Null),
+            fine.clone(),
+            vec![(
+                "application/vnd.osbuild.object.output.v1+zstd",
+                b"x",
+                "../escape",
+            )],
+            "an output layer's name \"../escape\" is not a file name".into(),
+        ),
+    ];
+    for (repo, config, tree, extra, why) in cases {
+        let url = registry.url(repo);
+        push_object(&url, &id, &config, &tree, &extra);
+        let (run, result) = build(repo, &["--cache-from", &url]);
+        run.ok();
+        assert_eq!(cached(&result), [false], "{repo}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("object {id} in {url}")) && run.stderr.contains(&why),
+            "{repo}: stderr lacks {why:?}:\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            sha256(&dir.path().join(format!("{repo}.tar"))),
+            sha256(&dir.path().join("honest.tar")),
+            "{repo}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(victim.join("hostname")).unwrap(),
+            "host's own\n"
+        );
+        assert!(!dir.path().join("escape").exists());
+    }
+    // A tag holding something that is not an osbuild object.
+    let url = registry.url("image");
+    {
+        use osbuild_registry::{Manifest, Remote, auth::Credentials};
+        let remote = Remote::new(
+            osbuild_registry::Location::parse(&url).unwrap(),
+            &Credentials::default(),
+        )
+        .unwrap();
+        let (config, _) = remote
+            .push_bytes("application/vnd.oci.image.config.v1+json", b"{}")
+            .unwrap();
+        remote
+            .push_manifest(
+                &id,
+                &Manifest {
+                    schema_version: 2,
+                    media_type: Some(osbuild_registry::MANIFEST_TYPE.into()),
+                    config,
+                    layers: vec![],
+                    subject: None,
+                    artifact_type: None,
+                    annotations: None,
+                },
+            )
+            .unwrap();
+    }
+    let (run, result) = build("image", &["--cache-from", &url]);
+    run.ok();
+    assert_eq!(cached(&result), [false]);
+    assert!(
+        run.stderr.contains("the tag holds something else"),
+        "{}",
+        run.stderr
+    );
+}
