@@ -407,7 +407,8 @@ fn hostile_objects_are_refused_and_the_stage_runs() {
     // Not a tar at all, its digest right all the same.
     let garbage = zstd::encode_all(&[0x55u8; 4096][..], 3).unwrap();
     let other = "0".repeat(64);
-    let cases: Vec<(&str, Value, Vec<u8>, Vec<(&str, &[u8], &str)>, String)> = vec![
+    type Extra<'a> = Vec<(&'a str, &'a [u8], &'a str)>;
+    let cases: Vec<(&str, Value, Vec<u8>, Extra, String)> = vec![
         (
             "symlink",
             config(&id, Value::Null),
