@@ -514,3 +514,175 @@ fn hostile_objects_are_refused_and_the_stage_runs() {
         run.stderr
     );
 }
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_stage_pushed_to_a_registry_runs_by_digest_and_a_wrong_digest_is_refused() {
+    let registry = Registry::start();
+    let s = setup();
+    let wasm = std::path::Path::new(test_stages()).join("test.motd.wasm");
+    let store = s.path("store");
+    let store_s = store.to_str().unwrap();
+    let push = osbuild(&[
+        "--store",
+        store_s,
+        "stage",
+        "push",
+        wasm.to_str().unwrap(),
+        &format!("{}:v1", registry.url("stages/test.motd")),
+    ]);
+    push.ok();
+    let pinned = push.stdout.trim().to_string();
+    let prefix = format!("{}@sha256:", registry.url("stages/test.motd"));
+    assert!(pinned.starts_with(&prefix), "{pinned}");
+    // The layout wkg reads: one application/wasm layer, the component.
+    let manifest = registry.manifest("stages/test.motd", "v1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        format!("sha256:{}", sha256(&wasm))
+    );
+    // Pushed again, the same digest.
+    let again = osbuild(&[
+        "--store",
+        store_s,
+        "stage",
+        "push",
+        wasm.to_str().unwrap(),
+        &format!("{}:v1", registry.url("stages/test.motd")),
+    ]);
+    assert_eq!(again.ok().stdout.trim(), pinned);
+
+    let write = |name: &str, stage: &str| {
+        write_pipeline(
+            s.dir.path(),
+            name,
+            json!({"source_epoch": 1700000000, "pipeline": [
+                {"name": stage, "options": {"text": "from a registry\n"}}
+            ]}),
+        )
+    };
+    let good = write("good.json", &pinned);
+    let fresh = s.path("fresh-store");
+    let saved = s.path("motd.tar");
+    let build = |store: &std::path::Path, pipeline: &std::path::Path, save: &std::path::Path| {
+        osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "--from",
+            s.base.to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            pipeline.to_str().unwrap(),
+        ])
+    };
+    build(&fresh, &good, &saved).ok();
+    assert_eq!(
+        sh(&format!("tar -xOf {} ./etc/motd", saved.display())),
+        "from a registry\n"
+    );
+    // Kept in the store: the next build needs no registry.
+    let digest_hex = pinned.rsplit(':').next().unwrap();
+    assert!(
+        fresh
+            .join("stages")
+            .join(digest_hex)
+            .join("stage.wasm")
+            .is_file()
+    );
+    let port = registry.port;
+    drop(registry);
+    std::fs::remove_file(&saved).unwrap();
+    std::fs::remove_dir_all(fresh.join("objects")).unwrap();
+    build(&fresh, &good, &saved).ok();
+    assert!(saved.is_file());
+
+    // One digit off: refused before anything runs.
+    let mut wrong = pinned.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let bad = write("bad.json", &wrong);
+    let other = s.path("other-store");
+    let not_saved = s.path("not.tar");
+    build(&other, &bad, &not_saved).fails_with(2, &format!("pipeline[0].name: {wrong}"));
+    assert!(!not_saved.exists());
+    // A tag is not enough for a pipeline: it must say exactly what runs.
+    let tagged = write(
+        "tagged.json",
+        &format!("oci://127.0.0.1:{port}/stages/test.motd:v1"),
+    );
+    build(&other, &tagged, &not_saved).fails_with(2, "a stage from a registry is named by digest");
+    assert!(!not_saved.exists());
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_pulled_stage_answers_to_the_policy_signers() {
+    let registry = Registry::start();
+    let s = setup();
+    let (key, public) = crate::provenance::keygen(s.dir.path(), "team");
+    let policy = s.path("policy.json");
+    std::fs::write(
+        &policy,
+        json!({"signers": {"test.*": [public], "io.weldr.*": ["builtin"]}}).to_string(),
+    )
+    .unwrap();
+    let unsigned = std::path::Path::new(test_stages()).join("test.motd.wasm");
+    let signed = s.path("test.motd.wasm");
+    std::fs::copy(&unsigned, &signed).unwrap();
+    osbuild(&[
+        "stage",
+        "sign",
+        signed.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .ok();
+    let store = s.path("store");
+    let push = |file: &std::path::Path, tag: &str| -> String {
+        let run = osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "stage",
+            "push",
+            file.to_str().unwrap(),
+            &format!("{}:{tag}", registry.url("stages/test.motd")),
+        ]);
+        run.ok().stdout.trim().to_string()
+    };
+    let run = |reference: &str, name: &str| {
+        let p = write_pipeline(
+            s.dir.path(),
+            &format!("{name}.json"),
+            json!({"source_epoch": 1700000000, "pipeline": [
+                {"name": reference, "options": {"text": "signed\n"}}
+            ]}),
+        );
+        let save = s.path(&format!("{name}.tar"));
+        let r = osbuild(&[
+            "--store",
+            s.path(&format!("store-{name}")).to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--from",
+            s.base.to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ]);
+        (r, save)
+    };
+    let (r, save) = run(&push(&unsigned, "unsigned"), "unsigned");
+    r.fails_with(2, "is not signed as policy.signers[\"test.*\"] requires");
+    assert!(!save.exists());
+    let (r, save) = run(&push(&signed, "signed"), "signed");
+    r.ok();
+    assert_eq!(
+        sh(&format!("tar -xOf {} ./etc/motd", save.display())),
+        "signed\n"
+    );
+}

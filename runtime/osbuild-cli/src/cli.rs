@@ -83,10 +83,6 @@ pub struct BuildArgs {
     /// instead of running the stages.
     #[arg(long, requires = "cache_from")]
     pub cache_from_required: bool,
-    /// Registry credentials ({"auths": {"HOST:PORT": {"auth": base64(user:password)}}}),
-    /// read before Podman's and Docker's own files.
-    #[arg(long, value_name = "FILE")]
-    pub registry_auth: Option<PathBuf>,
     /// The most file content a --from archive may unpack to: a gzip bomb
     /// stops there, and nothing is left behind.
     #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_TREE_SIZE, value_parser = parse_size)]
@@ -140,6 +136,10 @@ pub struct CommonArgs {
     /// [default: $XDG_CACHE_HOME/osbuild, or ~/.cache/osbuild].
     #[arg(long, value_name = "DIR", global = true)]
     pub store: Option<PathBuf>,
+    /// Registry credentials ({"auths": {"HOST:PORT": {"auth": base64(user:password)}}}),
+    /// read before Podman's and Docker's own files.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub registry_auth: Option<PathBuf>,
     /// A directory of stages, searched before the built-in ones (repeatable).
     #[arg(long = "libdir", value_name = "DIR", global = true)]
     pub libdirs: Vec<PathBuf>,
@@ -330,6 +330,24 @@ pub enum StageCommand {
         /// The public key (`ssh-ed25519 AAAA… comment`, as in a .pub file).
         #[arg(long, value_name = "PUB")]
         key: PathBuf,
+    },
+    /// Push a wasm stage to a registry (oci://HOST[:PORT]/REPOSITORY[:TAG],
+    /// tag latest by default), as wkg stores components; prints the
+    /// reference pinned by digest, which a pipeline names it by.
+    Push {
+        /// The stage (NAME.wasm; sign it first if a policy will ask).
+        file: PathBuf,
+        /// Where: oci://HOST[:PORT]/REPOSITORY[:TAG].
+        reference: String,
+    },
+    /// Pull a stage from a registry (by tag or @sha256: digest), check it
+    /// and keep it in the store; prints the reference pinned by digest.
+    Pull {
+        /// oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST].
+        reference: String,
+        /// Also write the component here.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Build a stage project and run its tests: `cargo test` for Rust, then
     /// each case of tests.json, run by osbuild on the tree it describes.
@@ -603,7 +621,14 @@ fn precompile(common: &CommonArgs, wasm: &std::path::Path) {
     }
 }
 
-/// `osbuild stage new|build|test`.
+fn remote_stages(common: &CommonArgs) -> anyhow::Result<osbuild::stage::remote::RemoteStages> {
+    Ok(osbuild::stage::remote::RemoteStages {
+        store: common.store.clone().unwrap_or_else(default_store),
+        credentials: credentials(common).map_err(|e| anyhow::anyhow!("{e}"))?,
+    })
+}
+
+/// `osbuild stage new|build|test|sign|verify|push|pull`.
 fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()> {
     use crate::project;
     match action {
@@ -644,6 +669,43 @@ fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()
                 stage.name(),
                 stage.digest
             );
+            Ok(())
+        }
+        StageCommand::Push { file, reference } => {
+            let reference =
+                osbuild::stage::remote::Reference::parse(&reference).map_err(anyhow::Error::msg)?;
+            let remote = remote_stages(common)?;
+            // The config's time: SOURCE_DATE_EPOCH, else 1970, so that the
+            // same component always has the same manifest digest.
+            let epoch = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let pinned = remote
+                .push(&file, &reference, epoch)
+                .map_err(anyhow::Error::msg)?;
+            eprintln!("osbuild: pushed {} to {reference}", file.display());
+            println!("{pinned}");
+            Ok(())
+        }
+        StageCommand::Pull { reference, output } => {
+            let reference =
+                osbuild::stage::remote::Reference::parse(&reference).map_err(anyhow::Error::msg)?;
+            let remote = remote_stages(common)?;
+            let (stage, digest) = remote.pull(&reference).map_err(anyhow::Error::msg)?;
+            if let Some(path) = &output
+                && let osbuild::stage::Code::Wasm(bytes) = &stage.code
+            {
+                std::fs::write(path, bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            eprintln!(
+                "osbuild: pulled stage {} (component sha256:{}) into {}",
+                stage.name(),
+                stage.digest,
+                remote.store.display()
+            );
+            println!("{}@{digest}", reference.location);
             Ok(())
         }
         StageCommand::Test { dir } => project::test(
@@ -730,6 +792,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         crate::lock::for_build(args.lock.as_deref(), args.pipeline.as_deref())?
     };
     let remote = remote_config(&args)?;
+    let stage_registry = stage_registry(&args.common)?;
     let config = BuildConfig {
         lock,
         limits: limits(args.memory, args.timeout, policy.as_ref()),
@@ -742,7 +805,7 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
         save: args.save,
         output_dir: args.output_directory,
         store: args.common.store.unwrap_or_else(default_store),
-        registry: osbuild_builtins::registry(args.common.libdirs),
+        registry: stage_registry,
         allowed_host_paths: args.common.allowed_host_paths,
         max_tree_size: args.max_tree_size,
         sbom: args.sbom.clone(),
@@ -1025,6 +1088,24 @@ fn store_command(common: &CommonArgs, action: StoreCommand) -> anyhow::Result<()
     Ok(())
 }
 
+fn credentials(common: &CommonArgs) -> Result<osbuild_registry::auth::Credentials, BuildError> {
+    osbuild_registry::auth::Credentials::load(common.registry_auth.as_deref())
+        .map_err(|e| BuildError::input("--registry-auth", e))
+}
+
+/// The stages a command can name: `--libdir`s, the built-ins, and (by
+/// reference) registries, whose stages are kept in the store.
+fn stage_registry(common: &CommonArgs) -> Result<osbuild::stage::Registry, BuildError> {
+    Ok(
+        osbuild_builtins::registry(common.libdirs.clone()).with_remote(
+            osbuild::stage::remote::RemoteStages {
+                store: common.store.clone().unwrap_or_else(default_store),
+                credentials: credentials(common)?,
+            },
+        ),
+    )
+}
+
 fn parse_location(text: &str) -> Result<osbuild_registry::Location, String> {
     osbuild_registry::Location::parse(text).map_err(|e| e.to_string())
 }
@@ -1038,9 +1119,8 @@ fn remote_config(args: &BuildArgs) -> Result<executor::RemoteConfig, BuildError>
             "--cache-from and --cache-to share the store's results: they do not go with --no-cache",
         ));
     }
-    let credentials = if any || args.registry_auth.is_some() {
-        osbuild_registry::auth::Credentials::load(args.registry_auth.as_deref())
-            .map_err(|e| BuildError::input("--registry-auth", e))?
+    let credentials = if any {
+        credentials(&args.common)?
     } else {
         Default::default()
     };
@@ -1083,7 +1163,7 @@ fn records_config(common: &CommonArgs, from: Option<PathBuf>) -> Result<BuildCon
         save: None,
         output_dir: PathBuf::from("."),
         store: common.store.clone().unwrap_or_else(default_store),
-        registry: osbuild_builtins::registry(common.libdirs.clone()),
+        registry: stage_registry(common)?,
         allowed_host_paths: common.allowed_host_paths.clone(),
         max_tree_size: parse_size(DEFAULT_MAX_TREE_SIZE).expect("a valid default"),
         sbom: None,
@@ -1210,7 +1290,7 @@ fn audit(
 ) -> Result<(), BuildError> {
     let pipeline = load_pipeline(Some(path))?;
     let policy = common.policy()?;
-    let registry = osbuild_builtins::registry(common.libdirs.clone());
+    let registry = stage_registry(common)?;
     let store = common.store.clone().unwrap_or_else(default_store);
     let rules = osbuild::reach::host_paths::HostPathRules::for_build(
         &common.allowed_host_paths,

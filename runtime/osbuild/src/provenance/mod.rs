@@ -151,6 +151,11 @@ pub fn statement(report: &BuildReport, inv: &Invocation) -> anyhow::Result<State
         let label = format!("stage:{}:{}", s.index + 1, s.name);
         deps.push(ResourceDescriptor {
             name: Some(label.clone()),
+            // A stage from a registry: where it was pulled from, by digest.
+            uri: match &stage.origin {
+                crate::stage::Origin::Oci(reference) => Some(reference.clone()),
+                _ => None,
+            },
             digest: sha256(&stage.digest),
             annotations: annotations(json!({
                 "stage": stage.name(),

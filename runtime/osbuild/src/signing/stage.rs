@@ -265,7 +265,7 @@ pub fn verify(stage: &Stage, key: &VerifyingKey) -> Result<(), String> {
                         "it has no signature ({} is missing)",
                         crate::stage::detached_signature_path(p).display()
                     ),
-                    Origin::Builtin => "it has no signature".to_string(),
+                    Origin::Builtin | Origin::Oci(_) => "it has no signature".to_string(),
                 });
             };
             let sig = SshSig::from_pem(bytes)

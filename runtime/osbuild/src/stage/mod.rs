@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub mod remote;
+
 pub use metadata::{Capabilities, Device, Kind, StageMeta, TreeAccess, TreeScope, Writes};
 pub use paths::{PathSet, Pattern};
 
@@ -30,6 +32,8 @@ pub enum Code {
 pub enum Origin {
     Builtin,
     File(PathBuf),
+    /// Pulled from a registry: the reference, pinned by digest.
+    Oci(String),
 }
 
 impl std::fmt::Display for Origin {
@@ -37,6 +41,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Builtin => f.write_str("built-in"),
             Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Oci(r) => f.write_str(r),
         }
     }
 }
@@ -61,7 +66,7 @@ pub struct Stage {
 /// The most osbuild reads of a `--libdir` stage's code and metadata: a
 /// `--libdir` is not trusted, and `/dev/zero` or a FIFO there must not
 /// fill the memory or hang planning.
-const MAX_STAGE_BYTES: u64 = 512 << 20;
+pub(crate) const MAX_STAGE_BYTES: u64 = 512 << 20;
 const MAX_METADATA_BYTES: u64 = 1 << 20;
 
 fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
@@ -258,11 +263,23 @@ pub struct Builtin {
 pub struct Registry {
     builtins: &'static [Builtin],
     libdirs: Vec<PathBuf>,
+    /// Where stages named `oci://...` come from and are kept.
+    remote: Option<remote::RemoteStages>,
 }
 
 impl Registry {
     pub fn new(builtins: &'static [Builtin], libdirs: Vec<PathBuf>) -> Registry {
-        Registry { builtins, libdirs }
+        Registry {
+            builtins,
+            libdirs,
+            remote: None,
+        }
+    }
+
+    /// Finds stages named by reference (`oci://...@sha256:...`) too.
+    pub fn with_remote(mut self, remote: remote::RemoteStages) -> Registry {
+        self.remote = Some(remote);
+        self
     }
 
     /// The directories searched before the built-ins.
@@ -273,6 +290,14 @@ impl Registry {
     /// The stage called `name`, or `None` if no directory and no built-in
     /// has it. An error means a file was found but is not a valid stage.
     pub fn find(&self, name: &str) -> Result<Option<Stage>, String> {
+        if remote::is_reference(name) {
+            return match &self.remote {
+                Some(r) => r.find(name).map(Some),
+                None => Err(format!(
+                    "{name}: stages from registries are not looked up here"
+                )),
+            };
+        }
         if !valid_name(name) {
             return Ok(None);
         }
