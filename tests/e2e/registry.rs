@@ -686,3 +686,117 @@ fn a_pulled_stage_answers_to_the_policy_signers() {
         "signed\n"
     );
 }
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_policy_with_cache_signers_takes_only_results_its_keys_signed() {
+    let registry = Registry::start();
+    let s = setup();
+    let r = registry.url("signed");
+    let (team_key, team) = crate::provenance::keygen(s.dir.path(), "team");
+    let (_, stranger) = crate::provenance::keygen(s.dir.path(), "stranger");
+    let policy = |name: &str, signers: &[&str]| {
+        let path = s.path(name);
+        std::fs::write(&path, json!({"cache-signers": signers}).to_string()).unwrap();
+        path
+    };
+    let trusts_team = policy("team.json", &[&team]);
+    let trusts_stranger = policy("stranger.json", &[&stranger]);
+
+    let (run, a) = s.build(
+        "a",
+        &["--cache-to", &r, "--cache-key", team_key.to_str().unwrap()],
+    );
+    run.ok();
+    let ids = ids(&a);
+    assert!(
+        registry.manifest("signed", &ids[2])["annotations"]["dev.osbuild.object.signature"]
+            .is_string()
+    );
+    let (run, b) = s.build(
+        "b",
+        &[
+            "--cache-from",
+            &r,
+            "--policy",
+            trusts_team.to_str().unwrap(),
+        ],
+    );
+    run.ok();
+    assert_eq!(cached(&b), [true, true, true], "{}", run.stderr);
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("b.tar")));
+
+    let (run, c) = s.build(
+        "c",
+        &[
+            "--cache-from",
+            &r,
+            "--policy",
+            trusts_stranger.to_str().unwrap(),
+        ],
+    );
+    run.ok();
+    assert_eq!(cached(&c), [false, false, false], "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("not signed by any of the policy's cache-signers"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("c.tar")));
+
+    // Another object's signature, moved onto this one's manifest (the
+    // hostname stage's result keeps its blobs; the signature is the files
+    // stage's): the signature is the team's, the content not what it signed.
+    let mut stolen: osbuild_registry::Manifest =
+        serde_json::from_value(registry.manifest("signed", &ids[1])).unwrap();
+    let donor = registry.manifest("signed", &ids[0]);
+    stolen.annotations = Some(
+        [(
+            "dev.osbuild.object.signature".to_string(),
+            donor["annotations"]["dev.osbuild.object.signature"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )]
+        .into(),
+    );
+    let remote = osbuild_registry::Remote::new(
+        osbuild_registry::Location::parse(&r).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    remote.push_manifest(&ids[1], &stolen).unwrap();
+    let (run, d) = s.build(
+        "d",
+        &[
+            "--cache-from",
+            &r,
+            "--policy",
+            trusts_team.to_str().unwrap(),
+        ],
+    );
+    run.ok();
+    assert_eq!(cached(&d), [true, false, false], "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("object {} in {r}: signed by", ids[1]))
+            && run.stderr.contains("but for other content"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sha256(&s.path("a.tar")), sha256(&s.path("d.tar")));
+
+    // Pushing again with the key puts the signature back (the manifest
+    // only: the blobs are there).
+    let (run, again) = s.build(
+        "a",
+        &["--cache-to", &r, "--cache-key", team_key.to_str().unwrap()],
+    );
+    run.ok();
+    assert_eq!(again["remote"]["pushed"]["objects"], 1, "{again}");
+    assert!(
+        again["remote"]["pushed"]["bytes"].as_u64().unwrap() < 4096,
+        "{again}"
+    );
+}

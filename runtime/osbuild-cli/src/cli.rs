@@ -79,6 +79,10 @@ pub struct BuildArgs {
     /// (oci://HOST[:PORT]/REPOSITORY); only what it lacks is uploaded.
     #[arg(long, value_name = "REF", value_parser = parse_location)]
     pub cache_to: Option<osbuild_registry::Location>,
+    /// Sign what --cache-to pushes with this ed25519 key (OpenSSH format);
+    /// a policy's "cache-signers" takes only results signed by its keys.
+    #[arg(long, value_name = "KEY", requires = "cache_to")]
+    pub cache_key: Option<PathBuf>,
     /// Fail the build when a --cache-from registry cannot be reached,
     /// instead of running the stages.
     #[arg(long, requires = "cache_from")]
@@ -1128,6 +1132,13 @@ fn remote_config(args: &BuildArgs) -> Result<executor::RemoteConfig, BuildError>
         from: args.cache_from.clone(),
         to: args.cache_to.clone(),
         required: args.cache_from_required,
+        key: args
+            .cache_key
+            .as_deref()
+            .map(osbuild::signing::SigningKey::load)
+            .transpose()
+            .map_err(|e| BuildError::input("--cache-key", format!("{e:#}")))?
+            .map(std::sync::Arc::new),
         credentials,
     })
 }

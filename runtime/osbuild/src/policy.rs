@@ -10,7 +10,8 @@
 //!   "packages": ["io.weldr.mmdebstrap", "io.weldr.dnf"],
 //!   "digests": { "io.weldr.hostname": ["sha256:…"] },
 //!   "writes": { "*": ["!/usr/bin/**", "!/root/**"], "com.example.motd": ["/etc/motd"] },
-//!   "signers": { "*": ["ssh-ed25519 AAAA… build-team"], "io.weldr.*": ["builtin"] }
+//!   "signers": { "*": ["ssh-ed25519 AAAA… build-team"], "io.weldr.*": ["builtin"] },
+//!   "cache-signers": ["ssh-ed25519 AAAA… ci"]
 //! }
 //! ```
 //!
@@ -24,7 +25,8 @@
 //! may declare they write (see [`crate::reach::writes`]); `signers` names
 //! the keys whose signature a stage needs (`builtin`: osbuild's own
 //! stages), the most specific name applying (`io.weldr.hostname`, then
-//! the longest `io.weldr.*`, then `*`).
+//! the longest `io.weldr.*`, then `*`); `cache-signers` the keys one of
+//! which must have signed a result pulled with `--cache-from`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -83,6 +85,11 @@ pub struct Policy {
     /// `io.weldr.*`, or a name; the most specific applies): OpenSSH
     /// ed25519 public key lines, or `builtin` for osbuild's own stages.
     pub signers: Option<BTreeMap<String, Vec<String>>>,
+    /// Whose signature a result pulled from a registry (`--cache-from`)
+    /// needs: OpenSSH ed25519 public key lines. Missing: results are taken
+    /// unsigned (whoever can push to the registry is trusted).
+    #[serde(rename = "cache-signers")]
+    pub cache_signers: Option<Vec<String>>,
     /// sha256 (hex) of the policy file as read: provenance records it.
     #[serde(skip)]
     pub file_digest: Option<String>,
@@ -103,7 +110,23 @@ impl Policy {
         policy
             .signer_rules()
             .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
+        policy
+            .cache_signer_keys()
+            .map_err(|e| InputError::new("--policy", format!("{}: {e}", path.display())))?;
         Ok(policy)
+    }
+
+    /// `cache-signers`, parsed (none: results are taken unsigned).
+    pub fn cache_signer_keys(&self) -> Result<Vec<crate::signing::VerifyingKey>, String> {
+        self.cache_signers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, line)| {
+                crate::signing::VerifyingKey::parse(line)
+                    .map_err(|e| format!("cache-signers[{i}]: {e:#}"))
+            })
+            .collect()
     }
 
     /// Every `signers` entry, parsed.

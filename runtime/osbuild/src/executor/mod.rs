@@ -879,6 +879,13 @@ pub fn build(
     let mut remote_report = (!config.remote.is_empty()).then(RemoteReport::default);
     if let Some(rr) = remote_report.as_mut().filter(|_| config.cache) {
         let devices = config.policy.as_ref().is_some_and(|p| p.from_device_nodes);
+        let signers = config
+            .policy
+            .as_ref()
+            .map(|p| p.cache_signer_keys())
+            .transpose()
+            .map_err(|e| BuildError::input("--policy", e))?
+            .unwrap_or_default();
         remote::pull(
             &config.remote,
             &store,
@@ -886,6 +893,7 @@ pub fn build(
             planned,
             build_dir.path(),
             (config.max_tree_size, devices),
+            &signers,
             reporter.as_ref(),
             rr,
         )?;

@@ -27,6 +27,8 @@ pub struct RemoteConfig {
     pub to: Option<Location>,
     /// `--cache-from-required`: a registry that cannot be reached fails the build.
     pub required: bool,
+    /// `--cache-key`: signs what is pushed.
+    pub key: Option<std::sync::Arc<crate::signing::SigningKey>>,
     pub credentials: Credentials,
 }
 
@@ -94,6 +96,7 @@ pub fn pull(
     planned: &[PlannedStage],
     work: &Path,
     cx_limits: (u64, bool),
+    signers: &[crate::signing::VerifyingKey],
     reporter: &dyn Reporter,
     report: &mut RemoteReport,
 ) -> Result<(), BuildError> {
@@ -110,6 +113,7 @@ pub fn pull(
         work,
         max_tree_size: cx_limits.0,
         allow_devices: cx_limits.1,
+        signers,
         interrupted: &crate::signals::interrupted,
     };
     let mut down = vec![false; remotes.len()];
@@ -253,7 +257,13 @@ pub fn push(
         let Some(object) = store.get(id)? else {
             continue;
         };
-        match objects::push(&remote, &object, work, &crate::signals::interrupted) {
+        match objects::push(
+            &remote,
+            &object,
+            work,
+            config.key.as_deref(),
+            &crate::signals::interrupted,
+        ) {
             Ok(Some(bytes)) => {
                 report.pushed.objects += 1;
                 report.pushed.bytes += bytes;

@@ -102,6 +102,13 @@ pub struct SigningKey {
     public: VerifyingKey,
 }
 
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        write!(f, "SigningKey({})", self.public.fingerprint())
+    }
+}
+
 impl SigningKey {
     /// Reads an OpenSSH private key file (`ssh-keygen -t ed25519 -N ''`).
     pub fn load(path: &Path) -> anyhow::Result<SigningKey> {

@@ -41,6 +41,74 @@ pub const OUTPUT_TYPE: &str = "application/vnd.osbuild.object.output.v1+zstd";
 pub const CHANGES_TYPE: &str = "application/vnd.osbuild.object.changes.v1+json";
 pub const PACKAGES_TYPE: &str = "application/vnd.osbuild.object.packages.v1+json";
 const TITLE: &str = "org.opencontainers.image.title";
+/// The manifest annotation holding the signature (`--cache-key`): a DSSE
+/// envelope of [`signed_payload`].
+pub const SIGNATURE_ANNOTATION: &str = "dev.osbuild.object.signature";
+pub const SIGNED_TYPE: &str = "application/vnd.osbuild.object.signed.v1+json";
+
+/// What a signature covers: the object's id and every blob its manifest
+/// names, with its type, size and annotations (an output's name), in order.
+/// Rebuilt from the manifest on the reading side, so that nothing in it
+/// can be swapped.
+fn signed_payload(id: &str, manifest: &Manifest) -> Vec<u8> {
+    let blob = |d: &Descriptor| {
+        serde_json::json!({
+            "mediaType": d.media_type,
+            "digest": d.digest,
+            "size": d.size,
+            "annotations": d.annotations,
+        })
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "id": id,
+        "config": blob(&manifest.config),
+        "layers": manifest.layers.iter().map(blob).collect::<Vec<_>>(),
+    }))
+    .expect("serializable")
+}
+
+/// The key among `signers` that signed `manifest` as object `id`.
+fn check_signature(
+    manifest: &Manifest,
+    id: &str,
+    signers: &[crate::signing::VerifyingKey],
+) -> Result<String, String> {
+    let names = || {
+        signers
+            .iter()
+            .map(|k| k.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(text) = manifest
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+    else {
+        return Err(format!(
+            "it is not signed; the policy's cache-signers take only results signed by {}",
+            names()
+        ));
+    };
+    let envelope: crate::signing::dsse::Envelope = serde_json::from_str(text)
+        .map_err(|e| format!("its signature is not a DSSE envelope: {e}"))?;
+    let expected = signed_payload(id, manifest);
+    for key in signers {
+        if let Ok(payload) = crate::signing::dsse::open(&envelope, SIGNED_TYPE, key) {
+            if payload == expected {
+                return Ok(key.describe());
+            }
+            return Err(format!(
+                "signed by {}, but for other content (another object's signature)",
+                key.describe()
+            ));
+        }
+    }
+    Err(format!(
+        "not signed by any of the policy's cache-signers ({})",
+        names()
+    ))
+}
 
 /// The most a config, a change record or a package list may be.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -220,6 +288,9 @@ pub struct PullContext<'a> {
     pub max_tree_size: u64,
     /// The policy's `from-device-nodes`.
     pub allow_devices: bool,
+    /// The policy's `cache-signers`: one of them must have signed the
+    /// object (none: unsigned objects are taken).
+    pub signers: &'a [crate::signing::VerifyingKey],
     pub interrupted: &'a dyn Fn() -> bool,
 }
 
@@ -316,6 +387,10 @@ pub fn pull(
         )));
     }
     let layers = layers(&manifest, &config, &what).map_err(refused)?;
+    if !cx.signers.is_empty() {
+        check_signature(&manifest, want.id, cx.signers)
+            .map_err(|why| refused(format!("{what}: {why}")))?;
+    }
     let downloads = tempfile::Builder::new()
         .prefix("pull-blobs-")
         .tempdir_in(cx.work)
@@ -471,11 +546,20 @@ pub fn push(
     remote: &Remote,
     object: &Object,
     work: &Path,
+    key: Option<&crate::signing::SigningKey>,
     interrupted: &dyn Fn() -> bool,
 ) -> anyhow::Result<Option<u64>> {
     let id = &object.info.id;
-    if remote.manifest(id)?.is_some() {
-        return Ok(None);
+    if let Some((manifest, _)) = remote.manifest(id)? {
+        // There already; with a key, it must carry this key's signature
+        // (else it is signed again: only the manifest goes up).
+        let signed = match key {
+            None => true,
+            Some(key) => check_signature(&manifest, id, std::slice::from_ref(key.public())).is_ok(),
+        };
+        if signed {
+            return Ok(None);
+        }
     }
     let work = tempfile::Builder::new()
         .prefix("push-")
@@ -537,7 +621,7 @@ pub fn push(
     };
     let (config_desc, n) = remote.push_bytes(CONFIG_TYPE, &serde_json::to_vec(&config)?)?;
     sent += n;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         schema_version: 2,
         media_type: Some(osbuild_registry::MANIFEST_TYPE.to_string()),
         config: config_desc,
@@ -546,6 +630,13 @@ pub fn push(
         artifact_type: Some(ARTIFACT_TYPE.to_string()),
         annotations: None,
     };
+    if let Some(key) = key {
+        let envelope = crate::signing::dsse::seal(SIGNED_TYPE, &signed_payload(id, &manifest), key);
+        manifest.annotations = Some(BTreeMap::from([(
+            SIGNATURE_ANNOTATION.to_string(),
+            serde_json::to_string(&envelope)?,
+        )]));
+    }
     let (_, n) = remote.push_manifest(id, &manifest)?;
     Ok(Some(sent + n))
 }
