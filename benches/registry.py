@@ -85,7 +85,7 @@ def main():
         finally:
             proc.kill()
             proc.wait()
-        image = "disk.qcow2"
+        image = "debian.qcow2"
         same = (tmp / "out-a" / image).read_bytes() == (tmp / "out-b" / image).read_bytes()
         rp, rq, rq2 = pulled["remote"], pushed["remote"], pushed2["remote"]
         if not all(s["cached"] for s in pulled["stages"]):
