@@ -140,6 +140,30 @@ fn an_empty_store_filled_from_the_registry_runs_nothing_and_gives_the_same_bytes
         "{listing}"
     );
 
+    // Store b's results were pulled: pushed on to another repository,
+    // none goes (a registry gets only what its pushers built); to the one
+    // they came from, they are there already.
+    let other = registry.url("team/elsewhere");
+    let (run, on) = s.build("b", &["--cache-to", &other]);
+    run.ok();
+    assert_eq!(on["remote"]["pushed"]["objects"], 0, "{on}");
+    assert!(
+        run.stderr.contains(&format!(
+            "is not pushed to {other}: pulled from {r}@sha256:"
+        )),
+        "{}",
+        run.stderr
+    );
+    let (run, back) = s.build("b", &["--cache-to", &r]);
+    run.ok();
+    assert_eq!(back["remote"]["present"], 4, "{back}");
+    assert!(
+        back["stages"][2]["pulled"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{r}@sha256:"))
+    );
+
     // A second push of the same results sends nothing.
     let (run, again) = s.build("a", &["--cache-to", &r]);
     run.ok();
@@ -407,6 +431,9 @@ fn hostile_objects_are_refused_and_the_stage_runs() {
     // Not a tar at all, its digest right all the same.
     let garbage = zstd::encode_all(&[0x55u8; 4096][..], 3).unwrap();
     let other = "0".repeat(64);
+    let mut bomb_config = config(&id, Value::Null);
+    bomb_config["outputs"] = json!([{"name": "disk.raw", "size": 1u64 << 50, "mtime_ns": 0}]);
+    let bomb = zstd::encode_all(&[0u8; 4096][..], 19).unwrap();
     type Extra<'a> = Vec<(&'a str, &'a [u8], &'a str)>;
     let cases: Vec<(&str, Value, Vec<u8>, Extra, String)> = vec![
         (
@@ -431,6 +458,17 @@ fn hostile_objects_are_refused_and_the_stage_runs() {
             "its tree: reading".into(),
         ),
         (
+            "bomb",
+            bomb_config,
+            fine.clone(),
+            vec![(
+                "application/vnd.osbuild.object.output.v1+zstd",
+                &bomb[..],
+                "disk.raw",
+            )],
+            "are over --max-tree-size".into(),
+        ),
+        (
             "parent",
             config(&id, json!(other)),
             fine.clone(),
@@ -442,7 +480,7 @@ fn hostile_objects_are_refused_and_the_stage_runs() {
             config(&other, Value::Null),
             fine.clone(),
             vec![],
-            format!("its config says it is {other} of stage io.weldr.hostname"),
+            format!("its config says it is \"{other}\" of stage \"io.weldr.hostname\""),
         ),
         (
             "output",
@@ -799,4 +837,180 @@ fn a_policy_with_cache_signers_takes_only_results_its_keys_signed() {
         again["remote"]["pushed"]["bytes"].as_u64().unwrap() < 4096,
         "{again}"
     );
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_push_killed_halfway_leaves_nothing_a_pull_would_use() {
+    let registry = Registry::start();
+    let s = setup();
+    let r = registry.url("killed");
+    // A --from archive with 64 MiB that zstd cannot shrink: its object's
+    // tree takes long enough to upload to be caught halfway.
+    let big = s.path("big");
+    std::fs::create_dir_all(big.join("srv")).unwrap();
+    sh(&format!(
+        "head -c 67108864 /dev/urandom > {b}/srv/noise && tar -C {b} -cf {a} .",
+        b = big.display(),
+        a = s.path("big.tar").display()
+    ));
+    let pipeline = write_pipeline(
+        s.dir.path(),
+        "big.json",
+        json!({"source_epoch": 1700000000, "pipeline": [
+            {"name": "io.weldr.hostname", "options": {"hostname": "big"}}
+        ]}),
+    );
+    let args = |store: &str| -> Vec<String> {
+        vec![
+            "--store".into(),
+            s.path(store).display().to_string(),
+            "--from".into(),
+            s.path("big.tar").display().to_string(),
+            "--json".into(),
+            pipeline.display().to_string(),
+        ]
+    };
+    let mut child = std::process::Command::new(OSBUILD)
+        .args(args("a"))
+        .args(["--cache-to", &r])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let uploads = registry
+        .data
+        .join("docker/registry/v2/repositories/killed/_uploads");
+    let started = std::time::Instant::now();
+    loop {
+        let uploading = std::fs::read_dir(&uploads).is_ok_and(|mut d| d.next().is_some());
+        if uploading {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before an upload was seen"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(120));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // No manifest: nothing names what was half sent.
+    let tags = registry
+        .data
+        .join("docker/registry/v2/repositories/killed/_manifests/tags");
+    assert!(
+        std::fs::read_dir(&tags).map_or(true, |mut d| d.next().is_none()),
+        "a tag after a killed push"
+    );
+    let mut b = args("b");
+    b.extend(["--cache-from".into(), r.clone()]);
+    let run = osbuild(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    run.ok();
+    let result: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(cached(&result), [false], "{}", run.stderr);
+    assert_eq!(result["remote"]["pulled"]["objects"], 0);
+    assert!(
+        result["remote"]["problems"].as_array().unwrap().is_empty(),
+        "{result}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: osbuild builds in mount namespaces of its own (tools/run-tests runs it)"]
+fn a_pulled_stage_gets_nothing_by_name_and_comes_only_from_allowed_registries() {
+    let registry = Registry::start();
+    let s = setup();
+    let store = s.path("store");
+    let push = |file: &std::path::Path, repo: &str| -> String {
+        let run = osbuild(&[
+            "--store",
+            store.to_str().unwrap(),
+            "stage",
+            "push",
+            file.to_str().unwrap(),
+            &registry.url(repo),
+        ]);
+        run.ok().stdout.trim().to_string()
+    };
+    let motd = std::path::Path::new(test_stages()).join("test.motd.wasm");
+    let pinned = push(&motd, "stages/test.motd");
+    // The same component calling itself io.weldr.files (the metadata's
+    // bytes rewritten in place, same length).
+    let mut bytes = std::fs::read(&motd).unwrap();
+    let (from, to) = (
+        &b"{\n  \"name\": \"test.motd\",\n  "[..],
+        &b"{\"name\":\"io.weldr.files\",  "[..],
+    );
+    assert_eq!(from.len(), to.len());
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+        bytes[at + i..at + i + from.len()].copy_from_slice(to);
+        at += i + from.len();
+    }
+    assert!(at > 0, "test.motd's metadata not found");
+    let fake = s.path("fake.wasm");
+    std::fs::write(&fake, &bytes).unwrap();
+    let impostor = push(&fake, "stages/fake");
+
+    let build = |name: &str, stage: &str, policy: Value| {
+        let p = write_pipeline(
+            s.dir.path(),
+            &format!("{name}.json"),
+            json!({"source_epoch": 1700000000, "pipeline": [
+                {"name": stage, "options": {"text": "x\n"}}
+            ]}),
+        );
+        let policy_path = s.path(&format!("{name}.policy.json"));
+        std::fs::write(&policy_path, policy.to_string()).unwrap();
+        let save = s.path(&format!("{name}.tar"));
+        let run = osbuild(&[
+            "--store",
+            s.path("builds").to_str().unwrap(),
+            "--policy",
+            policy_path.to_str().unwrap(),
+            "--from",
+            s.base.to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ]);
+        (run, save)
+    };
+    let (run, save) = build("impostor", &impostor, json!({}));
+    run.fails_with(2, "in place of the built-in stage of that name");
+    assert!(!save.exists());
+    let writes = json!({"writes": {"test.motd": ["/etc/motd"]}});
+    let (run, save) = build("named", &pinned, writes.clone());
+    run.fails_with(
+        2,
+        "which the pipeline names; what the policy allows test.motd by name",
+    );
+    assert!(!save.exists());
+    let mut pinned_policy = writes.clone();
+    pinned_policy["digests"] = json!({"test.motd": [format!("sha256:{}", sha256(&motd))]});
+    let (run, save) = build("pinned", &pinned, pinned_policy);
+    run.ok();
+    assert!(save.exists());
+    let approved = format!("oci://127.0.0.1:{}/approved", registry.port);
+    let (run, save) = build(
+        "elsewhere",
+        &pinned,
+        json!({"stage-registries": [approved]}),
+    );
+    run.fails_with(2, "the policy's stage-registries do not include it");
+    assert!(!save.exists());
+
+    // The kept copy, damaged, is pulled again.
+    let hex = pinned.rsplit(':').next().unwrap();
+    let kept = s.path("builds").join("stages").join(hex).join("stage.wasm");
+    std::fs::write(&kept, b"not a component").unwrap();
+    std::fs::remove_file(s.path("pinned.tar")).unwrap();
+    let mut again = writes;
+    again["digests"] = json!({"test.motd": [format!("sha256:{}", sha256(&motd))]});
+    let (run, save) = build("pinned", &pinned, again);
+    run.ok();
+    assert!(save.exists());
+    assert_eq!(sha256(&kept), sha256(&motd));
 }

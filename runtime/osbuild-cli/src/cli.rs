@@ -84,7 +84,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KEY", requires = "cache_to")]
     pub cache_key: Option<PathBuf>,
     /// Fail the build when a --cache-from registry cannot be reached,
-    /// instead of running the stages.
+    /// instead of running the stages (an object found wrong is still
+    /// only skipped: its stage runs).
     #[arg(long, requires = "cache_from")]
     pub cache_from_required: bool,
     /// The most file content a --from archive may unpack to: a gzip bomb
@@ -625,13 +626,6 @@ fn precompile(common: &CommonArgs, wasm: &std::path::Path) {
     }
 }
 
-fn remote_stages(common: &CommonArgs) -> anyhow::Result<osbuild::stage::remote::RemoteStages> {
-    Ok(osbuild::stage::remote::RemoteStages {
-        store: common.store.clone().unwrap_or_else(default_store),
-        credentials: credentials(common).map_err(|e| anyhow::anyhow!("{e}"))?,
-    })
-}
-
 /// `osbuild stage new|build|test|sign|verify|push|pull`.
 fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()> {
     use crate::project;
@@ -678,7 +672,7 @@ fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()
         StageCommand::Push { file, reference } => {
             let reference =
                 osbuild::stage::remote::Reference::parse(&reference).map_err(anyhow::Error::msg)?;
-            let remote = remote_stages(common)?;
+            let remote = remote_stages(common).map_err(|e| anyhow::anyhow!("{e}"))?;
             // The config's time: SOURCE_DATE_EPOCH, else 1970, so that the
             // same component always has the same manifest digest.
             let epoch = std::env::var("SOURCE_DATE_EPOCH")
@@ -695,7 +689,7 @@ fn stage_project(common: &CommonArgs, action: StageCommand) -> anyhow::Result<()
         StageCommand::Pull { reference, output } => {
             let reference =
                 osbuild::stage::remote::Reference::parse(&reference).map_err(anyhow::Error::msg)?;
-            let remote = remote_stages(common)?;
+            let remote = remote_stages(common).map_err(|e| anyhow::anyhow!("{e}"))?;
             let (stage, digest) = remote.pull(&reference).map_err(anyhow::Error::msg)?;
             if let Some(path) = &output
                 && let osbuild::stage::Code::Wasm(bytes) = &stage.code
@@ -947,7 +941,8 @@ fn result_json(
             "success": true,
             "pipeline": name,
             "duration_ms": ms(elapsed),
-            "stages": r.stages.iter().map(|s| json!({
+            "stages": r.stages.iter().map(|s| {
+                let mut v = json!({
                 "index": s.index,
                 "name": s.name,
                 "id": s.id,
@@ -955,7 +950,12 @@ fn result_json(
                 "cached": s.cached,
                 "changes": s.changes,
                 "packages": s.packages,
-            })).collect::<Vec<_>>(),
+            });
+                if let Some(p) = &s.pulled {
+                    v["pulled"] = p.clone().into();
+                }
+                v
+            }).collect::<Vec<_>>(),
             "outputs": r.outputs.iter().map(|p| file(p)).collect::<Vec<_>>(),
             "saved": r.saved.as_deref().map(file),
             "sbom": r.sbom.as_deref().map(file),
@@ -1100,14 +1100,15 @@ fn credentials(common: &CommonArgs) -> Result<osbuild_registry::auth::Credential
 /// The stages a command can name: `--libdir`s, the built-ins, and (by
 /// reference) registries, whose stages are kept in the store.
 fn stage_registry(common: &CommonArgs) -> Result<osbuild::stage::Registry, BuildError> {
-    Ok(
-        osbuild_builtins::registry(common.libdirs.clone()).with_remote(
-            osbuild::stage::remote::RemoteStages {
-                store: common.store.clone().unwrap_or_else(default_store),
-                credentials: credentials(common)?,
-            },
-        ),
-    )
+    Ok(osbuild_builtins::registry(common.libdirs.clone()).with_remote(remote_stages(common)?))
+}
+
+fn remote_stages(common: &CommonArgs) -> Result<osbuild::stage::remote::RemoteStages, BuildError> {
+    Ok(osbuild::stage::remote::RemoteStages {
+        store: common.store.clone().unwrap_or_else(default_store),
+        auth_file: common.registry_auth.clone(),
+        allowed: common.policy()?.and_then(|p| p.stage_registries),
+    })
 }
 
 fn parse_location(text: &str) -> Result<osbuild_registry::Location, String> {

@@ -44,6 +44,29 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The most read of a credentials file (they are a few KiB).
+const MAX_FILE: u64 = 1 << 20;
+
+/// A regular file's bytes, at most [`MAX_FILE`] (a FIFO is refused, not
+/// waited on).
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let m = file.metadata()?;
+    if !m.is_file() || m.len() > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "not a regular file of at most {MAX_FILE} bytes"
+        )));
+    }
+    let mut out = Vec::new();
+    file.take(MAX_FILE).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// `https://HOST/v1/` or `HOST/...`: the host part docker keeps keys in.
 fn host_of(key: &str) -> &str {
     let key = key
@@ -90,12 +113,15 @@ impl Credentials {
     }
 
     fn read(&mut self, path: &Path) -> Result<(), String> {
-        let text =
-            std::fs::read(path).map_err(|e| format!("{}: reading it: {e}", path.display()))?;
+        let text = read_small(path).map_err(|e| format!("{}: reading it: {e}", path.display()))?;
+        // Where, never what: serde quotes the values it did not expect,
+        // and these are secrets.
         let file: AuthFile = serde_json::from_slice(&text).map_err(|e| {
             format!(
-                "{}: not a registry credentials file ({{\"auths\": {{...}}}}): {e}",
-                path.display()
+                "{}: not a registry credentials file ({{\"auths\": {{...}}}}): a JSON error at line {}, column {}",
+                path.display(),
+                e.line(),
+                e.column()
             )
         })?;
         for (key, entry) in file.auths {
@@ -187,6 +213,11 @@ mod tests {
         std::fs::write(&path, r#"{"auths": {"h": {"auth": "%%%"}}}"#).unwrap();
         let e = Credentials::default().read(&path).unwrap_err();
         assert!(e.contains("auths[\"h\"].auth is not base64"), "{e}");
+        // A secret where serde expected something else stays out of the message.
+        std::fs::write(&path, r#"{"auths": {"h": "c2VjcmV0OnB3"}}"#).unwrap();
+        let e = Credentials::default().read(&path).unwrap_err();
+        assert!(e.contains("line 1, column"), "{e}");
+        assert!(!e.contains("c2VjcmV0"), "{e}");
         assert!(e.contains(&path.display().to_string()), "{e}");
         let e = Credentials::load(Some(&dir.path().join("missing.json"))).unwrap_err();
         assert!(e.contains("missing.json: reading it"), "{e}");

@@ -7,7 +7,8 @@
 //!
 //! - [`Location`]: `oci://HOST[:PORT]/REPOSITORY`, parsed once at the edge.
 //!   Loopback registries (127.0.0.0/8, `[::1]`, `localhost`) are spoken to
-//!   in plain HTTP, as Docker does; every other one over HTTPS.
+//!   in plain HTTP, as Docker does, and never given credentials; every
+//!   other one over HTTPS.
 //! - Every byte that comes back is checked against the digest that named
 //!   it, and never more than the size its descriptor states is read: a
 //!   registry (or a blob altered in its storage) cannot hand over other
@@ -257,9 +258,13 @@ impl Remote {
             registry: location.registry.clone(),
             detail: format!("setting up the HTTP client: {e}"),
         })?;
+        // Never in clear text: a loopback port is anyone's to bind while
+        // the registry is not running.
         let auth = match credentials.for_registry(&location.registry) {
-            Some((user, password)) => RegistryAuth::Basic(user, password),
-            None => RegistryAuth::Anonymous,
+            Some((user, password)) if !location.is_loopback() => {
+                RegistryAuth::Basic(user, password)
+            }
+            _ => RegistryAuth::Anonymous,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -90,6 +90,11 @@ pub struct Policy {
     /// unsigned (whoever can push to the registry is trusted).
     #[serde(rename = "cache-signers")]
     pub cache_signers: Option<Vec<String>>,
+    /// Where pipelines may name stages from (`oci://HOST/REPOSITORY`
+    /// prefixes): osbuild contacts a registry a pipeline names before
+    /// anything runs. Missing: any registry.
+    #[serde(rename = "stage-registries")]
+    pub stage_registries: Option<Vec<String>>,
     /// sha256 (hex) of the policy file as read: provenance records it.
     #[serde(skip)]
     pub file_digest: Option<String>,
@@ -219,6 +224,31 @@ impl Policy {
         }
         let digest = format!("sha256:{}", stage.digest);
         let pins = self.digests.as_ref().and_then(|d| d.get(name));
+        // The pipeline chose this code: what the policy grants a name
+        // by name is for code the operator chose (pinned or signed).
+        if let crate::stage::Origin::Oci(reference) = &stage.origin {
+            let by_name = |list: &Option<Vec<String>>| {
+                list.as_ref().is_some_and(|l| l.iter().any(|n| n == name))
+            };
+            let granted = [
+                &self.network,
+                &self.privileged,
+                &self.devices,
+                &self.device_nodes,
+                &self.packages,
+            ]
+            .into_iter()
+            .any(by_name)
+                || self.writes.as_ref().is_some_and(|w| w.contains_key(name));
+            let vouched = pins.is_some() || self.signers_for(name).is_some();
+            if granted && !vouched && !stage.shadows_builtin {
+                v.push(Violation::RemoteNamed {
+                    name: name.to_string(),
+                    origin: reference.clone(),
+                    digest: digest.clone(),
+                });
+            }
+        }
         if stage.shadows_builtin && pins.is_none() {
             v.push(Violation::ShadowsBuiltin {
                 name: name.to_string(),
@@ -279,6 +309,14 @@ pub enum Violation {
         "is loaded from {origin}, in place of the built-in stage of that name; what the policy allows {name} is for the built-in: pin this code (\"digests\": {{\"{name}\": [\"{digest}\"]}}) to run it"
     )]
     ShadowsBuiltin {
+        name: String,
+        origin: String,
+        digest: String,
+    },
+    #[error(
+        "is pulled from {origin}, which the pipeline names; what the policy allows {name} by name is for code you chose: pin it (\"digests\": {{\"{name}\": [\"{digest}\"]}}) or require a signer (\"signers\")"
+    )]
+    RemoteNamed {
         name: String,
         origin: String,
         digest: String,

@@ -116,6 +116,8 @@ pub struct StageReport {
     pub id: String,
     pub duration: Duration,
     pub cached: bool,
+    /// The registry's object it came from (`oci://…@sha256:…`), if pulled.
+    pub pulled: Option<String>,
     /// What it changed, and where the record is (`None` for a cached
     /// result stored by an osbuild that kept no records).
     pub changes: Option<changes::Summary>,
@@ -644,6 +646,7 @@ impl Run<'_> {
         cached: bool,
         changes: Option<changes::Summary>,
         packages: Option<StagePackages>,
+        pulled: Option<String>,
     ) -> StageReport {
         StageReport {
             index: p.index,
@@ -651,6 +654,7 @@ impl Run<'_> {
             id: self.resolved.ids.stages[p.index].clone(),
             duration,
             cached,
+            pulled,
             changes,
             packages,
             stage: Arc::clone(&p.stage),
@@ -768,6 +772,11 @@ fn cached_packages(chain: &[Object], id: &str) -> Option<StagePackages> {
     })
 }
 
+/// Where a cached stage's result was pulled from, if it was.
+fn cached_pulled(chain: &[Object], id: &str) -> Option<String> {
+    chain.iter().find(|o| o.info.id == id)?.info.pulled.clone()
+}
+
 /// What a cached stage changed, from its object's info.
 fn cached_changes(chain: &[Object], id: &str) -> Option<changes::Summary> {
     let object = chain.iter().find(|o| o.info.id == id)?;
@@ -876,6 +885,13 @@ pub fn build(
 
     let build_dir = store.build_dir()?;
     let native = NativeHost::new(build_dir.path().join("native"));
+    if !config.remote.is_empty() && crate::rootless::active() {
+        // Its layers' whiteouts are stand-ins, which an OCI layer cannot say.
+        return Err(BuildError::input(
+            "--cache-from",
+            "a rootless build does not use registries yet; build as root to share results",
+        ));
+    }
     let mut remote_report = (!config.remote.is_empty()).then(RemoteReport::default);
     if let Some(rr) = remote_report.as_mut().filter(|_| config.cache) {
         let devices = config.policy.as_ref().is_some_and(|p| p.from_device_nodes);
@@ -916,13 +932,19 @@ pub fn build(
     let handoff = config.handoff;
     let everything_cached = restored.done.is_some_and(|d| d + 1 == planned.len());
     let restored_a_tree = !restored.chain.is_empty();
-    let cached: Vec<(Option<changes::Summary>, Option<StagePackages>)> = planned[..first]
+    type Cached = (
+        Option<changes::Summary>,
+        Option<StagePackages>,
+        Option<String>,
+    );
+    let cached: Vec<Cached> = planned[..first]
         .iter()
         .map(|p| {
             let id = &resolved.ids.stages[p.index];
             (
                 cached_changes(&restored.chain, id),
                 cached_packages(&restored.chain, id),
+                cached_pulled(&restored.chain, id),
             )
         })
         .collect();
@@ -965,7 +987,7 @@ pub fn build(
         source_epoch: resolved.epoch,
         remote: None,
     };
-    for (p, (summary, packages)) in planned[..first].iter().zip(cached) {
+    for (p, (summary, packages, pulled)) in planned[..first].iter().zip(cached) {
         reporter.stage_started(run.info(p));
         reporter.stage_finished(
             run.info(p),
@@ -976,7 +998,7 @@ pub fn build(
         );
         report
             .stages
-            .push(run.stage_report(p, Duration::ZERO, true, summary, packages));
+            .push(run.stage_report(p, Duration::ZERO, true, summary, packages, pulled));
     }
     for p in &planned[first..] {
         if signals::interrupted() {
@@ -1000,7 +1022,7 @@ pub fn build(
         let (summary, packages) = result?;
         report
             .stages
-            .push(run.stage_report(p, elapsed, false, Some(summary), packages));
+            .push(run.stage_report(p, elapsed, false, Some(summary), packages, None));
     }
     trace.at("stages done");
     if let Some(path) = &config.sbom {

@@ -25,7 +25,8 @@ pub struct RemoteConfig {
     pub from: Vec<Location>,
     /// `--cache-to`.
     pub to: Option<Location>,
-    /// `--cache-from-required`: a registry that cannot be reached fails the build.
+    /// `--cache-from-required`: a registry that cannot be reached fails
+    /// the build (an object found wrong still only means the stage runs).
     pub required: bool,
     /// `--cache-key`: signs what is pushed.
     pub key: Option<std::sync::Arc<crate::signing::SigningKey>>,
@@ -199,7 +200,7 @@ fn pull_chain_inner<'c>(
     // chain with a hole is not worth any of its trees.
     let mut wanted = vec![(top, found)];
     let mut at = top;
-    while let Some(parent) = wanted.last().unwrap().1.1.parent() {
+    while let Some(parent) = wanted.last().unwrap().1.config.parent() {
         if cx.store.get(parent)?.is_some() {
             break;
         }
@@ -269,6 +270,20 @@ pub fn push(
                 report.pushed.bytes += bytes;
             }
             Ok(None) => report.present += 1,
+            Err(e) if e.downcast_ref::<objects::NotPushed>().is_some() => {
+                let from_here = object
+                    .info
+                    .pulled
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with(&format!("{location}@")));
+                if from_here {
+                    report.present += 1;
+                } else {
+                    let text = format!("object {id} is not pushed to {location}: {e}");
+                    reporter.note(&text);
+                    report.problems.push(text);
+                }
+            }
             Err(e) => {
                 if crate::signals::interrupted() {
                     return Err(BuildError::Interrupted);

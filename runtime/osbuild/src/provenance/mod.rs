@@ -174,13 +174,18 @@ pub fn statement(report: &BuildReport, inv: &Invocation) -> anyhow::Result<State
                 }
             }
         }
+        let mut run = json!({
+            "id": s.id,
+            "cached": s.cached,
+            "durationMs": s.duration.as_millis() as u64,
+        });
+        // A result another machine built: which registry object it was.
+        if let Some(pulled) = &s.pulled {
+            run["pulledFrom"] = pulled.clone().into();
+        }
         byproducts.push(ResourceDescriptor {
             name: Some(label),
-            annotations: annotations(json!({
-                "id": s.id,
-                "cached": s.cached,
-                "durationMs": s.duration.as_millis() as u64,
-            })),
+            annotations: annotations(run),
             ..Default::default()
         });
     }

@@ -292,7 +292,12 @@ impl Registry {
     pub fn find(&self, name: &str) -> Result<Option<Stage>, String> {
         if remote::is_reference(name) {
             return match &self.remote {
-                Some(r) => r.find(name).map(Some),
+                // A pulled stage that calls itself by a built-in's name
+                // gets none of what a policy allows the built-in.
+                Some(r) => r.find(name).map(|mut stage| {
+                    stage.shadows_builtin = self.builtins.iter().any(|b| b.name == stage.name());
+                    Some(stage)
+                }),
                 None => Err(format!(
                     "{name}: stages from registries are not looked up here"
                 )),

@@ -100,7 +100,23 @@ pub struct RemoteStages {
     /// The store (checked to be the user's own before anything in it is
     /// read or written).
     pub store: PathBuf,
-    pub credentials: Credentials,
+    /// `--registry-auth`: read (with Docker's and Podman's files) only
+    /// when a registry is contacted.
+    pub auth_file: Option<PathBuf>,
+    /// The policy's `stage-registries`: the only places a pipeline may
+    /// name stages from (`None`: anywhere). Checked before any contact.
+    pub allowed: Option<Vec<String>>,
+}
+
+/// Whether `reference` is under one of `prefixes` (`oci://HOST/REPO`,
+/// whole path components).
+pub fn under(prefixes: &[String], reference: &str) -> bool {
+    prefixes.iter().any(|p| {
+        let p = p.trim_end_matches('/');
+        reference
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with(['/', '@', ':']))
+    })
 }
 
 /// The most osbuild reads of a component from a registry.
@@ -126,6 +142,14 @@ impl RemoteStages {
     /// the pipeline says exactly what runs).
     pub fn find(&self, name: &str) -> Result<Stage, String> {
         let reference = Reference::parse(name)?;
+        if let Some(allowed) = &self.allowed
+            && !under(allowed, name)
+        {
+            return Err(format!(
+                "{name}: the policy's stage-registries do not include it ({}); osbuild did not contact it",
+                allowed.join(", ")
+            ));
+        }
         let Some(digest) = reference.digest.clone() else {
             return Err(format!(
                 "{name}: a stage from a registry is named by digest (oci://REGISTRY/REPOSITORY@sha256:...); `osbuild stage pull {name}` prints it"
@@ -140,21 +164,33 @@ impl RemoteStages {
     /// A stage pulled before, re-read and checked.
     fn cached(&self, manifest: &str, name: &str) -> Result<Option<Stage>, String> {
         let dir = self.dir(manifest)?;
-        let Ok(text) = std::fs::read(dir.join("pulled.json")) else {
-            return Ok(None);
-        };
-        let pulled: Pulled = serde_json::from_slice(&text)
-            .map_err(|e| format!("{}: {e}", dir.join("pulled.json").display()))?;
-        let bytes = super::read_regular_file(&dir.join("stage.wasm"), MAX_COMPONENT, false)?;
-        if pulled.manifest != manifest || sha256(&bytes) != pulled.component {
-            // Not what was pulled: pulled again.
+        if std::fs::symlink_metadata(&dir).is_err() {
             return Ok(None);
         }
-        Stage::from_wasm_bytes(Cow::Owned(bytes), Origin::Oci(name.to_string())).map(Some)
+        let kept = || -> Option<Vec<u8>> {
+            let text = super::read_regular_file(&dir.join("pulled.json"), 64 << 10, false).ok()?;
+            let pulled: Pulled = serde_json::from_slice(&text).ok()?;
+            let bytes =
+                super::read_regular_file(&dir.join("stage.wasm"), MAX_COMPONENT, false).ok()?;
+            (pulled.manifest == manifest && sha256(&bytes) == pulled.component).then_some(bytes)
+        };
+        match kept() {
+            Some(bytes) => {
+                Stage::from_wasm_bytes(Cow::Owned(bytes), Origin::Oci(name.to_string())).map(Some)
+            }
+            None => {
+                // Not what was pulled (a build killed while keeping it, a
+                // disk error): gone, and pulled again.
+                crate::store::remove_tree(&dir)
+                    .map_err(|e| format!("removing {}: {e}", dir.display()))?;
+                Ok(None)
+            }
+        }
     }
 
     fn remote(&self, location: &Location) -> Result<Remote, String> {
-        Remote::new(location.clone(), &self.credentials).map_err(|e| e.to_string())
+        let credentials = Credentials::load(self.auth_file.as_deref())?;
+        Remote::new(location.clone(), &credentials).map_err(|e| e.to_string())
     }
 
     /// Pulls `reference` (by digest or tag), checks it is a wasm stage,
@@ -318,6 +354,24 @@ fn component_layer(manifest: &Manifest) -> Result<&Descriptor, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_prefixes() {
+        let allowed = vec!["oci://reg.example.com/stages".to_string()];
+        assert!(under(
+            &allowed,
+            "oci://reg.example.com/stages/motd@sha256:0"
+        ));
+        assert!(!under(
+            &allowed,
+            "oci://reg.example.com/stages-evil/motd@sha256:0"
+        ));
+        assert!(!under(
+            &allowed,
+            "oci://reg.example.com.evil/stages/motd@sha256:0"
+        ));
+        assert!(!under(&allowed, "oci://other/stages/motd@sha256:0"));
+    }
 
     #[test]
     fn references() {

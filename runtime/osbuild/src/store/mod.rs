@@ -276,6 +276,11 @@ pub struct ObjectInfo {
     /// What a package stage installed (the list is `packages.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<packages::PackageSet>,
+    /// Where it was pulled from (`oci://REGISTRY/REPOSITORY@sha256:…`,
+    /// the manifest), if this machine did not build it: it is never
+    /// pushed on (a registry gets only what its pushers built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<String>,
 }
 
 /// A file a stage wrote to the output directory, as stored.

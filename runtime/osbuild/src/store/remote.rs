@@ -112,7 +112,13 @@ fn check_signature(
 
 /// The most a config, a change record or a package list may be.
 const MAX_CONFIG: u64 = 1 << 20;
-const MAX_RECORD: u64 = 1 << 30;
+const MAX_RECORD: u64 = 64 << 20;
+
+/// `text` from a registry, fit for a message: quoted, at most 100 characters.
+fn shown(text: &str) -> String {
+    let short: String = text.chars().take(100).collect();
+    format!("{short:?}")
+}
 
 /// What an object's config blob holds: its info without what is local
 /// (size on disk, time of commit).
@@ -189,8 +195,8 @@ fn valid_output_name(name: &str) -> bool {
 /// The remote's manifest for `id`, if it has one, with its config.
 /// `None` also for an object written by an osbuild with another result
 /// format (it cannot be used here, and is not an error).
-pub fn find(remote: &Remote, id: &str) -> Result<Option<(Manifest, Config)>, PullError> {
-    let Some((manifest, _)) = remote.manifest(id)? else {
+pub fn find(remote: &Remote, id: &str) -> Result<Option<Found>, PullError> {
+    let Some((manifest, digest)) = remote.manifest(id)? else {
         return Ok(None);
     };
     let what = format!("object {id} in {}", remote.location());
@@ -212,7 +218,19 @@ pub fn find(remote: &Remote, id: &str) -> Result<Option<(Manifest, Config)>, Pul
     if config.format != super::ids::RESULT_FORMAT {
         return Ok(None);
     }
-    Ok(Some((manifest, config)))
+    Ok(Some(Found {
+        manifest,
+        digest,
+        config,
+    }))
+}
+
+/// An object a registry has: its manifest (and that manifest's digest)
+/// and config, not yet checked against what the build expects.
+pub struct Found {
+    manifest: Manifest,
+    digest: String,
+    pub config: Config,
 }
 
 /// The layers of `manifest` by role, checked against `config`.
@@ -320,7 +338,12 @@ fn blob_to_file(
 
 /// Decompresses `blob` into `dest`, leaving holes where blocks are zero
 /// (a raw disk image stays sparse); at most `size` bytes.
-fn unpack_output(blob: File, dest: &Path, size: u64) -> anyhow::Result<()> {
+fn unpack_output(
+    blob: File,
+    dest: &Path,
+    size: u64,
+    interrupted: &dyn Fn() -> bool,
+) -> anyhow::Result<()> {
     let mut decoder = zstd::stream::read::Decoder::new(blob)?;
     let mut out = File::options()
         .write(true)
@@ -330,6 +353,9 @@ fn unpack_output(blob: File, dest: &Path, size: u64) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
+        if interrupted() {
+            anyhow::bail!("interrupted");
+        }
         let n = decoder.read(&mut buf)?;
         if n == 0 {
             break;
@@ -362,16 +388,23 @@ fn unpack_output(blob: File, dest: &Path, size: u64) -> anyhow::Result<()> {
 pub fn pull(
     remote: &Remote,
     want: &Expected<'_>,
-    found: (Manifest, Config),
+    found: Found,
     cx: &PullContext<'_>,
 ) -> Result<(Object, u64), PullError> {
-    let (manifest, config) = found;
+    let Found {
+        manifest,
+        digest: found_digest,
+        config,
+    } = found;
     let what = format!("object {} in {}", want.id, remote.location());
     let refused = |m: String| PullError::Refused(m);
     if config.id != want.id || config.stage != want.stage {
         return Err(refused(format!(
             "{what}: its config says it is {} of stage {}, not {} of {}",
-            config.id, config.stage, want.id, want.stage
+            shown(&config.id),
+            shown(&config.stage),
+            want.id,
+            want.stage
         )));
     }
     let parent_ok = match config.layer {
@@ -379,7 +412,7 @@ pub fn pull(
         Layer::Full => config.parent.is_none(),
     };
     if !parent_ok {
-        let name = |p: Option<&str>| p.map_or("nothing".to_string(), str::to_string);
+        let name = |p: Option<&str>| p.map_or("nothing".to_string(), shown);
         return Err(refused(format!(
             "{what}: it sits on {}, which is not this build's previous result ({})",
             name(config.parent.as_deref()),
@@ -387,6 +420,21 @@ pub fn pull(
         )));
     }
     let layers = layers(&manifest, &config, &what).map_err(refused)?;
+    // Sizes first, before any download: the tree's blob and the outputs
+    // together stay within --max-tree-size (an output is zstd: a small
+    // blob can stand for terabytes).
+    let outputs_total = config
+        .outputs
+        .iter()
+        .try_fold(0u64, |t, o| t.checked_add(o.size))
+        .unwrap_or(u64::MAX);
+    let tree_blob = u64::try_from(layers.tree.size).unwrap_or(u64::MAX);
+    if outputs_total.saturating_add(tree_blob) > cx.max_tree_size {
+        return Err(refused(format!(
+            "{what}: its tree ({tree_blob} bytes compressed) and outputs ({outputs_total} bytes) are over --max-tree-size ({} bytes)",
+            cx.max_tree_size
+        )));
+    }
     if !cx.signers.is_empty() {
         check_signature(&manifest, want.id, cx.signers)
             .map_err(|why| refused(format!("{what}: {why}")))?;
@@ -446,7 +494,8 @@ pub fn pull(
             )?;
             fetched += n;
             let dest = dir.join(&o.name);
-            unpack_output(blob, &dest, o.size).map_err(|e| refused(format!("{what}: {e:#}")))?;
+            unpack_output(blob, &dest, o.size, cx.interrupted)
+                .map_err(|e| refused(format!("{what}: {e:#}")))?;
             std::fs::remove_file(&blob_path).ok();
             let mtime = std::time::UNIX_EPOCH
                 + std::time::Duration::from_nanos(u64::try_from(o.mtime_ns).unwrap_or(0));
@@ -490,6 +539,7 @@ pub fn pull(
         created: 0,
         changes: config.changes,
         packages: config.packages.clone(),
+        pulled: Some(format!("{}@{}", remote.location(), found_digest)),
     };
     let staged = staged.keep();
     let object = cx.store.commit(&staged, info);
@@ -498,6 +548,11 @@ pub fn pull(
     }
     Ok((object?, fetched))
 }
+
+/// Why an object stays local (not an error of the registry's).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotPushed(pub String);
 
 /// A blob made in `work` on the way to the registry.
 struct Made {
@@ -550,6 +605,18 @@ pub fn push(
     interrupted: &dyn Fn() -> bool,
 ) -> anyhow::Result<Option<u64>> {
     let id = &object.info.id;
+    if let Some(from) = &object.info.pulled {
+        return Err(NotPushed(format!(
+            "pulled from {from}: only what this machine built is pushed"
+        ))
+        .into());
+    }
+    if !object.outputs_intact() {
+        return Err(NotPushed(
+            "an output changed through the output directory since the stage wrote it".into(),
+        )
+        .into());
+    }
     if let Some((manifest, _)) = remote.manifest(id)? {
         // There already; with a key, it must carry this key's signature
         // (else it is signed again: only the manifest goes up).

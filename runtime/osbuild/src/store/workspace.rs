@@ -649,6 +649,7 @@ impl Workspace {
                     created: 0,
                     changes: record.map(changes::Record::counts),
                     packages: packages.map(|(set, _)| set.clone()),
+                    pulled: None,
                 }
             }
             Handoff::Copy => {
@@ -663,6 +664,7 @@ impl Workspace {
                     created: 0,
                     changes: record.map(changes::Record::counts),
                     packages: packages.map(|(set, _)| set.clone()),
+                    pulled: None,
                 }
             }
         };
