@@ -993,6 +993,20 @@ fn a_pulled_stage_gets_nothing_by_name_and_comes_only_from_allowed_registries() 
     let (run, save) = build("pinned", &pinned, pinned_policy);
     run.ok();
     assert!(save.exists());
+    // The audit says where the code came from.
+    let audit = osbuild(&[
+        "--store",
+        s.path("builds").to_str().unwrap(),
+        "audit",
+        s.path("pinned.json").to_str().unwrap(),
+    ]);
+    assert!(
+        audit.ok().stdout.contains(&format!(
+            "from:     {pinned} (pulled by osbuild before anything ran"
+        )),
+        "{}",
+        audit.stdout
+    );
     let approved = format!("oci://127.0.0.1:{}/approved", registry.port);
     let (run, save) = build(
         "elsewhere",

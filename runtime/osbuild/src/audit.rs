@@ -233,6 +233,13 @@ pub fn render(audits: &[StageAudit]) -> String {
         ));
         let pad = " ".repeat(5);
         out.push_str(&format!("{pad}signer:   {}\n", a.signer));
+        if a.origin.starts_with("oci://") {
+            // The pipeline chose this code, and osbuild went to get it.
+            out.push_str(&format!(
+                "{pad}from:     {} (pulled by osbuild before anything ran: a registry the pipeline names)\n",
+                a.origin
+            ));
+        }
         out.push_str(&format!(
             "{pad}declares: {}\n",
             describe(&a.capabilities).join(", ")
