@@ -789,6 +789,9 @@ fn build(args: BuildArgs) -> Result<(), BuildError> {
     } else {
         crate::lock::for_build(args.lock.as_deref(), args.pipeline.as_deref())?
     };
+    // Stages named by tag run as the lock pinned them.
+    let mut pipeline = pipeline;
+    crate::lock::pin_references(&mut pipeline, lock.as_ref().map(|(_, l)| l));
     let remote = remote_config(&args)?;
     let stage_registry = stage_registry(&args.common)?;
     let config = BuildConfig {
@@ -1201,12 +1204,14 @@ fn lock_command(
         .context("creating a directory for the stages' outputs")?;
     config.output_dir = outputs.path().to_path_buf();
     require_private_mounts()?;
+    let remote = remote_stages(common)?;
     crate::lock::run(
         crate::lock::LockRequest {
             pipeline_path: path,
             pipeline: &pipeline,
             output,
             update,
+            remote_stages: Some(&remote),
         },
         config,
         Arc::new(PlainReporter { quiet: false }),

@@ -101,6 +101,8 @@ pub struct LockRequest<'a> {
     /// Where the lock goes (default: beside the pipeline).
     pub output: Option<PathBuf>,
     pub update: bool,
+    /// Where stages named by tag are resolved.
+    pub remote_stages: Option<&'a osbuild::stage::remote::RemoteStages>,
 }
 
 /// `osbuild lock [--update] PIPELINE`.
@@ -124,6 +126,33 @@ pub fn run(
     } else {
         None
     };
+    // Stages named by tag: pinned to what the tag names now.
+    let mut references = std::collections::BTreeMap::new();
+    let mut pinned_pipeline = req.pipeline.clone();
+    for (i, call) in pinned_pipeline.stages.iter_mut().enumerate() {
+        if !osbuild::stage::remote::is_reference(&call.name) {
+            continue;
+        }
+        let at = format!("pipeline[{i}].name");
+        let reference = osbuild::stage::remote::Reference::parse(&call.name)
+            .map_err(|e| BuildError::input(&at, e))?;
+        if reference.digest.is_some() {
+            continue;
+        }
+        let remote = req.remote_stages.ok_or_else(|| {
+            BuildError::input(&at, "stages from registries are not looked up here")
+        })?;
+        let (_, digest) = remote
+            .pull(&reference)
+            .map_err(|e| BuildError::input(&at, e))?;
+        let pinned = format!("{}@{digest}", reference.location);
+        references.insert(call.name.clone(), pinned.clone());
+        call.name = pinned;
+    }
+    let req = LockRequest {
+        pipeline: &pinned_pipeline,
+        ..req
+    };
     let mut last = None;
     for (i, call) in req.pipeline.stages.iter().enumerate() {
         let stage = config
@@ -135,10 +164,21 @@ pub fn run(
         }
     }
     let Some(last) = last else {
-        return Err(BuildError::input(
-            req.pipeline_path.display().to_string(),
-            "no stage of the pipeline installs packages (io.weldr.mmdebstrap, io.weldr.dnf): there is nothing to lock",
-        ));
+        if references.is_empty() {
+            return Err(BuildError::input(
+                req.pipeline_path.display().to_string(),
+                "no stage of the pipeline installs packages (io.weldr.mmdebstrap, io.weldr.dnf) or is named by tag (oci://...:TAG): there is nothing to lock",
+            ));
+        }
+        let lock = LockFile {
+            version: osbuild_lock::FORMAT,
+            stages: Vec::new(),
+            references,
+        };
+        write(&out, &lock)?;
+        print_references(&lock, old.as_ref());
+        eprintln!("osbuild: wrote {}", out.display());
+        return Ok(());
     };
     // The stages up to the last package stage have the same ids as in
     // the whole pipeline: what is cached is reused.
@@ -179,8 +219,10 @@ pub fn run(
     let lock = LockFile {
         version: osbuild_lock::FORMAT,
         stages,
+        references,
     };
     write(&out, &lock)?;
+    print_references(&lock, old.as_ref());
     for s in &lock.stages {
         println!(
             "stage {} {}: {} packages",
@@ -200,6 +242,28 @@ pub fn run(
     }
     eprintln!("osbuild: wrote {}", out.display());
     Ok(())
+}
+
+/// Each tag the lock pins, and whether it moved since the old lock.
+fn print_references(lock: &LockFile, old: Option<&LockFile>) {
+    for (tagged, pinned) in &lock.references {
+        match old.and_then(|o| o.references.get(tagged)) {
+            Some(before) if before != pinned => println!("{tagged}: {before} -> {pinned}"),
+            _ => println!("{tagged}: {pinned}"),
+        }
+    }
+}
+
+/// The pipeline with the stages it names by tag named by the digest the
+/// lock pins; a tag the lock does not pin is left (and refused when it
+/// is looked up).
+pub fn pin_references(pipeline: &mut Pipeline, lock: Option<&LockFile>) {
+    let Some(lock) = lock else { return };
+    for call in &mut pipeline.stages {
+        if let Some(pinned) = lock.references.get(&call.name) {
+            call.name = pinned.clone();
+        }
+    }
 }
 
 fn write(path: &Path, lock: &LockFile) -> Result<(), BuildError> {

@@ -120,6 +120,11 @@ pub struct StageLock {
 pub struct LockFile {
     pub version: u32,
     pub stages: Vec<StageLock>,
+    /// Stages a pipeline names by tag (`oci://REG/REPO:TAG`), each pinned
+    /// to the reference by digest it had when locked
+    /// (`oci://REG/REPO@sha256:…`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub references: std::collections::BTreeMap<String, String>,
 }
 
 /// A field of a lock or a report that cannot be used, and where it is.
@@ -350,6 +355,19 @@ impl LockFile {
                     lock.version
                 ),
             ));
+        }
+        for (tagged, pinned) in &lock.references {
+            let digest_ok = pinned.rsplit_once('@').is_some_and(|(base, d)| {
+                d.strip_prefix("sha256:").is_some_and(is_sha256)
+                    && base.starts_with("oci://")
+                    && tagged.strip_prefix(base).is_some_and(|tag| tag.starts_with(':'))
+            });
+            if !digest_ok || !tagged.starts_with("oci://") {
+                return Err(err(
+                    format!("references[{tagged:?}]"),
+                    "must pin an oci:// reference by tag to the same repository by digest (oci://REG/REPO@sha256:HEX)",
+                ));
+            }
         }
         let mut seen = BTreeSet::new();
         for (i, s) in lock.stages.iter().enumerate() {

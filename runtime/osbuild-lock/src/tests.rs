@@ -172,3 +172,29 @@ fn a_hostile_index_path_is_refused() {
         );
     }
 }
+
+#[test]
+fn stage_references_must_pin_the_same_repository_by_digest() {
+    let d = "a".repeat(64);
+    let good = format!(
+        r#"{{"version": {FORMAT}, "stages": [], "references": {{"oci://r/x:v1": "oci://r/x@sha256:{d}"}}}}"#
+    );
+    let lock = LockFile::parse(good.as_bytes()).unwrap();
+    assert_eq!(
+        lock.references["oci://r/x:v1"],
+        format!("oci://r/x@sha256:{d}")
+    );
+    assert_eq!(LockFile::parse(lock.to_text().as_bytes()).unwrap(), lock);
+    for pinned in [
+        format!("oci://evil/x@sha256:{d}"),
+        format!("oci://r/@sha256:{d}"),
+        "oci://r/x@sha256:abc".to_string(),
+        "oci://r/x:v2".to_string(),
+    ] {
+        let text = format!(
+            r#"{{"version": {FORMAT}, "stages": [], "references": {{"oci://r/x:v1": "{pinned}"}}}}"#
+        );
+        let e = LockFile::parse(text.as_bytes()).unwrap_err();
+        assert_eq!(e.at, "references[\"oci://r/x:v1\"]", "{pinned}");
+    }
+}
