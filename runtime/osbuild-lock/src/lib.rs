@@ -360,7 +360,9 @@ impl LockFile {
             let digest_ok = pinned.rsplit_once('@').is_some_and(|(base, d)| {
                 d.strip_prefix("sha256:").is_some_and(is_sha256)
                     && base.starts_with("oci://")
-                    && tagged.strip_prefix(base).is_some_and(|tag| tag.starts_with(':'))
+                    && tagged
+                        .strip_prefix(base)
+                        .is_some_and(|tag| tag.starts_with(':'))
             });
             if !digest_ok || !tagged.starts_with("oci://") {
                 return Err(err(
