@@ -1111,6 +1111,7 @@ fn remote_stages(common: &CommonArgs) -> Result<osbuild::stage::remote::RemoteSt
         store: common.store.clone().unwrap_or_else(default_store),
         auth_file: common.registry_auth.clone(),
         allowed: common.policy()?.and_then(|p| p.stage_registries),
+        stages_dir: osbuild::store::stages_dir,
     })
 }
 

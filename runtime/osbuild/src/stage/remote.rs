@@ -106,6 +106,11 @@ pub struct RemoteStages {
     /// The policy's `stage-registries`: the only places a pipeline may
     /// name stages from (`None`: anywhere). Checked before any contact.
     pub allowed: Option<Vec<String>>,
+    /// `STORE/stages` for the store `store`, the store checked to be the
+    /// user's own first, and (`true`) made a store if it is not one yet:
+    /// [`crate`]'s `store::stages_dir` (given, so that stages do not
+    /// depend on the store).
+    pub stages_dir: fn(&Path, bool) -> Result<PathBuf, String>,
 }
 
 /// Whether `reference` is under one of `prefixes` (`oci://HOST/REPO`,
@@ -129,7 +134,7 @@ fn sha256(bytes: &[u8]) -> String {
 impl RemoteStages {
     /// `STORE/stages`, the store checked first: what is kept there runs.
     fn cache(&self) -> Result<PathBuf, String> {
-        Ok(crate::store::secure_root(&self.store)?.join("stages"))
+        (self.stages_dir)(&self.store, false)
     }
 
     fn dir(&self, manifest: &str) -> Result<PathBuf, String> {
@@ -181,7 +186,7 @@ impl RemoteStages {
             None => {
                 // Not what was pulled (a build killed while keeping it, a
                 // disk error): gone, and pulled again.
-                crate::store::remove_tree(&dir)
+                std::fs::remove_dir_all(&dir)
                     .map_err(|e| format!("removing {}: {e}", dir.display()))?;
                 Ok(None)
             }
@@ -234,10 +239,7 @@ impl RemoteStages {
         let super::Code::Wasm(bytes) = &stage.code else {
             return Ok(());
         };
-        // Opened as a store: its lock file says it is one, and a new one
-        // is made private.
-        let store = crate::store::Store::open(&self.store).map_err(|e| format!("{e:#}"))?;
-        let cache = store.root().join("stages");
+        let cache = (self.stages_dir)(&self.store, true)?;
         let err =
             |e: std::io::Error| format!("keeping the pulled stage in {}: {e}", cache.display());
         std::fs::create_dir_all(&cache).map_err(err)?;

@@ -244,6 +244,20 @@ fn check_root(root: &Path, euid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// `ROOT/stages`, where stages pulled from registries are kept: the store
+/// checked to be the user's own first; with `create`, opened as a store
+/// (its lock file says it is one, a new one is made private) and the
+/// directory made.
+pub fn stages_dir(root: &Path, create: bool) -> Result<PathBuf, String> {
+    if !create {
+        return Ok(secure_root(root)?.join("stages"));
+    }
+    let store = Store::open(root).map_err(|e| format!("{e:#}"))?;
+    let dir = store.root().join("stages");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 /// How an object's `tree/` relates to its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
